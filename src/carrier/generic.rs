@@ -1,0 +1,176 @@
+//! The "generic" carrier profile: paths and JSON bodies of the delivery-status API.
+//!
+//! ```text
+//! GET {base}/batches/{batch_id}/messages[?page_token=T]
+//!   200 {"batch_id":"B1","messages":[{"tracking_id":"T1","status":"DELIVERED","error_code":null,
+//!        "error_message":null,"status_updated_at":"2025-12-01T09:03:12Z"}],"next_page_token":null}
+//! GET {base}/messages/{tracking_id}
+//!   200 {"tracking_id":"T1","status":"QUEUED","error_code":null,"error_message":null,"status_updated_at":null}
+//! ```
+//! Unknown fields are ignored; `error_code` may be a string or a number.
+
+use serde::{Deserialize, Deserializer};
+
+use super::Report;
+
+/// One page of a batch listing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BatchPage {
+    pub messages: Vec<Report>,
+    pub next_page_token: Option<String>,
+}
+
+pub fn batch_path(batch_id: &str, page_token: Option<&str>) -> String {
+    let mut path = format!("/batches/{}/messages", encode(batch_id));
+    if let Some(token) = page_token {
+        path.push_str("?page_token=");
+        path.push_str(&encode(token));
+    }
+    path
+}
+
+pub fn message_path(tracking_id: &str) -> String {
+    format!("/messages/{}", encode(tracking_id))
+}
+
+#[derive(Deserialize)]
+struct WireBatch {
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    tracking_id: String,
+    status: String,
+    #[serde(default, deserialize_with = "string_or_number")]
+    error_code: Option<String>,
+    #[serde(default)]
+    error_message: Option<String>,
+    #[serde(default)]
+    status_updated_at: Option<String>,
+}
+
+impl From<WireMessage> for Report {
+    fn from(m: WireMessage) -> Report {
+        Report {
+            tracking_id: m.tracking_id,
+            status: m.status,
+            error_code: m.error_code,
+            error_message: m.error_message,
+            status_updated_at: m.status_updated_at,
+        }
+    }
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Code {
+        Text(String),
+        Number(serde_json::Number),
+    }
+    Ok(Option::<Code>::deserialize(d)?.map(|c| match c {
+        Code::Text(s) => s,
+        Code::Number(n) => n.to_string(),
+    }))
+}
+
+pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, serde_json::Error> {
+    let wire: WireBatch = serde_json::from_slice(body)?;
+    Ok(BatchPage {
+        messages: wire.messages.into_iter().map(Report::from).collect(),
+        next_page_token: wire.next_page_token.filter(|t| !t.is_empty()),
+    })
+}
+
+pub fn parse_message(body: &[u8]) -> Result<Report, serde_json::Error> {
+    serde_json::from_slice::<WireMessage>(body).map(Report::from)
+}
+
+/// Percent-encodes one path segment or query value: everything but RFC 3986 unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_escape_ids() {
+        assert_eq!(batch_path("B1", None), "/batches/B1/messages");
+        assert_eq!(
+            batch_path("B 1/x?", Some("p=2&x")),
+            "/batches/B%201%2Fx%3F/messages?page_token=p%3D2%26x"
+        );
+        assert_eq!(message_path("T-1_a.b~"), "/messages/T-1_a.b~");
+        assert_eq!(message_path("Ü"), "/messages/%C3%9C");
+    }
+
+    #[test]
+    fn batch_page_as_documented() {
+        let body = br#"{"batch_id":"B1","messages":[{"tracking_id":"T1","status":"DELIVERED","error_code":null,
+            "error_message":null,"status_updated_at":"2025-12-01T09:03:12Z"}],"next_page_token":"p2"}"#;
+        let page = parse_batch_page(body).unwrap();
+        assert_eq!(page.next_page_token.as_deref(), Some("p2"));
+        assert_eq!(
+            page.messages,
+            [Report {
+                tracking_id: "T1".into(),
+                status: "DELIVERED".into(),
+                error_code: None,
+                error_message: None,
+                status_updated_at: Some("2025-12-01T09:03:12Z".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn last_page_and_lenient_fields() {
+        let body = br#"{"messages":[{"tracking_id":"T2","status":"FAILED","error_code":30003,
+            "error_message":"Unreachable","extra":{"x":1}}],"next_page_token":null,"more":true}"#;
+        let page = parse_batch_page(body).unwrap();
+        assert_eq!(page.next_page_token, None);
+        assert_eq!(page.messages[0].error_code.as_deref(), Some("30003"));
+        assert_eq!(page.messages[0].status_updated_at, None);
+        let empty_token = parse_batch_page(br#"{"messages":[],"next_page_token":""}"#).unwrap();
+        assert_eq!(empty_token.next_page_token, None);
+    }
+
+    #[test]
+    fn message_as_documented() {
+        let body = br#"{"tracking_id":"T1","status":"QUEUED","error_code":null,"error_message":null,"status_updated_at":null}"#;
+        let report = parse_message(body).unwrap();
+        assert_eq!(report.status, "QUEUED");
+        assert_eq!(report.tracking_id, "T1");
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        for body in [
+            &b"<html>oops</html>"[..],
+            br#"{"messages":[{"tracking_id":"T1","status":"DELIV"#,
+            br#"{"messages":[{"tracking_id":"T1"}]}"#,
+            br#"{"messages":[{"tracking_id":7,"status":"SENT"}]}"#,
+            br#"{"error":"internal"}"#,
+            b"",
+        ] {
+            assert!(
+                parse_batch_page(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse_message(br#"{"status":"SENT"}"#).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! The command line as typed: flags, env fallbacks and help text. Values stay raw strings here; `config`
+//! validates them, so that a bad value is a configuration error (exit 78) that names its flag and env var.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   every due message was polled (or nothing was due)
+  64  usage error: unknown flag or missing argument
+  69  carrier unavailable: nothing could be polled
+  74  database error (including a schema that needs `dlr-poller migrate`)
+  75  partial: some batches failed or the deadline hit; the next run finishes the work
+  77  credentials rejected by the carrier (401/403)
+  78  configuration error: missing or invalid URL, token or value";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dlr-poller",
+    version,
+    about = "Tracks whether SMS messages reached the phone: polls the carrier's delivery-status API on a 2-hour \
+             grid for 72 hours and keeps an append-only audit trail of every result.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// SQLite database holding sms_submissions and the audit trail.
+    #[arg(
+        long,
+        env = "DLR_POLLER_DB",
+        default_value = "./dlr-poller.db",
+        global = true
+    )]
+    pub db: PathBuf,
+
+    /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides both -v and -q.
+    #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less log output on stderr: warnings and errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the database schema. Idempotent: safe to run on every deploy.
+    Migrate,
+    /// Run one poll cycle: poll every message that is due, record the results, exit with a status code.
+    #[command(after_help = EXIT_CODES)]
+    Poll(PollArgs),
+    /// Show a message's tracking state and every poll result, oldest first.
+    History {
+        /// The message's tracking id, as in sms_submissions.
+        tracking_id: String,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent poll cycles with their counts, outcome and success rate.
+    Cycles {
+        /// How many cycles to show, newest first.
+        #[arg(long, default_value = "10")]
+        last: String,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_long_help = "The carrier token is read from the env var DLR_CARRIER_TOKEN, or from the file \
+    given by --carrier-token-file (which wins when both are set). It is never accepted as a flag value: the \
+    command line is visible to every user of the host."
+)]
+pub struct PollArgs {
+    /// Base URL of the carrier's delivery-status API, e.g. https://carrier.example/v1. Required.
+    #[arg(long, env = "DLR_CARRIER_URL", value_name = "URL")]
+    pub carrier_url: Option<String>,
+
+    /// File holding the carrier token (surrounding whitespace is ignored). Without it, env DLR_CARRIER_TOKEN.
+    #[arg(long, env = "DLR_CARRIER_TOKEN_FILE", value_name = "PATH")]
+    pub carrier_token_file: Option<PathBuf>,
+
+    /// Worker threads querying the carrier at once (1-256).
+    #[arg(
+        long,
+        env = "DLR_POLLER_CONCURRENCY",
+        default_value = "8",
+        value_name = "N"
+    )]
+    pub concurrency: String,
+
+    /// Cycle budget, e.g. 14m, 90s, 1h30m. At the deadline no new request starts, what was obtained is saved and
+    /// the run exits 75; the rest stays due.
+    #[arg(
+        long,
+        env = "DLR_POLLER_DEADLINE",
+        default_value = "14m",
+        value_name = "DURATION"
+    )]
+    pub deadline: String,
+
+    /// Timeout of one HTTP request, connection included (never beyond the deadline).
+    #[arg(
+        long,
+        env = "DLR_POLLER_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION"
+    )]
+    pub request_timeout: String,
+
+    /// Attempts per request before a batch counts as failed (transient errors, 429 and 5xx are retried with
+    /// exponential backoff and full jitter; Retry-After is honoured).
+    #[arg(
+        long,
+        env = "DLR_POLLER_MAX_ATTEMPTS",
+        default_value = "4",
+        value_name = "N"
+    )]
+    pub max_attempts: String,
+
+    /// The cycle's clock, RFC 3339 (e.g. 2025-12-01T11:00:00Z): replays a missed cycle or drives tests.
+    /// Default: the system clock.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+
+    /// Allow an http:// carrier URL on a host other than loopback (the token would travel in clear).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
+
+    /// Print the cycle summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("dlr-poller").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn poll_defaults() {
+        let cli = parse(&["poll", "--carrier-url", "http://127.0.0.1:1"]).unwrap();
+        let Command::Poll(args) = cli.command else {
+            panic!("not poll")
+        };
+        assert_eq!(args.concurrency, "8");
+        assert_eq!(args.deadline, "14m");
+        assert!(!args.json);
+        assert_eq!(args.now, None);
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = parse(&["poll", "--db", "x.db", "-vv"]).unwrap();
+        assert_eq!(cli.db, PathBuf::from("x.db"));
+        assert_eq!(cli.verbose, 2);
+    }
+
+    #[test]
+    fn there_is_no_token_flag() {
+        assert!(parse(&["poll", "--carrier-token", "abc"]).is_err());
+    }
+
+    #[test]
+    fn verbose_and_quiet_conflict() {
+        assert!(parse(&["-v", "-q", "migrate"]).is_err());
+    }
+
+    #[test]
+    fn history_needs_a_tracking_id() {
+        assert!(parse(&["history"]).is_err());
+        let cli = parse(&["history", "T1"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::History { tracking_id, json: false } if tracking_id == "T1")
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! Turns the raw command line and environment into a validated [`PollConfig`] before anything is opened, so that
+//! every bad value is reported up front, naming its flag and env var.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+
+use crate::cli::PollArgs;
+use crate::redact::CarrierToken;
+use crate::timefmt;
+
+/// Env var holding the carrier token (the alternative to `--carrier-token-file`).
+pub const TOKEN_ENV: &str = "DLR_CARRIER_TOKEN";
+
+/// Everything a poll cycle needs, validated.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Without a trailing slash.
+    pub carrier_url: String,
+    pub token: CarrierToken,
+    pub concurrency: usize,
+    pub deadline: Duration,
+    pub request_timeout: Duration,
+    pub max_attempts: u32,
+    /// `None`: the system clock.
+    pub now: Option<DateTime<Utc>>,
+    pub json: bool,
+}
+
+impl PollConfig {
+    /// Validates the flags; `env_token` is the value of [`TOKEN_ENV`], passed in so tests need not touch the
+    /// process environment.
+    pub fn resolve(args: &PollArgs, env_token: Option<String>) -> Result<PollConfig> {
+        let carrier_url = carrier_url(args.carrier_url.as_deref(), args.allow_insecure_http)?;
+        let token = token(args.carrier_token_file.as_deref(), env_token)?;
+        let concurrency = bounded_int(
+            &args.concurrency,
+            "--concurrency (env DLR_POLLER_CONCURRENCY)",
+            1,
+            256,
+        )?;
+        let max_attempts = bounded_int(
+            &args.max_attempts,
+            "--max-attempts (env DLR_POLLER_MAX_ATTEMPTS)",
+            1,
+            20,
+        )?;
+        let deadline = bounded_duration(
+            &args.deadline,
+            "--deadline (env DLR_POLLER_DEADLINE)",
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        )?;
+        let request_timeout = bounded_duration(
+            &args.request_timeout,
+            "--request-timeout (env DLR_POLLER_REQUEST_TIMEOUT)",
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
+        let now = match &args.now {
+            Some(s) => Some(timefmt::parse(s).context("invalid --now")?),
+            None => None,
+        };
+        Ok(PollConfig {
+            carrier_url,
+            token,
+            concurrency: concurrency as usize,
+            deadline,
+            request_timeout,
+            max_attempts: max_attempts as u32,
+            now,
+            json: args.json,
+        })
+    }
+}
+
+fn carrier_url(raw: Option<&str>, allow_insecure_http: bool) -> Result<String> {
+    let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
+        bail!("no carrier URL: set --carrier-url or env DLR_CARRIER_URL");
+    };
+    let uri: ureq::http::Uri = raw
+        .parse()
+        .with_context(|| format!("invalid --carrier-url (env DLR_CARRIER_URL) {raw:?}"))?;
+    let host = match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => host,
+        _ => bail!(
+            "invalid --carrier-url (env DLR_CARRIER_URL) {raw:?}: expected an http:// or https:// URL with a host"
+        ),
+    };
+    if uri.query().is_some() {
+        bail!(
+            "invalid --carrier-url (env DLR_CARRIER_URL) {raw:?}: a base URL cannot carry a query string"
+        );
+    }
+    if uri.scheme_str() == Some("http") && !is_loopback(host) && !allow_insecure_http {
+        bail!(
+            "refusing --carrier-url {raw:?}: plain http:// to a host other than loopback would send the carrier \
+             token in clear; use https:// or pass --allow-insecure-http"
+        );
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn token(file: Option<&Path>, env_token: Option<String>) -> Result<CarrierToken> {
+    if let Some(path) = file {
+        let raw = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --carrier-token-file {}", path.display()))?;
+        return CarrierToken::new(&raw)
+            .with_context(|| format!("--carrier-token-file {} is empty", path.display()));
+    }
+    match env_token {
+        Some(raw) => CarrierToken::new(&raw).with_context(|| format!("env {TOKEN_ENV} is empty")),
+        None => bail!("no carrier token: set env {TOKEN_ENV} or pass --carrier-token-file PATH"),
+    }
+}
+
+fn bounded_int(raw: &str, name: &str, min: u64, max: u64) -> Result<u64> {
+    let n: u64 = raw.trim().parse().with_context(|| {
+        format!("invalid {name} {raw:?}: expected a whole number from {min} to {max}")
+    })?;
+    if !(min..=max).contains(&n) {
+        bail!("invalid {name} {raw:?}: expected a whole number from {min} to {max}");
+    }
+    Ok(n)
+}
+
+fn bounded_duration(raw: &str, name: &str, min: Duration, max: Duration) -> Result<Duration> {
+    let d = parse_duration(raw).with_context(|| format!("invalid {name} {raw:?}"))?;
+    if d < min || d > max {
+        bail!(
+            "invalid {name} {raw:?}: expected from {} to {}",
+            humanize(min),
+            humanize(max)
+        );
+    }
+    Ok(d)
+}
+
+/// Parses durations such as `14m`, `90s`, `1h30m`, `500ms`.
+pub fn parse_duration(raw: &str) -> Result<Duration> {
+    let s = raw.trim();
+    if s.is_empty() {
+        bail!("expected a duration such as 14m, 90s or 1h30m");
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            bail!("expected a duration such as 14m, 90s or 1h30m");
+        }
+        let n: u64 = rest[..digits].parse().context("number too large")?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "" => bail!("missing unit after {n}: use ms, s, m or h"),
+            other => bail!("unknown unit {other:?}: use ms, s, m or h"),
+        };
+        rest = &rest[unit_len..];
+        let part = unit
+            .checked_mul(u32::try_from(n).context("number too large")?)
+            .context("duration too large")?;
+        total = total.checked_add(part).context("duration too large")?;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way it is typed on the command line.
+pub fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, 0) => format!("{h}h{m}m"),
+        _ => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn args() -> PollArgs {
+        PollArgs {
+            carrier_url: Some("http://127.0.0.1:8080/".into()),
+            carrier_token_file: None,
+            concurrency: "8".into(),
+            deadline: "14m".into(),
+            request_timeout: "30s".into(),
+            max_attempts: "4".into(),
+            now: None,
+            allow_insecure_http: false,
+            json: false,
+        }
+    }
+
+    fn err(args: &PollArgs, token: Option<&str>) -> String {
+        format!(
+            "{:#}",
+            PollConfig::resolve(args, token.map(String::from)).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let config = PollConfig::resolve(&args(), Some("tok".into())).unwrap();
+        assert_eq!(config.carrier_url, "http://127.0.0.1:8080");
+        assert_eq!(config.concurrency, 8);
+        assert_eq!(config.deadline, Duration::from_secs(14 * 60));
+        assert_eq!(config.token.expose(), "tok");
+        assert!(!format!("{config:?}").contains("tok\""));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("14m").unwrap(), Duration::from_secs(840));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        for bad in ["", "14", "m", "-5m", "5 m", "3d", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(humanize(Duration::from_secs(840)), "14m");
+        assert_eq!(humanize(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(humanize(Duration::from_millis(100)), "100ms");
+        assert_eq!(humanize(Duration::from_secs(86400)), "24h");
+    }
+
+    #[test]
+    fn missing_url_and_token_are_named() {
+        let mut a = args();
+        a.carrier_url = None;
+        assert!(err(&a, Some("t")).contains("--carrier-url or env DLR_CARRIER_URL"));
+        assert!(err(&args(), None).contains("DLR_CARRIER_TOKEN"));
+        assert!(err(&args(), Some("  \n")).contains("env DLR_CARRIER_TOKEN is empty"));
+    }
+
+    #[test]
+    fn token_file_wins_and_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mut a = args();
+        a.carrier_token_file = Some(path.clone());
+        let config = PollConfig::resolve(&a, Some("from-env".into())).unwrap();
+        assert_eq!(config.token.expose(), "from-file");
+        std::fs::write(&path, "").unwrap();
+        assert!(err(&a, None).contains("is empty"));
+        a.carrier_token_file = Some(PathBuf::from("/nonexistent/token"));
+        assert!(err(&a, None).contains("cannot read --carrier-token-file /nonexistent/token"));
+    }
+
+    #[test]
+    fn bad_urls() {
+        for (url, expect) in [
+            ("ftp://x", "expected an http:// or https:// URL"),
+            ("not a url", "invalid --carrier-url"),
+            ("http://carrier.example", "--allow-insecure-http"),
+            ("https://carrier.example/v1?x=1", "query string"),
+        ] {
+            let mut a = args();
+            a.carrier_url = Some(url.into());
+            assert!(
+                err(&a, Some("t")).contains(expect),
+                "{url}: {}",
+                err(&a, Some("t"))
+            );
+        }
+        let mut a = args();
+        a.carrier_url = Some("http://carrier.example".into());
+        a.allow_insecure_http = true;
+        assert!(PollConfig::resolve(&a, Some("t".into())).is_ok());
+        a.carrier_url = Some("http://[::1]:9/".into());
+        a.allow_insecure_http = false;
+        assert!(PollConfig::resolve(&a, Some("t".into())).is_ok());
+    }
+
+    #[test]
+    fn bad_numbers_and_durations_name_their_flag() {
+        let mut a = args();
+        a.concurrency = "0".into();
+        assert!(
+            err(&a, Some("t")).contains("invalid --concurrency (env DLR_POLLER_CONCURRENCY) \"0\"")
+        );
+        a.concurrency = "lots".into();
+        assert!(err(&a, Some("t")).contains("--concurrency"));
+        let mut a = args();
+        a.deadline = "48h".into();
+        assert!(err(&a, Some("t")).contains(
+            "invalid --deadline (env DLR_POLLER_DEADLINE) \"48h\": expected from 1s to 24h"
+        ));
+        a.deadline = "-1m".into();
+        assert!(err(&a, Some("t")).contains("--deadline"));
+        let mut a = args();
+        a.now = Some("tomorrow".into());
+        assert!(err(&a, Some("t")).contains("invalid --now"));
+    }
+}

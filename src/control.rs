@@ -1,0 +1,110 @@
+//! Shared stop conditions of one cycle: the deadline, and an abort when continuing is pointless (credentials
+//! rejected). Workers and the HTTP retry loop consult it before each request and while they wait.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why work must stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    Deadline,
+    CredentialsRejected,
+    /// The results can no longer be stored (database failure): polling on would lose them.
+    StoreFailed,
+}
+
+#[derive(Debug)]
+pub struct Control {
+    deadline: Instant,
+    abort: AtomicU8,
+}
+
+const RUNNING: u8 = 0;
+const REJECTED: u8 = 1;
+const STORE_FAILED: u8 = 2;
+
+impl Control {
+    pub fn new(budget: Duration) -> Control {
+        Control {
+            deadline: Instant::now() + budget,
+            abort: AtomicU8::new(RUNNING),
+        }
+    }
+
+    /// Asks every worker to stop because the carrier refuses the credentials; the first reason sticks.
+    pub fn abort_credentials_rejected(&self) {
+        self.abort_with(REJECTED);
+    }
+
+    /// Asks every worker to stop because results can no longer be stored; the first reason sticks.
+    pub fn abort_store_failed(&self) {
+        self.abort_with(STORE_FAILED);
+    }
+
+    fn abort_with(&self, reason: u8) {
+        let _ = self
+            .abort
+            .compare_exchange(RUNNING, reason, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// `Some` once no new work may start.
+    pub fn stopped(&self) -> Option<Stop> {
+        match self.abort.load(Ordering::SeqCst) {
+            REJECTED => Some(Stop::CredentialsRejected),
+            STORE_FAILED => Some(Stop::StoreFailed),
+            _ if Instant::now() >= self.deadline => Some(Stop::Deadline),
+            _ => None,
+        }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Sleeps for `d` in short slices; returns the stop reason early if one arises. Never sleeps past the
+    /// deadline: a wait that would cross it returns `Stop::Deadline` at once.
+    pub fn sleep(&self, d: Duration) -> Result<(), Stop> {
+        if d >= self.remaining() {
+            return Err(Stop::Deadline);
+        }
+        let until = Instant::now() + d;
+        loop {
+            if let Some(stop) = self.stopped() {
+                return Err(stop);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abort_is_seen_and_sticks() {
+        let control = Control::new(Duration::from_secs(60));
+        assert_eq!(control.stopped(), None);
+        control.abort_credentials_rejected();
+        assert_eq!(control.stopped(), Some(Stop::CredentialsRejected));
+        assert_eq!(
+            control.sleep(Duration::from_millis(10)),
+            Err(Stop::CredentialsRejected)
+        );
+        control.abort_store_failed();
+        assert_eq!(control.stopped(), Some(Stop::CredentialsRejected));
+    }
+
+    #[test]
+    fn sleep_never_crosses_the_deadline() {
+        let control = Control::new(Duration::from_millis(200));
+        let started = Instant::now();
+        assert_eq!(control.sleep(Duration::from_secs(30)), Err(Stop::Deadline));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(control.sleep(Duration::from_millis(1)), Ok(()));
+    }
+}

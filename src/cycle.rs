@@ -1,0 +1,445 @@
+//! One poll cycle: take in new submissions, find what is due, ask the carrier on a bounded pool of worker
+//! threads, and write every result through one writer, a transaction per batch.
+//!
+//! ```text
+//!  dispatcher (reads due set, batch by batch) --jobs--> N workers (blocking HTTP) --results--> writer (this thread)
+//! ```
+//! Both channels are bounded, so a slow database slows the workers down instead of growing memory. Failures of
+//! one batch are counted, not fatal; the exit code is derived from the counts at the end.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Instant;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use crate::carrier::http::{HttpCarrier, Stats};
+use crate::carrier::{FetchError, Report, StatusSource};
+use crate::config::PollConfig;
+use crate::control::{Control, Stop};
+use crate::exit::Exit;
+use crate::schedule::{self, Next};
+use crate::status::{DeliveryStatus, map_status};
+use crate::store::{DueGroup, DueMessage, PollRecord, Store, TrackState};
+use crate::summary::Summary;
+use crate::timefmt;
+
+/// Messages without a batch id are asked for one by one, in jobs of this many.
+const LOOKUP_CHUNK: usize = 50;
+
+/// A unit of work for one worker: one batch, or a chunk of messages without a batch.
+struct Job {
+    batch_id: Option<String>,
+    messages: Vec<DueMessage>,
+}
+
+/// What the carrier said about a message.
+enum Answer {
+    Reported(Report),
+    NotFound,
+}
+
+/// A worker's result for one job. `answers[i]` belongs to `messages[i]`; `None` means not polled (it stays due).
+struct Done {
+    job: Job,
+    answers: Vec<Option<Answer>>,
+    /// The batch listing's failure, when it failed (nothing of the batch was polled).
+    batch_error: Option<FetchError>,
+    /// Failed one-by-one lookups and the first reason.
+    lookup_failures: u64,
+    lookup_error: Option<FetchError>,
+}
+
+/// Runs one cycle against the database at `db`. Whole-cycle failures (database unusable) are errors; everything
+/// else ends in a summary whose exit code tells what happened.
+pub fn run(db: &Path, config: &PollConfig) -> Result<(Summary, Exit)> {
+    let control = Control::new(config.deadline);
+    let clock = Instant::now();
+    let started = Utc::now();
+    let now = config.now.unwrap_or(started);
+
+    let mut store = Store::open(db, false)?;
+    store.check_schema()?;
+    let cycle_id = store.begin_cycle(started, now)?;
+    let mut summary = Summary {
+        cycle_id,
+        started_at: timefmt::format_millis(started),
+        cycle_now: timefmt::format(now),
+        ..Summary::default()
+    };
+    log::info!(
+        "cycle {cycle_id} started at {} (clock {}), deadline {}",
+        summary.started_at,
+        summary.cycle_now,
+        crate::config::humanize(config.deadline)
+    );
+
+    let result = poll(db, config, &control, &mut store, now, &mut summary);
+    let exit = match &result {
+        Ok(()) => exit_code(&summary, control.stopped()),
+        Err(e) => {
+            summary.error = Some(format!("{e:#}"));
+            Exit::Database
+        }
+    };
+    summary.exit_code = Some(exit.code());
+    summary.outcome = exit.outcome().to_string();
+    summary.finished_at = Some(timefmt::format_millis(Utc::now()));
+    summary.duration_seconds = clock.elapsed().as_secs_f64();
+    let recorded = store.finish_cycle(&summary);
+    result?;
+    recorded?;
+    Ok((summary, exit))
+}
+
+fn poll(
+    db: &Path,
+    config: &PollConfig,
+    control: &Control,
+    store: &mut Store,
+    now: DateTime<Utc>,
+    summary: &mut Summary,
+) -> Result<()> {
+    let discovery = store.discover()?;
+    summary.new_submissions = discovery.new;
+    summary.invalid_submissions = discovery.invalid;
+    if discovery.new > 0 || discovery.invalid > 0 {
+        log::info!(
+            "took in {} new submissions ({} invalid)",
+            discovery.new,
+            discovery.invalid
+        );
+    }
+    let cutoff = schedule::cutoff(now);
+    let groups = store.due_groups(cutoff)?;
+    summary.messages_due = groups.iter().map(|g| g.messages).sum();
+    log::info!(
+        "{} messages due in {} groups",
+        summary.messages_due,
+        groups.len()
+    );
+    if groups.is_empty() {
+        return Ok(());
+    }
+
+    let reader = Store::open(db, false)?;
+    let stats = Stats::default();
+    let carrier = HttpCarrier::new(config, control, &stats);
+    let mut writer = Writer {
+        store,
+        cycle_id: summary.cycle_id,
+        now,
+        summary,
+        unknown_words: HashSet::new(),
+    };
+    let (job_tx, job_rx) = sync_channel::<Job>(config.concurrency);
+    let (done_tx, done_rx) = sync_channel::<Done>(config.concurrency * 2);
+    let job_rx = Mutex::new(job_rx);
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        let dispatcher = scope.spawn(move || dispatch(&reader, groups, cutoff, control, job_tx));
+        for _ in 0..config.concurrency {
+            let done_tx = done_tx.clone();
+            let (carrier, job_rx) = (&carrier, &job_rx);
+            scope.spawn(move || work(carrier, control, job_rx, done_tx));
+        }
+        drop(done_tx);
+        let mut failure = None;
+        for done in done_rx {
+            if failure.is_some() {
+                continue;
+            }
+            if let Err(e) = writer.write(done) {
+                log::error!("{e:#}; stopping the cycle");
+                control.abort_store_failed();
+                failure = Some(e);
+            }
+        }
+        let dispatched = dispatcher.join().expect("dispatcher thread panicked");
+        match failure {
+            Some(e) => Err(e),
+            None => dispatched,
+        }
+    });
+    summary.http_requests = stats.requests.load(Ordering::Relaxed);
+    summary.retries = stats.retries.load(Ordering::Relaxed);
+    outcome
+}
+
+/// Reads the due set group by group and hands out jobs until the groups run out or the cycle must stop.
+fn dispatch(
+    reader: &Store,
+    groups: Vec<DueGroup>,
+    cutoff: DateTime<Utc>,
+    control: &Control,
+    jobs: SyncSender<Job>,
+) -> Result<()> {
+    for group in groups {
+        if control.stopped().is_some() {
+            break;
+        }
+        let chunk = if group.batch_id.is_some() {
+            usize::MAX
+        } else {
+            LOOKUP_CHUNK
+        };
+        let mut messages = Vec::new();
+        let mut open = true;
+        reader.due_messages(group.batch_id.as_deref(), cutoff, |m| {
+            messages.push(m);
+            if messages.len() >= chunk {
+                let job = Job {
+                    batch_id: None,
+                    messages: std::mem::take(&mut messages),
+                };
+                open = control.stopped().is_none() && jobs.send(job).is_ok();
+            }
+            open
+        })?;
+        if open && !messages.is_empty() {
+            let job = Job {
+                batch_id: group.batch_id,
+                messages,
+            };
+            if jobs.send(job).is_err() {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A worker: takes jobs until there are none, asks the carrier, hands the answers to the writer.
+fn work(
+    carrier: &dyn StatusSource,
+    control: &Control,
+    jobs: &Mutex<Receiver<Job>>,
+    done: SyncSender<Done>,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        if done.send(ask(carrier, control, job)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Asks the carrier about one job's messages: the batch listing first (when there is a batch), then one by
+/// one for the messages the listing lacks.
+fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
+    let mut done = Done {
+        answers: job.messages.iter().map(|_| None).collect(),
+        job,
+        batch_error: None,
+        lookup_failures: 0,
+        lookup_error: None,
+    };
+    if control.stopped().is_some() {
+        return done;
+    }
+    if let Some(batch_id) = &done.job.batch_id {
+        match carrier.batch(batch_id) {
+            Ok(Some(reports)) => {
+                let index: HashMap<&str, usize> = done
+                    .job
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (m.tracking_id.as_str(), i))
+                    .collect();
+                for report in reports {
+                    if let Some(&i) = index.get(report.tracking_id.as_str())
+                        && done.answers[i].is_none()
+                    {
+                        done.answers[i] = Some(Answer::Reported(report));
+                    }
+                }
+            }
+            Ok(None) => log::info!(
+                "carrier does not know batch {batch_id:?}; asking for its messages one by one"
+            ),
+            Err(e) => {
+                done.batch_error = Some(e);
+                return done;
+            }
+        }
+    }
+    for i in 0..done.answers.len() {
+        if done.answers[i].is_some() {
+            continue;
+        }
+        match carrier.message(&done.job.messages[i].tracking_id) {
+            Ok(Some(report)) => done.answers[i] = Some(Answer::Reported(report)),
+            Ok(None) => done.answers[i] = Some(Answer::NotFound),
+            Err(e @ (FetchError::Deadline | FetchError::Stopped)) => {
+                done.lookup_error.get_or_insert(e);
+                break;
+            }
+            Err(e) => {
+                let fatal = matches!(e, FetchError::CredentialsRejected { .. });
+                done.lookup_failures += 1;
+                done.lookup_error.get_or_insert(e);
+                if fatal {
+                    break;
+                }
+            }
+        }
+    }
+    done
+}
+
+/// The single writer: maps answers to statuses and schedule steps and stores them, one transaction per job.
+struct Writer<'a> {
+    store: &'a mut Store,
+    cycle_id: i64,
+    now: DateTime<Utc>,
+    summary: &'a mut Summary,
+    unknown_words: HashSet<String>,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, done: Done) -> Result<()> {
+        let label = match &done.job.batch_id {
+            Some(b) => format!("batch {b:?}"),
+            None => "messages without a batch".to_string(),
+        };
+        if let Some(e) = &done.batch_error {
+            if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
+                self.summary.batches_failed += 1;
+                log::warn!(
+                    "{label}: {e}; its {} messages stay due",
+                    done.job.messages.len()
+                );
+                self.summary
+                    .error
+                    .get_or_insert_with(|| format!("{label}: {e}"));
+            }
+            return Ok(());
+        }
+        if done.job.batch_id.is_some() && done.answers.iter().any(Option::is_some) {
+            self.summary.batches_ok += 1;
+        }
+        if done.lookup_failures > 0 {
+            self.summary.lookups_failed += done.lookup_failures;
+            if let Some(e) = &done.lookup_error {
+                log::warn!(
+                    "{label}: {} one-by-one lookups failed, first: {e}; they stay due",
+                    done.lookup_failures
+                );
+                self.summary
+                    .error
+                    .get_or_insert_with(|| format!("{label}: {e}"));
+            }
+        }
+        let mut records = Vec::with_capacity(done.answers.len());
+        for (message, answer) in done.job.messages.iter().zip(&done.answers) {
+            let Some(answer) = answer else { continue };
+            records.push(self.record(message, answer));
+        }
+        let written = self
+            .store
+            .record(self.cycle_id, self.now, &records)
+            .map_err(|e| e.context(format!("storing the results of {label}")))?;
+        self.summary.polled += written as u64;
+        for r in &records {
+            match r.status {
+                DeliveryStatus::Delivered => self.summary.delivered += 1,
+                DeliveryStatus::Failed => self.summary.failed += 1,
+                DeliveryStatus::Pending => self.summary.pending += 1,
+            }
+            if r.state == TrackState::Unconfirmed {
+                self.summary.closed_unconfirmed += 1;
+            }
+        }
+        log::debug!("{label}: {written} results stored");
+        Ok(())
+    }
+
+    fn record<'m>(&mut self, message: &'m DueMessage, answer: &'m Answer) -> PollRecord<'m> {
+        let (status, report) = match answer {
+            Answer::NotFound => {
+                self.summary.not_found += 1;
+                (DeliveryStatus::Pending, None)
+            }
+            Answer::Reported(report) => {
+                let mapped = map_status(&report.status);
+                if !mapped.known {
+                    self.summary.unknown_statuses += 1;
+                    if self.unknown_words.insert(report.status.clone()) {
+                        log::warn!(
+                            "carrier status {:?} is not in the mapping table; recorded as PENDING",
+                            report.status
+                        );
+                    }
+                }
+                (mapped.status, Some(report))
+            }
+        };
+        let (state, next_due_at) =
+            match schedule::after_poll(message.submitted_at, self.now, status) {
+                Next::DueAt(at) => (TrackState::Open, Some(at)),
+                Next::Final(DeliveryStatus::Delivered) => (TrackState::Delivered, None),
+                Next::Final(_) => (TrackState::Failed, None),
+                Next::Unconfirmed => (TrackState::Unconfirmed, None),
+            };
+        PollRecord {
+            message,
+            status,
+            carrier_status: report.map(|r| r.status.as_str()),
+            failure_code: report.and_then(|r| r.error_code.as_deref()),
+            failure_reason: report.and_then(|r| r.error_message.as_deref()),
+            confirmed_at: report
+                .filter(|_| status.is_final())
+                .and_then(|r| r.status_updated_at.as_deref()),
+            state,
+            next_due_at,
+        }
+    }
+}
+
+/// The exit code from the counts: everything polled is success; nothing polled because the carrier kept failing
+/// is "unavailable"; anything in between is partial.
+fn exit_code(s: &Summary, stop: Option<Stop>) -> Exit {
+    if stop == Some(Stop::CredentialsRejected) {
+        return Exit::CredentialsRejected;
+    }
+    if s.polled >= s.messages_due {
+        return Exit::Ok;
+    }
+    if s.polled == 0 && s.batches_failed + s.lookups_failed > 0 {
+        return Exit::CarrierUnavailable;
+    }
+    Exit::Partial
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_from_counts() {
+        let s = |due, polled, batches_failed| Summary {
+            messages_due: due,
+            polled,
+            batches_failed,
+            ..Summary::default()
+        };
+        assert_eq!(exit_code(&s(0, 0, 0), None), Exit::Ok);
+        assert_eq!(exit_code(&s(10, 10, 0), None), Exit::Ok);
+        assert_eq!(exit_code(&s(10, 4, 1), None), Exit::Partial);
+        assert_eq!(exit_code(&s(10, 0, 2), None), Exit::CarrierUnavailable);
+        assert_eq!(exit_code(&s(10, 3, 0), Some(Stop::Deadline)), Exit::Partial);
+        assert_eq!(exit_code(&s(10, 0, 0), Some(Stop::Deadline)), Exit::Partial);
+        assert_eq!(
+            exit_code(&s(10, 9, 0), Some(Stop::CredentialsRejected)),
+            Exit::CredentialsRejected
+        );
+    }
+}

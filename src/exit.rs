@@ -1,0 +1,131 @@
+//! The process exit codes: the contract between a cycle and its scheduler.
+//!
+//! The values follow BSD `sysexits.h` so that cron wrappers and monitoring that already know that table read them
+//! right. The README carries the same table; change both together, and never renumber a released code.
+
+use std::process::ExitCode;
+
+/// How a run ended, as the scheduler sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Every due message was polled (or nothing was due).
+    Ok,
+    /// Bad command line: unknown flag, missing argument (sysexits EX_USAGE).
+    Usage,
+    /// The carrier could not be reached or kept failing: nothing could be polled (EX_UNAVAILABLE).
+    CarrierUnavailable,
+    /// The database could not be opened, read or written, or its schema is missing (EX_IOERR).
+    Database,
+    /// Some messages were polled and some were not (failed batches or the deadline); they stay due and the next run
+    /// picks them up first (EX_TEMPFAIL).
+    Partial,
+    /// The carrier rejected the credentials (401/403); the cycle stopped at once (EX_NOPERM).
+    CredentialsRejected,
+    /// Missing or invalid configuration: carrier URL, token, a flag or env value (EX_CONFIG).
+    Config,
+}
+
+impl Exit {
+    pub const fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Usage => 64,
+            Exit::CarrierUnavailable => 69,
+            Exit::Database => 74,
+            Exit::Partial => 75,
+            Exit::CredentialsRejected => 77,
+            Exit::Config => 78,
+        }
+    }
+
+    /// The word recorded in the cycles table and shown by `dlr-poller cycles`.
+    pub const fn outcome(self) -> &'static str {
+        match self {
+            Exit::Ok => "ok",
+            Exit::Usage => "usage",
+            Exit::CarrierUnavailable => "carrier_unavailable",
+            Exit::Database => "database_error",
+            Exit::Partial => "partial",
+            Exit::CredentialsRejected => "credentials_rejected",
+            Exit::Config => "config_error",
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// An error that carries the exit code it must end the process with. Errors without one are classified by
+/// `main` (database errors are tagged where the database is touched).
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Tags an error with the exit code it must produce.
+pub trait ExitContext<T> {
+    fn exit_code(self, exit: Exit) -> Result<T, anyhow::Error>;
+}
+
+impl<T, E: Into<anyhow::Error>> ExitContext<T> for Result<T, E> {
+    fn exit_code(self, exit: Exit) -> Result<T, anyhow::Error> {
+        self.map_err(|e| {
+            anyhow::Error::new(Failure {
+                exit,
+                error: e.into(),
+            })
+        })
+    }
+}
+
+/// The exit code an error asks for; untagged errors are internal failures of the run, reported as database
+/// errors only when they are tagged so, otherwise as configuration errors.
+pub fn exit_of(err: &anyhow::Error) -> Exit {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Failure>().map(|f| f.exit))
+        .unwrap_or(Exit::Config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::anyhow;
+
+    #[test]
+    fn codes_follow_sysexits() {
+        let table = [
+            (Exit::Ok, 0),
+            (Exit::Usage, 64),
+            (Exit::CarrierUnavailable, 69),
+            (Exit::Database, 74),
+            (Exit::Partial, 75),
+            (Exit::CredentialsRejected, 77),
+            (Exit::Config, 78),
+        ];
+        for (exit, code) in table {
+            assert_eq!(exit.code(), code, "{exit:?}");
+        }
+    }
+
+    #[test]
+    fn tagged_errors_keep_their_code_through_context() {
+        let err: anyhow::Error = Err::<(), _>(anyhow!("disk full"))
+            .exit_code(Exit::Database)
+            .map_err(|e| e.context("writing batch B1"))
+            .unwrap_err();
+        assert_eq!(exit_of(&err), Exit::Database);
+        assert_eq!(format!("{err:#}"), "writing batch B1: disk full");
+    }
+}

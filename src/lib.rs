@@ -1,0 +1,20 @@
+//! dlr-poller: tracks whether SMS messages reached the phone by polling the carrier's delivery-status API.
+//!
+//! The binary (`src/main.rs`) is glue; the work is here so that the sandbox carrier, the demo and the tests can
+//! share it.
+
+pub mod carrier;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod cycle;
+pub mod exit;
+pub mod redact;
+pub mod report;
+pub mod retry;
+pub mod sandbox;
+pub mod schedule;
+pub mod status;
+pub mod store;
+pub mod summary;
+pub mod timefmt;

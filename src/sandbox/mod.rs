@@ -1,0 +1,552 @@
+//! The sandbox carrier: a simulated carrier that speaks the generic wire format over real HTTP on loopback.
+//!
+//! It holds a world of messages, each with a fate (delivers after a delay, fails with a code, stays queued,
+//! reports a word outside the mapping table, is missing from its batch listing, is unknown to the carrier), a
+//! settable clock, paging, and fault knobs (latency, 5xx, 429 with Retry-After, malformed bodies, 401). The
+//! integration tests, the demo and the benchmarks run the real `dlr-poller` binary against it.
+
+mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::carrier::Report;
+use crate::retry::Rng;
+use crate::timefmt;
+
+pub use server::SandboxServer;
+
+/// What happens to a simulated message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// `SENT` until `after` has passed since submission, then `DELIVERED`.
+    Deliver { after: TimeDelta },
+    /// `QUEUED` until `after`, then `word` (FAILED, REJECTED, BOUNCED, UNDELIVERABLE) with an error code.
+    Fail {
+        after: TimeDelta,
+        word: String,
+        code: String,
+        reason: String,
+    },
+    /// Reports `word` forever (QUEUED, SENT, TIMEOUT, NO_STATUS, or a word outside the mapping table).
+    Stuck { word: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct SimMessage {
+    pub tracking_id: String,
+    pub customer_id: String,
+    pub phone_number: String,
+    pub batch_id: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+    pub fate: Fate,
+    /// False: the batch listing leaves this message out (it must be asked for one by one).
+    pub listed: bool,
+    /// False: the carrier answers 404 for this message.
+    pub known: bool,
+}
+
+impl SimMessage {
+    /// What the carrier says about this message at `now`; `None` when it does not know the message.
+    pub fn report_at(&self, now: DateTime<Utc>) -> Option<Report> {
+        if !self.known {
+            return None;
+        }
+        let report = |status: &str,
+                      code: Option<&str>,
+                      reason: Option<&str>,
+                      at: Option<DateTime<Utc>>| Report {
+            tracking_id: self.tracking_id.clone(),
+            status: status.to_string(),
+            error_code: code.map(str::to_string),
+            error_message: reason.map(str::to_string),
+            status_updated_at: at.map(timefmt::format),
+        };
+        Some(match &self.fate {
+            Fate::Deliver { after } if now >= self.submitted_at + *after => {
+                report("DELIVERED", None, None, Some(self.submitted_at + *after))
+            }
+            Fate::Deliver { .. } => report("SENT", None, None, None),
+            Fate::Fail {
+                after,
+                word,
+                code,
+                reason,
+            } if now >= self.submitted_at + *after => report(
+                word,
+                Some(code),
+                Some(reason),
+                Some(self.submitted_at + *after),
+            ),
+            Fate::Fail { .. } => report("QUEUED", None, None, None),
+            Fate::Stuck { word } => report(word, None, None, None),
+        })
+    }
+}
+
+/// The simulated messages, indexed by tracking id and by batch.
+#[derive(Debug, Default)]
+pub struct World {
+    messages: Vec<SimMessage>,
+    by_id: HashMap<String, usize>,
+    batches: BTreeMap<String, Vec<usize>>,
+}
+
+impl World {
+    pub fn new(messages: Vec<SimMessage>) -> World {
+        let mut world = World::default();
+        for m in messages {
+            world.add(m);
+        }
+        world
+    }
+
+    pub fn add(&mut self, m: SimMessage) {
+        let i = self.messages.len();
+        self.by_id.insert(m.tracking_id.clone(), i);
+        if let Some(b) = &m.batch_id {
+            self.batches.entry(b.clone()).or_default().push(i);
+        }
+        self.messages.push(m);
+    }
+
+    pub fn messages(&self) -> &[SimMessage] {
+        &self.messages
+    }
+
+    pub fn get(&self, tracking_id: &str) -> Option<&SimMessage> {
+        self.by_id.get(tracking_id).map(|&i| &self.messages[i])
+    }
+
+    /// The messages a batch listing shows; `None` for a batch the carrier does not know.
+    fn listing(&self, batch_id: &str) -> Option<Vec<&SimMessage>> {
+        let members = self.batches.get(batch_id)?;
+        let listed: Vec<_> = members
+            .iter()
+            .map(|&i| &self.messages[i])
+            .filter(|m| m.known && m.listed)
+            .collect();
+        Some(listed)
+    }
+
+    /// A realistic mix of `n` messages in batches of `batch_size`, submitted from `start` over the next hour:
+    /// most deliver within hours, some fail, some stay queued, a few report odd words, are missing from their
+    /// listing or are unknown to the carrier, and some have no batch id. Deterministic for a seed.
+    pub fn generate(n: usize, batch_size: usize, start: DateTime<Utc>, seed: u64) -> World {
+        let mut rng = Rng::seeded(seed);
+        let mut messages = Vec::with_capacity(n);
+        let batch_size = batch_size.max(1);
+        for i in 0..n {
+            let batch_no = i / batch_size;
+            let submitted_at = start + TimeDelta::seconds((batch_no as i64 * 37) % 3600);
+            let roll = rng.below(1000);
+            let hours =
+                |rng: &mut Rng, max: u64| TimeDelta::minutes(1 + rng.below(max * 60) as i64);
+            let fate = match roll {
+                0..=649 => Fate::Deliver {
+                    after: hours(&mut rng, 6),
+                },
+                650..=719 => Fate::Deliver {
+                    after: hours(&mut rng, 80),
+                },
+                720..=799 => {
+                    let (word, code, reason) = [
+                        ("FAILED", "30003", "Unreachable destination handset"),
+                        ("REJECTED", "30007", "Carrier violation"),
+                        ("BOUNCED", "30005", "Unknown destination handset"),
+                        ("UNDELIVERABLE", "30006", "Landline or unreachable carrier"),
+                    ][rng.below(4) as usize];
+                    Fate::Fail {
+                        after: hours(&mut rng, 24),
+                        word: word.into(),
+                        code: code.into(),
+                        reason: reason.into(),
+                    }
+                }
+                800..=939 => Fate::Stuck {
+                    word: ["QUEUED", "SENT", "TIMEOUT", "NO_STATUS", "pending"]
+                        [rng.below(5) as usize]
+                        .into(),
+                },
+                _ => Fate::Stuck {
+                    word: ["ACCEPTD", "EN_ROUTE"][rng.below(2) as usize].into(),
+                },
+            };
+            let odd = rng.below(100);
+            messages.push(SimMessage {
+                tracking_id: format!("T{i:07}"),
+                customer_id: format!("C{:05}", rng.below(50_000)),
+                phone_number: format!("+4915{:09}", rng.below(1_000_000_000)),
+                batch_id: (odd >= 6).then(|| format!("B{batch_no:05}")),
+                submitted_at,
+                fate,
+                listed: !(6..9).contains(&odd),
+                known: !(9..11).contains(&odd),
+            });
+        }
+        World::new(messages)
+    }
+}
+
+/// Fault knobs. Counters (`*_next`) apply to that many upcoming requests, then the carrier behaves again.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Added to every request.
+    pub latency: Duration,
+    /// Answer 503 to the next N requests.
+    pub unavailable_next: u32,
+    /// Answer 429 with `Retry-After: retry_after_secs` to the next N requests.
+    pub rate_limited_next: u32,
+    pub retry_after_secs: u64,
+    /// Answer 200 with a body that is not JSON to the next N requests.
+    pub malformed_next: u32,
+    /// Answer 500 to this share of requests (0.0-1.0), at random.
+    pub error_rate: f64,
+    /// Answer 401 to everything.
+    pub unauthorized: bool,
+    /// Batch listings answer 503 for these batch ids (dead batches).
+    pub dead_batches: Vec<String>,
+}
+
+/// Request counts, for assertions and benchmarks.
+#[derive(Debug, Default)]
+pub struct SandboxStats {
+    pub requests: AtomicU64,
+    pub batch_pages: AtomicU64,
+    pub message_lookups: AtomicU64,
+    pub faults: AtomicU64,
+}
+
+/// The simulated carrier's state, shared by its connection threads.
+pub struct Sandbox {
+    world: RwLock<World>,
+    clock: RwLock<DateTime<Utc>>,
+    faults: Mutex<Faults>,
+    token: String,
+    page_size: usize,
+    rng: Mutex<Rng>,
+    pub stats: SandboxStats,
+}
+
+impl Sandbox {
+    pub fn new(world: World, token: &str, now: DateTime<Utc>) -> Sandbox {
+        Sandbox {
+            world: RwLock::new(world),
+            clock: RwLock::new(now),
+            faults: Mutex::new(Faults::default()),
+            token: token.to_string(),
+            page_size: 100,
+            rng: Mutex::new(Rng::seeded(7)),
+            stats: SandboxStats::default(),
+        }
+    }
+
+    /// Messages per page of a batch listing (default 100).
+    pub fn with_page_size(mut self, page_size: usize) -> Sandbox {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    pub fn set_clock(&self, now: DateTime<Utc>) {
+        *self.clock.write().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    pub fn clock(&self) -> DateTime<Utc> {
+        *self.clock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the fault knobs.
+    pub fn faults(&self, change: impl FnOnce(&mut Faults)) {
+        change(&mut self.faults.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Reads the world (e.g. to compare the poller's audit trail with the truth).
+    pub fn world<T>(&self, read: impl FnOnce(&World) -> T) -> T {
+        read(&self.world.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.stats.requests.load(Ordering::Relaxed)
+    }
+
+    /// Decides a response to `GET target` with the given Authorization header: (status, extra headers, body).
+    fn respond(
+        &self,
+        target: &str,
+        authorization: Option<&str>,
+    ) -> (u16, Vec<(&'static str, String)>, String) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let faults = {
+            let mut guard = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+            let f = &mut *guard;
+            let snapshot = f.clone();
+            for counter in [
+                &mut f.unavailable_next,
+                &mut f.rate_limited_next,
+                &mut f.malformed_next,
+            ] {
+                if *counter > 0 {
+                    *counter -= 1;
+                    break;
+                }
+            }
+            snapshot
+        };
+        if !faults.latency.is_zero() {
+            std::thread::sleep(faults.latency);
+        }
+        let expected = format!("Bearer {}", self.token);
+        if faults.unauthorized || authorization != Some(expected.as_str()) {
+            return (401, vec![], error_body("invalid credentials"));
+        }
+        let fault = |status, headers, body| {
+            self.stats.faults.fetch_add(1, Ordering::Relaxed);
+            (status, headers, body)
+        };
+        if faults.unavailable_next > 0 {
+            return fault(503, vec![], error_body("service unavailable"));
+        }
+        if faults.rate_limited_next > 0 {
+            return fault(
+                429,
+                vec![("Retry-After", faults.retry_after_secs.to_string())],
+                error_body("slow down"),
+            );
+        }
+        if faults.malformed_next > 0 {
+            return fault(
+                200,
+                vec![],
+                "<html><body>502 Bad Gateway</body></html>".to_string(),
+            );
+        }
+        if faults.error_rate > 0.0 {
+            let roll = self
+                .rng
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .below(1_000_000);
+            if (roll as f64) < faults.error_rate * 1_000_000.0 {
+                return fault(500, vec![], error_body("internal error"));
+            }
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let segments: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(decode)
+            .collect();
+        let now = self.clock();
+        let world = self.world.read().unwrap_or_else(|e| e.into_inner());
+        match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["batches", batch_id, "messages"] => {
+                self.stats.batch_pages.fetch_add(1, Ordering::Relaxed);
+                if faults.dead_batches.iter().any(|b| b == batch_id) {
+                    return fault(503, vec![], error_body("batch store unavailable"));
+                }
+                let Some(listed) = world.listing(batch_id) else {
+                    return (404, vec![], error_body("unknown batch"));
+                };
+                let offset = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("page_token="))
+                    .map(decode)
+                    .and_then(|t| t.strip_prefix("p").and_then(|n| n.parse::<usize>().ok()));
+                let offset = offset.unwrap_or(0).min(listed.len());
+                let end = (offset + self.page_size).min(listed.len());
+                let messages: Vec<_> = listed[offset..end]
+                    .iter()
+                    .filter_map(|m| m.report_at(now))
+                    .map(|r| report_json(&r))
+                    .collect();
+                let next = (end < listed.len()).then(|| format!("p{end}"));
+                let body = serde_json::json!({"batch_id": batch_id, "messages": messages, "next_page_token": next});
+                (200, vec![], body.to_string())
+            }
+            ["messages", tracking_id] => {
+                self.stats.message_lookups.fetch_add(1, Ordering::Relaxed);
+                match world.get(tracking_id).and_then(|m| m.report_at(now)) {
+                    Some(r) => (200, vec![], report_json(&r).to_string()),
+                    None => (404, vec![], error_body("unknown message")),
+                }
+            }
+            _ => (404, vec![], error_body("no such endpoint")),
+        }
+    }
+}
+
+fn report_json(r: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "tracking_id": r.tracking_id,
+        "status": r.status,
+        "error_code": r.error_code,
+        "error_message": r.error_message,
+        "status_updated_at": r.status_updated_at,
+    })
+}
+
+fn error_body(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+/// Percent-decodes a path segment or query value; malformed escapes are kept as they are.
+fn decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(high << 4 | low);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        timefmt::parse(s).unwrap()
+    }
+
+    fn message(fate: Fate) -> SimMessage {
+        SimMessage {
+            tracking_id: "T1".into(),
+            customer_id: "C1".into(),
+            phone_number: "+4915100000001".into(),
+            batch_id: Some("B 1/x".into()),
+            submitted_at: t("2025-12-01T09:00:00Z"),
+            fate,
+            listed: true,
+            known: true,
+        }
+    }
+
+    #[test]
+    fn fates_unfold_over_time() {
+        let m = message(Fate::Deliver {
+            after: TimeDelta::hours(3),
+        });
+        assert_eq!(
+            m.report_at(t("2025-12-01T11:00:00Z")).unwrap().status,
+            "SENT"
+        );
+        let later = m.report_at(t("2025-12-01T13:00:00Z")).unwrap();
+        assert_eq!(later.status, "DELIVERED");
+        assert_eq!(
+            later.status_updated_at.as_deref(),
+            Some("2025-12-01T12:00:00Z")
+        );
+        let m = message(Fate::Fail {
+            after: TimeDelta::hours(1),
+            word: "BOUNCED".into(),
+            code: "30005".into(),
+            reason: "Unknown".into(),
+        });
+        assert_eq!(
+            m.report_at(t("2025-12-01T09:30:00Z")).unwrap().status,
+            "QUEUED"
+        );
+        assert_eq!(
+            m.report_at(t("2025-12-01T11:00:00Z"))
+                .unwrap()
+                .error_code
+                .as_deref(),
+            Some("30005")
+        );
+        let mut m = message(Fate::Stuck {
+            word: "QUEUED".into(),
+        });
+        m.known = false;
+        assert_eq!(m.report_at(t("2025-12-01T11:00:00Z")), None);
+    }
+
+    #[test]
+    fn pages_and_escaped_ids() {
+        let mut world = World::default();
+        for i in 0..5 {
+            let mut m = message(Fate::Stuck {
+                word: "SENT".into(),
+            });
+            m.tracking_id = format!("T{i}");
+            m.listed = i != 3;
+            world.add(m);
+        }
+        let sandbox = Sandbox::new(world, "tok", t("2025-12-01T11:00:00Z")).with_page_size(2);
+        let auth = Some("Bearer tok");
+        let (status, _, body) = sandbox.respond("/batches/B%201%2Fx/messages", auth);
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+        assert_eq!(v["next_page_token"], "p2");
+        let (_, _, body) = sandbox.respond("/batches/B%201%2Fx/messages?page_token=p2", auth);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["messages"][0]["tracking_id"], "T2");
+        assert_eq!(
+            v["messages"][1]["tracking_id"], "T4",
+            "T3 is left out of the listing"
+        );
+        assert!(v["next_page_token"].is_null());
+        assert_eq!(sandbox.respond("/messages/T3", auth).0, 200);
+        assert_eq!(sandbox.respond("/batches/nope/messages", auth).0, 404);
+        assert_eq!(sandbox.respond("/messages/T3", Some("Bearer wrong")).0, 401);
+    }
+
+    #[test]
+    fn fault_counters_run_down() {
+        let sandbox = Sandbox::new(World::default(), "tok", Utc::now());
+        sandbox.faults(|f| {
+            f.unavailable_next = 1;
+            f.rate_limited_next = 1;
+            f.retry_after_secs = 2;
+            f.malformed_next = 1;
+        });
+        let auth = Some("Bearer tok");
+        assert_eq!(sandbox.respond("/messages/x", auth).0, 503);
+        let (status, headers, _) = sandbox.respond("/messages/x", auth);
+        assert_eq!(
+            (status, headers),
+            (429, vec![("Retry-After", "2".to_string())])
+        );
+        assert_eq!(sandbox.respond("/messages/x", auth).0, 200);
+        assert_eq!(sandbox.respond("/messages/x", auth).0, 404);
+        assert_eq!(sandbox.stats.faults.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn generated_world_has_every_kind_of_message() {
+        let world = World::generate(2000, 100, t("2025-12-01T09:00:00Z"), 1);
+        let m = world.messages();
+        assert_eq!(m.len(), 2000);
+        assert!(m.iter().any(|m| m.batch_id.is_none()));
+        assert!(m.iter().any(|m| !m.listed));
+        assert!(m.iter().any(|m| !m.known));
+        assert!(m.iter().any(|m| matches!(m.fate, Fate::Fail { .. })));
+        assert!(
+            m.iter()
+                .any(|m| matches!(&m.fate, Fate::Stuck { word } if word == "ACCEPTD"))
+        );
+        let again = World::generate(2000, 100, t("2025-12-01T09:00:00Z"), 1);
+        assert_eq!(again.messages()[1234].fate, m[1234].fate);
+    }
+
+    #[test]
+    fn decode_handles_escapes_and_garbage() {
+        assert_eq!(decode("B%201%2Fx"), "B 1/x");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+    }
+}

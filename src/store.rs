@@ -1,0 +1,631 @@
+//! Storage: the SQLite database behind the few operations a cycle and the reports need. Everything SQL lives here,
+//! so another backend (PostgreSQL for multi-host deployments) replaces this one module.
+//!
+//! Every error from this module is tagged as a database error (exit 74).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use crate::exit::{Exit, ExitContext};
+use crate::schedule;
+use crate::status::DeliveryStatus;
+use crate::summary::Summary;
+use crate::timefmt;
+
+/// The schema, version by version. Append; never edit a released entry. `schema.sql` is version 1.
+const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
+
+/// How long a statement waits for another writer's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Submissions read per transaction when the poller takes in new ones.
+const DISCOVERY_CHUNK: usize = 10_000;
+const WATERMARK_KEY: &str = "submissions_rowid";
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// Messages due in one batch (`batch_id` `None`: messages without a batch, asked for one by one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueGroup {
+    pub batch_id: Option<String>,
+    pub messages: u64,
+}
+
+/// One message due for a poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueMessage {
+    pub tracking_id: String,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub batch_id: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+    /// Polls so far; this poll is number `polls + 1`.
+    pub polls: i64,
+}
+
+/// The tracking state after a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackState {
+    Open,
+    Delivered,
+    Failed,
+    Unconfirmed,
+}
+
+impl TrackState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TrackState::Open => "OPEN",
+            TrackState::Delivered => "DELIVERED",
+            TrackState::Failed => "FAILED",
+            TrackState::Unconfirmed => "UNCONFIRMED",
+        }
+    }
+}
+
+/// One poll result, ready to be written: an audit row plus the message's new tracking state.
+#[derive(Clone, Debug)]
+pub struct PollRecord<'a> {
+    pub message: &'a DueMessage,
+    pub status: DeliveryStatus,
+    /// The carrier's word; `None` when the carrier did not know the message.
+    pub carrier_status: Option<&'a str>,
+    pub failure_code: Option<&'a str>,
+    pub failure_reason: Option<&'a str>,
+    pub confirmed_at: Option<&'a str>,
+    pub state: TrackState,
+    pub next_due_at: Option<DateTime<Utc>>,
+}
+
+/// A row of sms_submissions not yet taken in: rowid, tracking_id, carrier_batch_id, submitted_at as text.
+type NewSubmission = (i64, Option<String>, Option<String>, Option<String>);
+
+/// What taking in new submissions found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Discovery {
+    pub new: u64,
+    pub invalid: u64,
+}
+
+/// A message's tracking state and audit trail, for `dlr-poller history`.
+#[derive(Debug, serde::Serialize)]
+pub struct History {
+    pub tracking_id: String,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub carrier_batch_id: Option<String>,
+    pub submitted_at: Option<String>,
+    /// `None` when the poller has not taken the submission in yet.
+    pub state: Option<String>,
+    pub polls: i64,
+    pub next_due_at: Option<String>,
+    pub closed_at: Option<String>,
+    pub note: Option<String>,
+    pub results: Vec<AuditRow>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct AuditRow {
+    pub poll_attempt: i64,
+    pub polled_at: String,
+    pub delivery_status: String,
+    pub carrier_status: Option<String>,
+    pub carrier_found: bool,
+    pub failure_code: Option<String>,
+    pub failure_reason: Option<String>,
+    pub delivery_confirmed_at: Option<String>,
+    pub cycle_id: i64,
+    pub created_at: String,
+}
+
+impl Store {
+    /// Opens an existing database (`create`: or makes a new one) and sets the connection up.
+    pub fn open(path: &Path, create: bool) -> Result<Store> {
+        Store::open_inner(path, create)
+            .with_context(|| format!("opening database {}", path.display()))
+            .exit_code(Exit::Database)
+    }
+
+    fn open_inner(path: &Path, create: bool) -> Result<Store> {
+        if !create && !path.exists() {
+            bail!(
+                "no such file: run `dlr-poller migrate` to create it, or check --db / DLR_POLLER_DB"
+            );
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags)?;
+        // Wait for another writer's lock instead of failing at once with SQLITE_BUSY.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers (the dispatcher, `history`, monitoring) never block the writer and vice versa, and a
+        // crash loses at most the transaction in progress. Reading the mode also fails early on a file that is
+        // not a SQLite database.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("database journal mode is {mode}, not WAL");
+        }
+        // NORMAL is durable across a crash of the process in WAL mode; only a power loss can drop the last
+        // commits, and those results are re-polled next cycle.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(Store { conn })
+    }
+
+    fn user_version(&self) -> rusqlite::Result<usize> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .map(|v| v as usize)
+    }
+
+    /// Applies the migrations the database has not seen, in one transaction. Returns (from, to) versions.
+    pub fn migrate(&mut self) -> Result<(usize, usize)> {
+        let mut run = || -> Result<(usize, usize)> {
+            let from = self.user_version()?;
+            if from > MIGRATIONS.len() {
+                bail!(
+                    "database schema version {from} is newer than this dlr-poller knows ({}); upgrade dlr-poller",
+                    MIGRATIONS.len()
+                );
+            }
+            let tx = self.conn.transaction()?;
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+                tx.execute_batch(sql)
+                    .with_context(|| format!("applying schema version {}", i + 1))?;
+            }
+            tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+            tx.commit()?;
+            Ok((from, MIGRATIONS.len()))
+        };
+        run()
+            .context("migrating the schema")
+            .exit_code(Exit::Database)
+    }
+
+    /// Fails unless the schema is exactly the version this build writes.
+    pub fn check_schema(&self) -> Result<()> {
+        let run = || -> Result<()> {
+            let version = self.user_version().context("reading the schema version")?;
+            let want = MIGRATIONS.len();
+            if version < want {
+                bail!(
+                    "database schema is at version {version}, this dlr-poller needs {want}: run `dlr-poller migrate`"
+                );
+            }
+            if version > want {
+                bail!(
+                    "database schema version {version} is newer than this dlr-poller knows ({want}); upgrade dlr-poller"
+                );
+            }
+            Ok(())
+        };
+        run().exit_code(Exit::Database)
+    }
+
+    /// Takes in submissions written since the last run: each gets a tracking row, due two hours after its
+    /// submission. Rows that cannot be tracked are recorded as INVALID (or skipped when they have no tracking
+    /// id) with a warning, once. Reads in chunks, each committed with the position reached.
+    pub fn discover(&mut self) -> Result<Discovery> {
+        let mut found = Discovery::default();
+        loop {
+            let (chunk, more) = self
+                .discover_chunk()
+                .context("taking in new rows of sms_submissions")
+                .exit_code(Exit::Database)?;
+            found.new += chunk.new;
+            found.invalid += chunk.invalid;
+            if !more {
+                return Ok(found);
+            }
+        }
+    }
+
+    fn discover_chunk(&mut self) -> Result<(Discovery, bool)> {
+        let tx = self.conn.transaction()?;
+        let watermark: i64 = tx
+            .query_row(
+                "SELECT value FROM poller_state WHERE key = ?1",
+                [WATERMARK_KEY],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .map(|v| v.parse().unwrap_or(0))
+            .unwrap_or(0);
+        let rows: Vec<NewSubmission> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT rowid, tracking_id, carrier_batch_id, CAST(submitted_at AS TEXT) FROM sms_submissions \
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )?;
+            stmt.query_map(params![watermark, DISCOVERY_CHUNK as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        };
+        let mut found = Discovery::default();
+        let Some(last_rowid) = rows.last().map(|r| r.0) else {
+            return Ok((found, false));
+        };
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO message_tracking \
+                 (tracking_id, carrier_batch_id, submitted_at, state, next_due_at, note) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (rowid, tracking_id, batch_id, submitted_at) in &rows {
+                let Some(tracking_id) = tracking_id.as_deref().filter(|t| !t.trim().is_empty())
+                else {
+                    log::warn!(
+                        "sms_submissions row {rowid} has no tracking_id; it cannot be tracked"
+                    );
+                    found.invalid += 1;
+                    continue;
+                };
+                let batch_id = batch_id.as_deref().filter(|b| !b.trim().is_empty());
+                let parsed = submitted_at
+                    .as_deref()
+                    .context("submitted_at is NULL")
+                    .and_then(timefmt::parse);
+                let valid = parsed.is_ok();
+                let inserted = match parsed {
+                    Ok(at) => insert.execute(params![
+                        tracking_id,
+                        batch_id,
+                        timefmt::format(at),
+                        "OPEN",
+                        timefmt::format(schedule::first_due(at)),
+                        None::<String>,
+                    ])?,
+                    Err(e) => {
+                        log::warn!("submission {tracking_id:?} cannot be tracked: {e:#}");
+                        found.invalid += 1;
+                        insert.execute(params![
+                            tracking_id,
+                            batch_id,
+                            None::<String>,
+                            "INVALID",
+                            None::<String>,
+                            format!("{e:#}"),
+                        ])?
+                    }
+                };
+                if inserted == 0 {
+                    log::warn!(
+                        "submission {tracking_id:?} appears twice in sms_submissions; tracked once"
+                    );
+                } else if valid {
+                    found.new += 1;
+                }
+            }
+        }
+        tx.execute(
+            "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![WATERMARK_KEY, last_rowid.to_string()],
+        )?;
+        tx.commit()?;
+        Ok((found, rows.len() == DISCOVERY_CHUNK))
+    }
+
+    /// The batches with messages due at `cutoff`, the longest-waiting first (so that batches that failed last
+    /// cycle go first), with their message counts.
+    pub fn due_groups(&self, cutoff: DateTime<Utc>) -> Result<Vec<DueGroup>> {
+        let run = || -> Result<Vec<DueGroup>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT carrier_batch_id, COUNT(*), MIN(next_due_at) FROM message_tracking \
+                 WHERE state = 'OPEN' AND next_due_at <= ?1 \
+                 GROUP BY carrier_batch_id ORDER BY MIN(next_due_at), carrier_batch_id",
+            )?;
+            let groups = stmt
+                .query_map([timefmt::format(cutoff)], |r| {
+                    Ok(DueGroup {
+                        batch_id: r.get(0)?,
+                        messages: r.get::<_, i64>(1)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(groups)
+        };
+        run()
+            .context("finding due messages")
+            .exit_code(Exit::Database)
+    }
+
+    /// Streams the due messages of one group to `each`, which returns false to stop early.
+    pub fn due_messages(
+        &self,
+        batch_id: Option<&str>,
+        cutoff: DateTime<Utc>,
+        mut each: impl FnMut(DueMessage) -> bool,
+    ) -> Result<()> {
+        let mut run = || -> Result<()> {
+            const COLUMNS: &str = "SELECT t.tracking_id, s.customer_id, s.phone_number, t.carrier_batch_id, \
+                t.submitted_at, t.polls FROM message_tracking t \
+                LEFT JOIN sms_submissions s ON s.tracking_id = t.tracking_id \
+                WHERE t.state = 'OPEN' AND t.next_due_at <= ?2 AND ";
+            let cutoff = timefmt::format(cutoff);
+            let mut stmt = match batch_id {
+                Some(_) => self
+                    .conn
+                    .prepare_cached(&format!("{COLUMNS} t.carrier_batch_id = ?1"))?,
+                None => self.conn.prepare_cached(&format!(
+                    "{COLUMNS} t.carrier_batch_id IS NULL AND ?1 IS NULL"
+                ))?,
+            };
+            let mut rows = stmt.query(params![batch_id, cutoff])?;
+            while let Some(row) = rows.next()? {
+                if !each(due_message(row)?) {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        run()
+            .with_context(|| format!("reading due messages of batch {batch_id:?}"))
+            .exit_code(Exit::Database)
+    }
+
+    /// Records a cycle as started; returns its id.
+    pub fn begin_cycle(&self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
+        let host = hostname();
+        self.conn
+            .execute(
+                "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome) VALUES (?1, ?2, ?3, ?4, 'running')",
+                params![
+                    timefmt::format_millis(started_at),
+                    timefmt::format(cycle_now),
+                    host,
+                    std::process::id()
+                ],
+            )
+            .context("recording the cycle start")
+            .exit_code(Exit::Database)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Writes one batch's results in one transaction: an audit row per result and the tracking update. A message
+    /// whose tracking row has moved on (closed, or polled by someone else) is skipped, never counted twice.
+    /// Returns how many results were written.
+    pub fn record(
+        &mut self,
+        cycle_id: i64,
+        polled_at: DateTime<Utc>,
+        records: &[PollRecord],
+    ) -> Result<usize> {
+        let mut run = || -> Result<usize> {
+            let polled_at = timefmt::format(polled_at);
+            let created_at = timefmt::format_millis(Utc::now());
+            let tx = self.conn.transaction()?;
+            let mut written = 0;
+            {
+                let mut update = tx.prepare_cached(
+                    "UPDATE message_tracking SET polls = polls + 1, state = ?3, next_due_at = ?4, last_status = ?5, \
+                     last_polled_at = ?6, closed_at = CASE WHEN ?3 = 'OPEN' THEN NULL ELSE ?6 END \
+                     WHERE tracking_id = ?1 AND polls = ?2 AND state = 'OPEN'",
+                )?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, \
+                     carrier_batch_id, delivery_status, failure_code, failure_reason, polled_at, \
+                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )?;
+                for r in records {
+                    let m = r.message;
+                    let changed = update.execute(params![
+                        m.tracking_id,
+                        m.polls,
+                        r.state.as_str(),
+                        r.next_due_at.map(timefmt::format),
+                        r.status.as_str(),
+                        polled_at,
+                    ])?;
+                    if changed == 0 {
+                        log::warn!(
+                            "message {:?} was updated by another run since it was read; its result is not recorded twice",
+                            m.tracking_id
+                        );
+                        continue;
+                    }
+                    insert.execute(params![
+                        m.tracking_id,
+                        m.customer_id,
+                        m.phone_number,
+                        m.batch_id,
+                        r.status.as_str(),
+                        r.failure_code,
+                        r.failure_reason,
+                        polled_at,
+                        r.confirmed_at,
+                        m.polls + 1,
+                        created_at,
+                        cycle_id,
+                        r.carrier_status,
+                        r.carrier_status.is_some(),
+                    ])?;
+                    written += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(written)
+        };
+        run()
+            .context("writing poll results")
+            .exit_code(Exit::Database)
+    }
+
+    /// Records how a cycle ended.
+    pub fn finish_cycle(&self, s: &Summary) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE poll_cycles SET finished_at = ?2, duration_seconds = ?3, outcome = ?4, exit_code = ?5, \
+                 messages_due = ?6, polled = ?7, delivered = ?8, failed = ?9, pending = ?10, \
+                 closed_unconfirmed = ?11, unknown_statuses = ?12, not_found = ?13, batches_ok = ?14, \
+                 batches_failed = ?15, http_requests = ?16, retries = ?17, new_submissions = ?18, \
+                 invalid_submissions = ?19, error = ?20, lookups_failed = ?21 WHERE id = ?1",
+                params![
+                    s.cycle_id,
+                    s.finished_at,
+                    s.duration_seconds,
+                    s.outcome,
+                    s.exit_code,
+                    s.messages_due,
+                    s.polled,
+                    s.delivered,
+                    s.failed,
+                    s.pending,
+                    s.closed_unconfirmed,
+                    s.unknown_statuses,
+                    s.not_found,
+                    s.batches_ok,
+                    s.batches_failed,
+                    s.http_requests,
+                    s.retries,
+                    s.new_submissions,
+                    s.invalid_submissions,
+                    s.error,
+                    s.lookups_failed,
+                ],
+            )
+            .context("recording the cycle end")
+            .exit_code(Exit::Database)?;
+        Ok(())
+    }
+
+    /// The last `n` cycles, newest first.
+    pub fn cycles(&self, n: u64) -> Result<Vec<Summary>> {
+        let run = || -> Result<Vec<Summary>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
+                 polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
+                 batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
+                 lookups_failed FROM poll_cycles ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map([n as i64], |r| {
+                    let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                    Ok(Summary {
+                        cycle_id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        finished_at: r.get(2)?,
+                        duration_seconds: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                        cycle_now: r.get(4)?,
+                        outcome: r.get(5)?,
+                        exit_code: r.get(6)?,
+                        messages_due: count(7)?,
+                        polled: count(8)?,
+                        delivered: count(9)?,
+                        failed: count(10)?,
+                        pending: count(11)?,
+                        closed_unconfirmed: count(12)?,
+                        unknown_statuses: count(13)?,
+                        not_found: count(14)?,
+                        batches_ok: count(15)?,
+                        batches_failed: count(16)?,
+                        http_requests: count(17)?,
+                        retries: count(18)?,
+                        new_submissions: count(19)?,
+                        invalid_submissions: count(20)?,
+                        error: r.get(21)?,
+                        lookups_failed: count(22)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        };
+        run()
+            .context("reading poll_cycles")
+            .exit_code(Exit::Database)
+    }
+
+    /// A message's tracking state and audit trail; `None` when neither the submissions nor the tracking table
+    /// know the id.
+    pub fn history(&self, tracking_id: &str) -> Result<Option<History>> {
+        let run = || -> Result<Option<History>> {
+            let head = self
+                .conn
+                .query_row(
+                    "SELECT s.customer_id, s.phone_number, COALESCE(t.carrier_batch_id, s.carrier_batch_id), \
+                     COALESCE(t.submitted_at, s.submitted_at), t.state, COALESCE(t.polls, 0), t.next_due_at, \
+                     t.closed_at, t.note \
+                     FROM (SELECT ?1 AS id) q \
+                     LEFT JOIN sms_submissions s ON s.tracking_id = q.id \
+                     LEFT JOIN message_tracking t ON t.tracking_id = q.id \
+                     WHERE s.tracking_id IS NOT NULL OR t.tracking_id IS NOT NULL",
+                    [tracking_id],
+                    |r| {
+                        Ok(History {
+                            tracking_id: tracking_id.to_string(),
+                            customer_id: r.get(0)?,
+                            phone_number: r.get(1)?,
+                            carrier_batch_id: r.get(2)?,
+                            submitted_at: r.get(3)?,
+                            state: r.get(4)?,
+                            polls: r.get(5)?,
+                            next_due_at: r.get(6)?,
+                            closed_at: r.get(7)?,
+                            note: r.get(8)?,
+                            results: Vec::new(),
+                        })
+                    },
+                )
+                .optional()?;
+            let Some(mut history) = head else {
+                return Ok(None);
+            };
+            let mut stmt = self.conn.prepare(
+                "SELECT poll_attempt, polled_at, delivery_status, carrier_status, carrier_found, failure_code, \
+                 failure_reason, delivery_confirmed_at, cycle_id, created_at FROM sms_delivery_confirmations \
+                 WHERE tracking_id = ?1 ORDER BY poll_attempt",
+            )?;
+            history.results = stmt
+                .query_map([tracking_id], |r| {
+                    Ok(AuditRow {
+                        poll_attempt: r.get(0)?,
+                        polled_at: r.get(1)?,
+                        delivery_status: r.get(2)?,
+                        carrier_status: r.get(3)?,
+                        carrier_found: r.get(4)?,
+                        failure_code: r.get(5)?,
+                        failure_reason: r.get(6)?,
+                        delivery_confirmed_at: r.get(7)?,
+                        cycle_id: r.get(8)?,
+                        created_at: r.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(history))
+        };
+        run()
+            .with_context(|| format!("reading the history of {tracking_id:?}"))
+            .exit_code(Exit::Database)
+    }
+}
+
+fn due_message(row: &Row) -> Result<DueMessage> {
+    let tracking_id: String = row.get(0)?;
+    let submitted_at: String = row.get(4)?;
+    let submitted_at = timefmt::parse(&submitted_at).with_context(|| {
+        format!("message_tracking row {tracking_id:?} has a corrupt submitted_at")
+    })?;
+    Ok(DueMessage {
+        tracking_id,
+        customer_id: row.get(1)?,
+        phone_number: row.get(2)?,
+        batch_id: row.get(3)?,
+        submitted_at,
+        polls: row.get(5)?,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,86 @@
+//! The cycle summary: the counts a cycle reports on stderr, on stdout with `--json`, and in the cycles table.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub cycle_id: i64,
+    /// Wall clock, RFC 3339.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_seconds: f64,
+    /// The clock the schedule used (`--now` when given).
+    pub cycle_now: String,
+    pub outcome: String,
+    pub exit_code: Option<u8>,
+    pub messages_due: u64,
+    pub polled: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub closed_unconfirmed: u64,
+    pub unknown_statuses: u64,
+    pub not_found: u64,
+    pub batches_ok: u64,
+    pub batches_failed: u64,
+    /// One-by-one lookups (messages without a batch, or missing from their batch listing) that failed.
+    pub lookups_failed: u64,
+    pub http_requests: u64,
+    pub retries: u64,
+    pub new_submissions: u64,
+    pub invalid_submissions: u64,
+    pub error: Option<String>,
+}
+
+impl Summary {
+    /// Polled messages as a share of due ones; 1 when nothing was due.
+    pub fn success_rate(&self) -> f64 {
+        if self.messages_due == 0 {
+            1.0
+        } else {
+            self.polled as f64 / self.messages_due as f64
+        }
+    }
+
+    /// The one-line form logged at the end of a cycle.
+    pub fn line(&self) -> String {
+        format!(
+            "cycle {} {}: {} due, {} polled ({} delivered, {} failed, {} pending, {} closed unconfirmed, \
+             {} not found, {} unknown statuses), {} batches ok, {} failed, {} lookups failed, {} HTTP requests, {} retries, {:.1}s",
+            self.cycle_id,
+            self.outcome,
+            self.messages_due,
+            self.polled,
+            self.delivered,
+            self.failed,
+            self.pending,
+            self.closed_unconfirmed,
+            self.not_found,
+            self.unknown_statuses,
+            self.batches_ok,
+            self.batches_failed,
+            self.lookups_failed,
+            self.http_requests,
+            self.retries,
+            self.duration_seconds
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_rate_is_polled_over_due() {
+        let mut s = Summary {
+            messages_due: 4,
+            polled: 3,
+            ..Summary::default()
+        };
+        assert_eq!(s.success_rate(), 0.75);
+        s.messages_due = 0;
+        s.polled = 0;
+        assert_eq!(s.success_rate(), 1.0);
+    }
+}
