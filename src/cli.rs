@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-const EXIT_CODES: &str = "\
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0   every due message was polled (or nothing was due)
   64  usage error: unknown flag or missing argument
@@ -13,7 +15,18 @@ Exit codes:
   74  database error (including a schema that needs `dlr-poller migrate`)
   75  partial: some batches failed or the deadline hit; the next run finishes the work
   77  credentials rejected by the carrier (401/403)
-  78  configuration error: missing or invalid URL, token or value";
+  78  configuration error: missing or invalid URL, token or value"
+    };
+}
+
+const EXIT_CODES: &str = exit_codes!();
+
+const POLL_HELP: &str = concat!(
+    "The carrier token is read from the env var DLR_CARRIER_TOKEN, or from the file given by \
+     --carrier-token-file (which wins when both are set). It is never accepted as a flag value: the command line \
+     is visible to every user of the host.\n\n",
+    exit_codes!()
+);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,7 +63,7 @@ pub enum Command {
     /// Create or upgrade the database schema. Idempotent: safe to run on every deploy.
     Migrate,
     /// Run one poll cycle: poll every message that is due, record the results, exit with a status code.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = POLL_HELP, after_long_help = POLL_HELP)]
     Poll(PollArgs),
     /// Show a message's tracking state and every poll result, oldest first.
     History {

@@ -1,0 +1,332 @@
+//! The carrier conversation through the real binary against mockito: paging, one-by-one fallback, 404s, retries,
+//! malformed bodies, rejected credentials, and what each does to the audit trail and the exit code.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Audit, TOKEN, TestDb, listing, summary, wire};
+use mockito::Matcher;
+use serde_json::json;
+
+const SUBMITTED: &str = "2025-12-01T09:00:00Z";
+const FIRST_POLL: &str = "2025-12-01T11:00:00Z";
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn pages_are_followed_and_every_result_is_stored() {
+    let db = TestDb::new();
+    for t in ["T1", "T2", "T3"] {
+        db.submit(t, Some("B1"), SUBMITTED);
+    }
+    let mut server = mockito::Server::new();
+    let page1 = server
+        .mock("GET", "/v1/batches/B1/messages")
+        .match_query(Matcher::Missing)
+        .match_header("authorization", format!("Bearer {TOKEN}").as_str())
+        .with_header("content-type", "application/json")
+        .with_body(listing(
+            "B1",
+            &[
+                json!({"tracking_id": "T1", "status": "DELIVERED", "error_code": null, "error_message": null,
+                       "status_updated_at": "2025-12-01T09:03:12Z"}),
+                json!({"tracking_id": "T2", "status": "undeliverable", "error_code": 30006,
+                       "error_message": "Landline", "status_updated_at": "2025-12-01T09:05:00Z"}),
+            ],
+            Some("p/2"),
+        ))
+        .expect(1)
+        .create();
+    let page2 = server
+        .mock("GET", "/v1/batches/B1/messages")
+        .match_query(Matcher::UrlEncoded("page_token".into(), "p/2".into()))
+        .with_body(listing("B1", &[wire("T3", "QUEUED")], None))
+        .expect(1)
+        .create();
+
+    let out = db.poll(&format!("{}/v1/", server.url()), FIRST_POLL).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    page1.assert();
+    page2.assert();
+    let s = summary(&out);
+    assert_eq!(
+        (s["messages_due"].as_u64(), s["polled"].as_u64(), s["delivered"].as_u64(), s["failed"].as_u64()),
+        (Some(3), Some(3), Some(1), Some(1))
+    );
+    assert_eq!((s["pending"].as_u64(), s["batches_ok"].as_u64(), s["http_requests"].as_u64()), (Some(1), Some(1), Some(2)));
+
+    let t1 = &db.audit("T1")[0];
+    assert_eq!((t1.status.as_str(), t1.confirmed_at.as_deref()), ("DELIVERED", Some("2025-12-01T09:03:12Z")));
+    assert_eq!((t1.attempt, t1.polled_at.as_str()), (1, FIRST_POLL));
+    let t2 = &db.audit("T2")[0];
+    assert_eq!(t2.status, "FAILED");
+    assert_eq!(t2.carrier_status.as_deref(), Some("undeliverable"));
+    assert_eq!((t2.failure_code.as_deref(), t2.failure_reason.as_deref()), (Some("30006"), Some("Landline")));
+    let t3 = &db.audit("T3")[0];
+    assert_eq!((t3.status.as_str(), t3.confirmed_at.as_deref()), ("PENDING", None));
+
+    assert_eq!(db.tracking("T1").unwrap().state, "DELIVERED");
+    assert_eq!(db.tracking("T2").unwrap().state, "FAILED");
+    let t3 = db.tracking("T3").unwrap();
+    assert_eq!((t3.state.as_str(), t3.next_due_at.as_deref()), ("OPEN", Some("2025-12-01T13:00:00Z")));
+}
+
+#[test]
+fn missing_messages_unknown_batches_and_unbatched_messages_are_asked_one_by_one() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    db.submit("T2", Some("B1"), SUBMITTED);
+    db.submit("T3", None, SUBMITTED);
+    db.submit("T9", Some("B9"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    let mocks = [
+        server.mock("GET", "/batches/B1/messages").with_body(listing("B1", &[wire("T1", "SENT")], None)).create(),
+        server.mock("GET", "/messages/T2").with_body(wire("T2", "DELIVERED").to_string()).create(),
+        server.mock("GET", "/messages/T3").with_status(404).with_body(r#"{"error":"unknown"}"#).create(),
+        server.mock("GET", "/batches/B9/messages").with_status(404).create(),
+        server.mock("GET", "/messages/T9").with_body(wire("T9", "TIMEOUT").to_string()).create(),
+    ];
+    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for m in &mocks {
+        m.assert();
+    }
+    let s = summary(&out);
+    assert_eq!((s["polled"].as_u64(), s["not_found"].as_u64(), s["delivered"].as_u64()), (Some(4), Some(1), Some(1)));
+
+    let t3 = &db.audit("T3")[0];
+    assert_eq!((t3.status.as_str(), t3.found, t3.carrier_status.as_deref()), ("PENDING", false, None));
+    assert_eq!(db.tracking("T3").unwrap().state, "OPEN", "a message unknown to the carrier stays tracked");
+    assert_eq!(db.audit("T9")[0].status, "PENDING", "TIMEOUT means no confirmation yet");
+
+    let history = db.cmd().args(["history", "T3"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&history.stdout).contains("(unknown to carrier)"));
+}
+
+#[test]
+fn rate_limit_honours_retry_after_then_succeeds() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    let limited = server
+        .mock("GET", "/batches/B1/messages")
+        .with_status(429)
+        .with_header("retry-after", "1")
+        .expect(1)
+        .create();
+    let ok = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(listing("B1", &[wire("T1", "DELIVERED")], None))
+        .expect(1)
+        .create();
+    let started = Instant::now();
+    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(started.elapsed() >= Duration::from_millis(950), "Retry-After: 1 was not waited for");
+    limited.assert();
+    ok.assert();
+    let s = summary(&out);
+    assert_eq!((s["retries"].as_u64(), s["http_requests"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(db.audit("T1").len(), 1);
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let db = TestDb::new();
+    db.submit("T1", None, SUBMITTED);
+    let mut server = mockito::Server::new();
+    let failing = server.mock("GET", "/messages/T1").with_status(502).expect(2).create();
+    let ok = server.mock("GET", "/messages/T1").with_body(wire("T1", "DELIVERED").to_string()).expect(1).create();
+    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    failing.assert();
+    ok.assert();
+    assert_eq!(summary(&out)["retries"].as_u64(), Some(2));
+    assert_eq!(db.audit("T1")[0].status, "DELIVERED");
+}
+
+#[test]
+fn malformed_bodies_exhaust_the_attempts_and_nothing_is_polled() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    let garbage = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(r#"{"messages":[{"tracking_id":"T1","status":"DELIV"#)
+        .expect(3)
+        .create();
+    let out = db.poll(&server.url(), FIRST_POLL).args(["--json", "--max-attempts", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    garbage.assert();
+    let err = stderr(&out);
+    assert!(err.contains("batch \"B1\": GET /batches/B1/messages: malformed response"), "{err}");
+    assert!(err.contains("(after 3 attempts)"), "{err}");
+    let s = summary(&out);
+    assert_eq!((s["polled"].as_u64(), s["batches_failed"].as_u64(), s["exit_code"].as_u64()), (Some(0), Some(1), Some(69)));
+    assert!(db.audit("T1").is_empty());
+    let t = db.tracking("T1").unwrap();
+    assert_eq!((t.polls, t.next_due_at.as_deref()), (0, Some(FIRST_POLL)), "the message stays due");
+}
+
+#[test]
+fn rejected_credentials_stop_the_cycle_at_once() {
+    let db = TestDb::new();
+    for b in ["B1", "B2", "B3"] {
+        db.submit(&format!("T{b}"), Some(b), SUBMITTED);
+    }
+    let mut server = mockito::Server::new();
+    let rejected = server.mock("GET", Matcher::Any).with_status(401).expect(1).create();
+    let out = db.poll(&server.url(), FIRST_POLL).args(["--json", "--concurrency", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    rejected.assert();
+    assert!(stderr(&out).contains("carrier rejected the credentials (HTTP 401)"), "{}", stderr(&out));
+    assert_eq!(summary(&out)["outcome"], "credentials_rejected");
+    assert_eq!(db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"), 0);
+}
+
+#[test]
+fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
+    let db = TestDb::new();
+    db.submit("A1", Some("A"), SUBMITTED);
+    db.submit("Z1", Some("Z"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    let dead = server.mock("GET", "/batches/A/messages").with_status(503).expect(2).create();
+    let ok = server.mock("GET", "/batches/Z/messages").with_body(listing("Z", &[wire("Z1", "SENT")], None)).create();
+    let out = db.poll(&server.url(), FIRST_POLL).args(["--json", "--max-attempts", "2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    dead.assert();
+    ok.assert();
+    let s = summary(&out);
+    assert_eq!((s["polled"].as_u64(), s["batches_failed"].as_u64(), s["batches_ok"].as_u64()), (Some(1), Some(1), Some(1)));
+    assert!(stderr(&out).contains("its 1 messages stay due"), "{}", stderr(&out));
+
+    // Next cycle: A is overdue (11:00) and Z is due at 13:00; A is asked first, then Z.
+    let mut server = mockito::Server::new();
+    let a = server.mock("GET", "/batches/A/messages").with_body(listing("A", &[wire("A1", "DELIVERED")], None)).create();
+    let z = server.mock("GET", "/batches/Z/messages").with_body(listing("Z", &[wire("Z1", "DELIVERED")], None)).create();
+    let out = db
+        .poll(&server.url(), "2025-12-01T13:00:00Z")
+        .args(["--json", "--concurrency", "1", "-v"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    a.assert();
+    z.assert();
+    let err = stderr(&out);
+    let (first_a, first_z) = (err.find("batch \"A\": 1 results stored"), err.find("batch \"Z\": 1 results stored"));
+    assert!(first_a.is_some() && first_z.is_some() && first_a < first_z, "A before Z:\n{err}");
+    let a1: Vec<Audit> = db.audit("A1");
+    assert_eq!((a1.len(), a1[0].attempt, a1[0].polled_at.as_str()), (1, 1, "2025-12-01T13:00:00Z"));
+    assert_eq!(db.audit("Z1").len(), 2);
+}
+
+#[test]
+fn redirects_are_not_followed() {
+    let db = TestDb::new();
+    db.submit("T1", None, SUBMITTED);
+    let mut server = mockito::Server::new();
+    let redirect = server
+        .mock("GET", "/messages/T1")
+        .with_status(302)
+        .with_header("location", "http://elsewhere.example/steal")
+        .expect(1)
+        .create();
+    let out = db.poll(&server.url(), FIRST_POLL).output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    redirect.assert();
+    assert!(stderr(&out).contains("redirects are not followed"), "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_status_words_are_pending_counted_and_logged_once() {
+    let db = TestDb::new();
+    for t in ["T1", "T2", "T3"] {
+        db.submit(t, Some("B1"), SUBMITTED);
+    }
+    let mut server = mockito::Server::new();
+    let m = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(listing("B1", &[wire("T1", "ACCEPTD"), wire("T2", "ACCEPTD"), wire("T3", "EN_ROUTE")], None))
+        .create();
+    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    m.assert();
+    assert_eq!(summary(&out)["unknown_statuses"].as_u64(), Some(3));
+    let err = stderr(&out);
+    assert_eq!(err.matches("carrier status \"ACCEPTD\" is not in the mapping table").count(), 1, "{err}");
+    assert_eq!(err.matches("carrier status \"EN_ROUTE\" is not in the mapping table").count(), 1, "{err}");
+    assert_eq!(db.audit("T1")[0].status, "PENDING");
+    assert_eq!(db.audit("T1")[0].carrier_status.as_deref(), Some("ACCEPTD"));
+}
+
+#[test]
+fn json_summary_has_every_field_and_the_cycle_is_recorded() {
+    let db = TestDb::new();
+    db.submit("T1", None, SUBMITTED);
+    let mut server = mockito::Server::new();
+    let m = server.mock("GET", "/messages/T1").with_body(wire("T1", "DELIVERED").to_string()).create();
+    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    m.assert();
+    let s = summary(&out);
+    for key in [
+        "cycle_id", "started_at", "finished_at", "duration_seconds", "messages_due", "polled", "delivered", "failed",
+        "pending", "closed_unconfirmed", "unknown_statuses", "not_found", "batches_ok", "batches_failed",
+        "http_requests", "retries", "exit_code",
+    ] {
+        assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
+    }
+    assert_eq!(s["cycle_now"], FIRST_POLL);
+    assert!(chrono::DateTime::parse_from_rfc3339(s["started_at"].as_str().unwrap()).is_ok());
+    assert!(stderr(&out).contains("cycle 1 ok: 1 due, 1 polled (1 delivered"), "{}", stderr(&out));
+
+    let cycles = db.cmd().args(["cycles", "--json"]).output().unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&cycles.stdout).unwrap();
+    assert_eq!(rows[0]["cycle_id"], s["cycle_id"]);
+    assert_eq!(rows[0]["polled"], 1);
+    assert_eq!(rows[0]["outcome"], "ok");
+    let table = db.cmd().args(["cycles", "--last", "1"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.lines().nth(1).unwrap().contains(" ok "), "{table}");
+    assert!(table.contains("100%"), "{table}");
+}
+
+#[test]
+fn nothing_due_is_success_without_requests() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    let none = server.mock("GET", Matcher::Any).expect(0).create();
+    let out = db.poll(&server.url(), "2025-12-01T10:00:00Z").arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    none.assert();
+    let s = summary(&out);
+    assert_eq!((s["messages_due"].as_u64(), s["new_submissions"].as_u64()), (Some(0), Some(1)));
+}
+
+#[test]
+fn token_and_phone_numbers_never_reach_the_output() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    db.submit("T2", None, SUBMITTED);
+    let mut server = mockito::Server::new();
+    let _b = server.mock("GET", "/batches/B1/messages").with_status(500).expect(1).create();
+    let _b2 = server.mock("GET", "/batches/B1/messages").with_body(listing("B1", &[wire("T1", "SENT")], None)).create();
+    let _m = server.mock("GET", "/messages/T2").with_body(wire("T2", "SENT").to_string()).create();
+    for verbosity in [&["-vv"][..], &[]] {
+        let out = db
+            .poll(&server.url(), FIRST_POLL)
+            .env("RUST_LOG", "trace")
+            .args(verbosity)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(all.contains("DEBUG") || all.contains("TRACE"), "trace logging is on: {all}");
+        assert!(!all.contains(TOKEN), "token leaked:\n{all}");
+        assert!(!all.contains("15112345678"), "phone number leaked:\n{all}");
+    }
+}
