@@ -101,7 +101,7 @@ impl<'a> HttpCarrier<'a> {
                 });
             }
             let wait = retry_after.unwrap_or_else(|| self.backoff.wait(attempt, &mut rng));
-            log::debug!("GET {path}: {reason}; retrying in {} ms", wait.as_millis());
+            log::debug!("{reason}; retrying in {} ms", wait.as_millis());
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             self.control.sleep(wait).map_err(stopped)?;
         }

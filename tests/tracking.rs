@@ -1,0 +1,216 @@
+//! Whole-life tracking through the real binary against the sandbox carrier: 1,200 messages across the full 72
+//! hours of cycles, with faults, checking every message's audit trail against what the sandbox reported at each
+//! cycle and against an independent model of the schedule. Plus the deadline.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{TOKEN, TestDb, summary};
+use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
+use dlr_poller::timefmt;
+
+/// The test's own model of one message: polls so far, next slot, closed or not.
+#[derive(Clone, Debug)]
+struct Model {
+    polls: i64,
+    next_due: DateTime<Utc>,
+    closed: Option<&'static str>,
+}
+
+/// The mapping table as the issue states it, written out independently of the code under test.
+fn expected_status(word: &str) -> &'static str {
+    match word.to_ascii_uppercase().as_str() {
+        "DELIVERED" => "DELIVERED",
+        "FAILED" | "REJECTED" | "BOUNCED" | "UNDELIVERABLE" => "FAILED",
+        _ => "PENDING",
+    }
+}
+
+/// The next slot strictly after `now + 5 min`, if any of the 36 remains.
+fn next_slot(submitted: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    (1..=36).map(|k| submitted + TimeDelta::hours(2 * k)).find(|slot| *slot > now + TimeDelta::minutes(5))
+}
+
+fn insert(db: &TestDb, messages: &[SimMessage]) {
+    let mut conn = db.conn();
+    let tx = conn.transaction().unwrap();
+    for m in messages {
+        tx.execute(
+            "INSERT INTO sms_submissions VALUES (?1, ?2, ?3, ?4, ?5)",
+            (&m.tracking_id, &m.customer_id, &m.phone_number, &m.batch_id, timefmt::format(m.submitted_at)),
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+type Row = (i64, String, Option<String>, bool, Option<String>, Option<String>, Option<String>, i64);
+
+fn rows_polled_at(db: &TestDb, at: &str) -> HashMap<String, Vec<Row>> {
+    let conn = db.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
+             failure_reason, delivery_confirmed_at, cycle_id FROM sms_delivery_confirmations WHERE polled_at = ?1",
+        )
+        .unwrap();
+    let mut map: HashMap<String, Vec<Row>> = HashMap::new();
+    let rows = stmt
+        .query_map([at], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?),
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (id, row) = row.unwrap();
+        map.entry(id).or_default().push(row);
+    }
+    map
+}
+
+#[test]
+fn every_message_is_tracked_correctly_for_72_hours() {
+    let start = timefmt::parse("2025-12-01T09:00:00Z").unwrap();
+    let world = World::generate(1_200, 100, start, 42);
+    let messages: Vec<SimMessage> = world.messages().to_vec();
+    let db = TestDb::new();
+    insert(&db, &messages);
+    let sandbox = Arc::new(Sandbox::new(world, TOKEN, start).with_page_size(40));
+    sandbox.faults(|f| f.error_rate = 0.03);
+    let server = SandboxServer::start(sandbox.clone(), 0).unwrap();
+
+    let mut model: Vec<Model> = messages
+        .iter()
+        .map(|m| Model { polls: 0, next_due: m.submitted_at + TimeDelta::hours(2), closed: None })
+        .collect();
+
+    // Every two hours on the hour, except: a run 30 minutes after one (nothing new is due), a missed run at
+    // +30h (the next run covers both slots), a late run at +40h10m, and one with a dead batch.
+    let mut clocks: Vec<DateTime<Utc>> = (1..=38).map(|k| start + TimeDelta::hours(2 * k)).collect();
+    clocks.retain(|c| *c != start + TimeDelta::hours(30));
+    clocks.insert(3, start + TimeDelta::hours(6) + TimeDelta::minutes(30));
+    let late = clocks.iter().position(|c| *c == start + TimeDelta::hours(40)).unwrap();
+    clocks[late] += TimeDelta::minutes(10);
+    let dead_cycle = start + TimeDelta::hours(10);
+    let dead_batch = "B00003";
+
+    for now in clocks {
+        let stamp = timefmt::format(now);
+        sandbox.set_clock(now);
+        let dead = now == dead_cycle;
+        sandbox.faults(|f| f.dead_batches = if dead { vec![dead_batch.to_string()] } else { vec![] });
+        if now == start + TimeDelta::hours(20) {
+            sandbox.faults(|f| {
+                f.rate_limited_next = 5;
+                f.retry_after_secs = 0;
+            });
+        }
+        let out = db.poll(&server.url(), &stamp).args(["--json", "--max-attempts", "6"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let s = summary(&out);
+
+        // What the model expects this cycle.
+        let mut expected_due = 0;
+        let mut expected_polled = 0;
+        let rows = rows_polled_at(&db, &stamp);
+        for (m, state) in messages.iter().zip(model.iter_mut()) {
+            let due = state.closed.is_none() && state.next_due <= now + TimeDelta::minutes(5);
+            expected_due += due as u64;
+            let skipped = dead && m.batch_id.as_deref() == Some(dead_batch);
+            let got = rows.get(&m.tracking_id).cloned().unwrap_or_default();
+            if !due || skipped {
+                assert!(got.is_empty(), "{} polled at {stamp} though not due/skipped: {got:?}", m.tracking_id);
+                continue;
+            }
+            expected_polled += 1;
+            assert_eq!(got.len(), 1, "{} at {stamp}: expected one poll, got {got:?}", m.tracking_id);
+            let (attempt, status, carrier_status, found, code, reason, confirmed, _) = &got[0];
+            assert_eq!(*attempt, state.polls + 1, "{} poll number", m.tracking_id);
+            let truth = m.report_at(now);
+            let want = truth.as_ref().map_or("PENDING", |r| expected_status(&r.status));
+            assert_eq!(status, want, "{} at {stamp}: truth {truth:?}", m.tracking_id);
+            assert_eq!(*found, truth.is_some(), "{}", m.tracking_id);
+            assert_eq!(carrier_status.as_ref(), truth.as_ref().map(|r| &r.status), "{}", m.tracking_id);
+            assert_eq!(code.as_ref(), truth.as_ref().and_then(|r| r.error_code.as_ref()), "{}", m.tracking_id);
+            assert_eq!(reason.as_ref(), truth.as_ref().and_then(|r| r.error_message.as_ref()), "{}", m.tracking_id);
+            let want_confirmed = truth.as_ref().filter(|_| want != "PENDING").and_then(|r| r.status_updated_at.clone());
+            assert_eq!(confirmed, &want_confirmed, "{}", m.tracking_id);
+
+            state.polls += 1;
+            match (want, next_slot(m.submitted_at, now)) {
+                ("DELIVERED", _) => state.closed = Some("DELIVERED"),
+                ("FAILED", _) => state.closed = Some("FAILED"),
+                (_, Some(next)) => state.next_due = next,
+                (_, None) => state.closed = Some("UNCONFIRMED"),
+            }
+        }
+        assert_eq!(s["messages_due"].as_u64(), Some(expected_due), "due at {stamp}");
+        assert_eq!(s["polled"].as_u64(), Some(expected_polled), "polled at {stamp}\n{stderr}");
+        let want_exit = if dead { 75 } else { 0 };
+        assert_eq!(out.status.code(), Some(want_exit), "exit at {stamp}: {stderr}");
+    }
+
+    // Every message ended in the state the model says, with exactly the polls the model counted.
+    for (m, state) in messages.iter().zip(&model) {
+        let t = db.tracking(&m.tracking_id).unwrap();
+        assert_eq!(Some(t.state.as_str()), state.closed, "{} final state", m.tracking_id);
+        assert_eq!(t.polls, state.polls, "{} polls", m.tracking_id);
+        assert!(t.next_due_at.is_none());
+    }
+    let total: i64 = model.iter().map(|m| m.polls).sum();
+    assert_eq!(db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"), total);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM (SELECT 1 FROM sms_delivery_confirmations GROUP BY tracking_id, cycle_id HAVING COUNT(*) > 1)"),
+        0,
+        "no message polled twice in a cycle"
+    );
+    for state in ["DELIVERED", "FAILED", "UNCONFIRMED"] {
+        assert!(model.iter().any(|m| m.closed == Some(state)), "the world exercises {state}");
+    }
+    // 36 slots, two of which the missed run at +30h collapsed into one poll.
+    assert_eq!(model.iter().map(|m| m.polls).max(), Some(35), "the longest trail spans the whole grid");
+    assert!(sandbox.stats.faults.load(std::sync::atomic::Ordering::Relaxed) > 0, "faults were injected");
+}
+
+#[test]
+fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
+    let start = timefmt::parse("2025-12-01T09:00:00Z").unwrap();
+    let world = World::generate(400, 10, start, 9);
+    let messages = world.messages().to_vec();
+    let db = TestDb::new();
+    insert(&db, &messages);
+    let now = "2025-12-01T12:00:00Z";
+    let sandbox = Arc::new(Sandbox::new(world, TOKEN, timefmt::parse(now).unwrap()));
+    sandbox.faults(|f| f.latency = Duration::from_millis(150));
+    let server = SandboxServer::start(sandbox.clone(), 0).unwrap();
+
+    let out = db
+        .poll(&server.url(), now)
+        .args(["--json", "--deadline", "1s", "--concurrency", "2"])
+        .output()
+        .unwrap();
+    let s = summary(&out);
+    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s["outcome"], "partial");
+    let polled = s["polled"].as_u64().unwrap();
+    assert!(polled > 0 && polled < 400, "some but not all polled: {polled}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM sms_delivery_confirmations") as u64, polled, "what was obtained is kept");
+
+    sandbox.faults(|f| f.latency = Duration::ZERO);
+    let out = db.poll(&server.url(), now).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let s = summary(&out);
+    assert_eq!(s["messages_due"].as_u64(), Some(400 - polled));
+    assert_eq!(s["polled"].as_u64(), Some(400 - polled));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM (SELECT tracking_id FROM sms_delivery_confirmations GROUP BY tracking_id HAVING COUNT(*) = 1)"),
+        400,
+        "every message polled exactly once across the two runs"
+    );
+}
