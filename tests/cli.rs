@@ -32,7 +32,10 @@ fn help_names_every_env_var_and_the_exit_codes() {
 
 #[test]
 fn unknown_flag_is_a_usage_error() {
-    let out = bin().args(["poll", "--carrier-token", "x"]).output().unwrap();
+    let out = bin()
+        .args(["poll", "--carrier-token", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("--carrier-token"));
     let out = bin().output().unwrap();
@@ -42,36 +45,87 @@ fn unknown_flag_is_a_usage_error() {
 #[test]
 fn missing_url_and_token_are_configuration_errors() {
     let db = TestDb::new();
-    let out = db.cmd().env("DLR_CARRIER_TOKEN", TOKEN).arg("poll").output().unwrap();
+    let out = db
+        .cmd()
+        .env("DLR_CARRIER_TOKEN", TOKEN)
+        .arg("poll")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(stderr(&out).contains("dlr-poller: error: no carrier URL: set --carrier-url or env DLR_CARRIER_URL"));
+    assert!(
+        stderr(&out).contains(
+            "dlr-poller: error: no carrier URL: set --carrier-url or env DLR_CARRIER_URL"
+        )
+    );
 
-    let out = db.cmd().args(["poll", "--carrier-url", "http://127.0.0.1:9"]).output().unwrap();
+    let out = db
+        .cmd()
+        .args(["poll", "--carrier-url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(78));
-    assert!(stderr(&out).contains("no carrier token: set env DLR_CARRIER_TOKEN or pass --carrier-token-file"));
+    assert!(
+        stderr(&out)
+            .contains("no carrier token: set env DLR_CARRIER_TOKEN or pass --carrier-token-file")
+    );
 }
 
 #[test]
 fn bad_values_name_their_flag_and_env_var() {
     let db = TestDb::new();
     let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
-        (&["--concurrency", "0"], &[], "invalid --concurrency (env DLR_POLLER_CONCURRENCY) \"0\""),
-        (&[], &[("DLR_POLLER_CONCURRENCY", "9999")], "invalid --concurrency (env DLR_POLLER_CONCURRENCY) \"9999\""),
-        (&["--deadline", "forever"], &[], "invalid --deadline (env DLR_POLLER_DEADLINE) \"forever\""),
-        (&["--now", "2025-13-01"], &[], "invalid --now: \"2025-13-01\" is not an RFC 3339 timestamp"),
-        (&["--carrier-url", "carrier.example"], &[], "invalid --carrier-url (env DLR_CARRIER_URL)"),
-        (&["--carrier-url", "http://carrier.example"], &[], "--allow-insecure-http"),
-        (&["--carrier-token-file", "/nonexistent/token"], &[], "cannot read --carrier-token-file /nonexistent/token"),
+        (
+            &["--concurrency", "0"],
+            &[],
+            "invalid --concurrency (env DLR_POLLER_CONCURRENCY) \"0\"",
+        ),
+        (
+            &[],
+            &[("DLR_POLLER_CONCURRENCY", "9999")],
+            "invalid --concurrency (env DLR_POLLER_CONCURRENCY) \"9999\"",
+        ),
+        (
+            &["--deadline", "forever"],
+            &[],
+            "invalid --deadline (env DLR_POLLER_DEADLINE) \"forever\"",
+        ),
+        (
+            &["--now", "2025-13-01"],
+            &[],
+            "invalid --now: \"2025-13-01\" is not an RFC 3339 timestamp",
+        ),
+        (
+            &["--carrier-url", "carrier.example"],
+            &[],
+            "invalid --carrier-url (env DLR_CARRIER_URL)",
+        ),
+        (
+            &["--carrier-url", "http://carrier.example"],
+            &[],
+            "--allow-insecure-http",
+        ),
+        (
+            &["--carrier-token-file", "/nonexistent/token"],
+            &[],
+            "cannot read --carrier-token-file /nonexistent/token",
+        ),
     ];
     for (args, env, expect) in cases {
         let mut cmd = db.cmd();
-        cmd.env("DLR_CARRIER_TOKEN", TOKEN).env("DLR_CARRIER_URL", "http://127.0.0.1:9").arg("poll").args(*args);
+        cmd.env("DLR_CARRIER_TOKEN", TOKEN)
+            .env("DLR_CARRIER_URL", "http://127.0.0.1:9")
+            .arg("poll")
+            .args(*args);
         for (k, v) in *env {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(78), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expect), "{args:?}: expected {expect:?} in {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expect),
+            "{args:?}: expected {expect:?} in {}",
+            stderr(&out)
+        );
     }
 }
 
@@ -100,7 +154,11 @@ fn missing_database_says_run_migrate() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(74));
-    assert!(stderr(&out).contains("run `dlr-poller migrate`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run `dlr-poller migrate`"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!path.exists(), "poll must not create a database");
 }
 
@@ -108,21 +166,44 @@ fn missing_database_says_run_migrate() {
 fn unmigrated_database_says_run_migrate() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("empty.db");
-    rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE x (y)").unwrap();
-    let out = bin().arg("--db").arg(&path).args(["cycles"]).output().unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE x (y)")
+        .unwrap();
+    let out = bin()
+        .arg("--db")
+        .arg(&path)
+        .args(["cycles"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(74));
-    assert!(stderr(&out).contains("schema is at version 0, this dlr-poller needs 1: run `dlr-poller migrate`"));
+    assert!(
+        stderr(&out)
+            .contains("schema is at version 0, this dlr-poller needs 1: run `dlr-poller migrate`")
+    );
 }
 
 #[test]
 fn a_file_that_is_not_sqlite_is_a_database_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notes.txt");
-    std::fs::write(&path, "this is not a database, just some text that is long enough ".repeat(20)).unwrap();
-    let out = bin().arg("--db").arg(&path).arg("migrate").output().unwrap();
+    std::fs::write(
+        &path,
+        "this is not a database, just some text that is long enough ".repeat(20),
+    )
+    .unwrap();
+    let out = bin()
+        .arg("--db")
+        .arg(&path)
+        .arg("migrate")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(74));
     let err = stderr(&out);
-    assert!(err.contains(&format!("opening database {}", path.display())), "{err}");
+    assert!(
+        err.contains(&format!("opening database {}", path.display())),
+        "{err}"
+    );
     assert!(err.contains("not a database"), "{err}");
 }
 
@@ -132,10 +213,17 @@ fn migrate_is_idempotent_and_keeps_data() {
     db.submit("T1", Some("B1"), "2025-12-01T09:00:00Z");
     let out = db.cmd().arg("migrate").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("up to date (version 1)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("up to date (version 1)"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(db.count("SELECT COUNT(*) FROM sms_submissions"), 1);
     assert_eq!(db.count("PRAGMA user_version"), 1);
-    let mode: String = db.conn().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = db
+        .conn()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -153,14 +241,20 @@ fn migrate_keeps_an_existing_submissions_table() {
     drop(conn);
     bin().arg("--db").arg(&path).arg("migrate").assert().code(0);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let extra: String = conn.query_row("SELECT extra FROM sms_submissions", [], |r| r.get(0)).unwrap();
+    let extra: String = conn
+        .query_row("SELECT extra FROM sms_submissions", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(extra, "x");
 }
 
 #[test]
 fn db_falls_back_to_the_env_var() {
     let db = TestDb::new();
-    let out = bin().env("DLR_POLLER_DB", &db.path).arg("cycles").output().unwrap();
+    let out = bin()
+        .env("DLR_POLLER_DB", &db.path)
+        .arg("cycles")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("CYCLE"));
 }

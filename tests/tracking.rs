@@ -32,7 +32,9 @@ fn expected_status(word: &str) -> &'static str {
 
 /// The next slot strictly after `now + 5 min`, if any of the 36 remains.
 fn next_slot(submitted: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    (1..=36).map(|k| submitted + TimeDelta::hours(2 * k)).find(|slot| *slot > now + TimeDelta::minutes(5))
+    (1..=36)
+        .map(|k| submitted + TimeDelta::hours(2 * k))
+        .find(|slot| *slot > now + TimeDelta::minutes(5))
 }
 
 fn insert(db: &TestDb, messages: &[SimMessage]) {
@@ -41,14 +43,29 @@ fn insert(db: &TestDb, messages: &[SimMessage]) {
     for m in messages {
         tx.execute(
             "INSERT INTO sms_submissions VALUES (?1, ?2, ?3, ?4, ?5)",
-            (&m.tracking_id, &m.customer_id, &m.phone_number, &m.batch_id, timefmt::format(m.submitted_at)),
+            (
+                &m.tracking_id,
+                &m.customer_id,
+                &m.phone_number,
+                &m.batch_id,
+                timefmt::format(m.submitted_at),
+            ),
         )
         .unwrap();
     }
     tx.commit().unwrap();
 }
 
-type Row = (i64, String, Option<String>, bool, Option<String>, Option<String>, Option<String>, i64);
+type Row = (
+    i64,
+    String,
+    Option<String>,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+);
 
 fn rows_polled_at(db: &TestDb, at: &str) -> HashMap<String, Vec<Row>> {
     let conn = db.conn();
@@ -63,7 +80,16 @@ fn rows_polled_at(db: &TestDb, at: &str) -> HashMap<String, Vec<Row>> {
         .query_map([at], |r| {
             Ok((
                 r.get::<_, String>(0)?,
-                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?),
+                (
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ),
             ))
         })
         .unwrap();
@@ -87,15 +113,23 @@ fn every_message_is_tracked_correctly_for_72_hours() {
 
     let mut model: Vec<Model> = messages
         .iter()
-        .map(|m| Model { polls: 0, next_due: m.submitted_at + TimeDelta::hours(2), closed: None })
+        .map(|m| Model {
+            polls: 0,
+            next_due: m.submitted_at + TimeDelta::hours(2),
+            closed: None,
+        })
         .collect();
 
     // Every two hours on the hour, except: a run 30 minutes after one (nothing new is due), a missed run at
     // +30h (the next run covers both slots), a late run at +40h10m, and one with a dead batch.
-    let mut clocks: Vec<DateTime<Utc>> = (1..=38).map(|k| start + TimeDelta::hours(2 * k)).collect();
+    let mut clocks: Vec<DateTime<Utc>> =
+        (1..=38).map(|k| start + TimeDelta::hours(2 * k)).collect();
     clocks.retain(|c| *c != start + TimeDelta::hours(30));
     clocks.insert(3, start + TimeDelta::hours(6) + TimeDelta::minutes(30));
-    let late = clocks.iter().position(|c| *c == start + TimeDelta::hours(40)).unwrap();
+    let late = clocks
+        .iter()
+        .position(|c| *c == start + TimeDelta::hours(40))
+        .unwrap();
     clocks[late] += TimeDelta::minutes(10);
     let dead_cycle = start + TimeDelta::hours(10);
     let dead_batch = "B00003";
@@ -104,14 +138,24 @@ fn every_message_is_tracked_correctly_for_72_hours() {
         let stamp = timefmt::format(now);
         sandbox.set_clock(now);
         let dead = now == dead_cycle;
-        sandbox.faults(|f| f.dead_batches = if dead { vec![dead_batch.to_string()] } else { vec![] });
+        sandbox.faults(|f| {
+            f.dead_batches = if dead {
+                vec![dead_batch.to_string()]
+            } else {
+                vec![]
+            }
+        });
         if now == start + TimeDelta::hours(20) {
             sandbox.faults(|f| {
                 f.rate_limited_next = 5;
                 f.retry_after_secs = 0;
             });
         }
-        let out = db.poll(&server.url(), &stamp).args(["--json", "--max-attempts", "6"]).output().unwrap();
+        let out = db
+            .poll(&server.url(), &stamp)
+            .args(["--json", "--max-attempts", "6"])
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let s = summary(&out);
 
@@ -125,21 +169,54 @@ fn every_message_is_tracked_correctly_for_72_hours() {
             let skipped = dead && m.batch_id.as_deref() == Some(dead_batch);
             let got = rows.get(&m.tracking_id).cloned().unwrap_or_default();
             if !due || skipped {
-                assert!(got.is_empty(), "{} polled at {stamp} though not due/skipped: {got:?}", m.tracking_id);
+                assert!(
+                    got.is_empty(),
+                    "{} polled at {stamp} though not due/skipped: {got:?}",
+                    m.tracking_id
+                );
                 continue;
             }
             expected_polled += 1;
-            assert_eq!(got.len(), 1, "{} at {stamp}: expected one poll, got {got:?}", m.tracking_id);
+            assert_eq!(
+                got.len(),
+                1,
+                "{} at {stamp}: expected one poll, got {got:?}",
+                m.tracking_id
+            );
             let (attempt, status, carrier_status, found, code, reason, confirmed, _) = &got[0];
             assert_eq!(*attempt, state.polls + 1, "{} poll number", m.tracking_id);
             let truth = m.report_at(now);
-            let want = truth.as_ref().map_or("PENDING", |r| expected_status(&r.status));
-            assert_eq!(status, want, "{} at {stamp}: truth {truth:?}", m.tracking_id);
+            let want = truth
+                .as_ref()
+                .map_or("PENDING", |r| expected_status(&r.status));
+            assert_eq!(
+                status, want,
+                "{} at {stamp}: truth {truth:?}",
+                m.tracking_id
+            );
             assert_eq!(*found, truth.is_some(), "{}", m.tracking_id);
-            assert_eq!(carrier_status.as_ref(), truth.as_ref().map(|r| &r.status), "{}", m.tracking_id);
-            assert_eq!(code.as_ref(), truth.as_ref().and_then(|r| r.error_code.as_ref()), "{}", m.tracking_id);
-            assert_eq!(reason.as_ref(), truth.as_ref().and_then(|r| r.error_message.as_ref()), "{}", m.tracking_id);
-            let want_confirmed = truth.as_ref().filter(|_| want != "PENDING").and_then(|r| r.status_updated_at.clone());
+            assert_eq!(
+                carrier_status.as_ref(),
+                truth.as_ref().map(|r| &r.status),
+                "{}",
+                m.tracking_id
+            );
+            assert_eq!(
+                code.as_ref(),
+                truth.as_ref().and_then(|r| r.error_code.as_ref()),
+                "{}",
+                m.tracking_id
+            );
+            assert_eq!(
+                reason.as_ref(),
+                truth.as_ref().and_then(|r| r.error_message.as_ref()),
+                "{}",
+                m.tracking_id
+            );
+            let want_confirmed = truth
+                .as_ref()
+                .filter(|_| want != "PENDING")
+                .and_then(|r| r.status_updated_at.clone());
             assert_eq!(confirmed, &want_confirmed, "{}", m.tracking_id);
 
             state.polls += 1;
@@ -150,32 +227,66 @@ fn every_message_is_tracked_correctly_for_72_hours() {
                 (_, None) => state.closed = Some("UNCONFIRMED"),
             }
         }
-        assert_eq!(s["messages_due"].as_u64(), Some(expected_due), "due at {stamp}");
-        assert_eq!(s["polled"].as_u64(), Some(expected_polled), "polled at {stamp}\n{stderr}");
+        assert_eq!(
+            s["messages_due"].as_u64(),
+            Some(expected_due),
+            "due at {stamp}"
+        );
+        assert_eq!(
+            s["polled"].as_u64(),
+            Some(expected_polled),
+            "polled at {stamp}\n{stderr}"
+        );
         let want_exit = if dead { 75 } else { 0 };
-        assert_eq!(out.status.code(), Some(want_exit), "exit at {stamp}: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(want_exit),
+            "exit at {stamp}: {stderr}"
+        );
     }
 
     // Every message ended in the state the model says, with exactly the polls the model counted.
     for (m, state) in messages.iter().zip(&model) {
         let t = db.tracking(&m.tracking_id).unwrap();
-        assert_eq!(Some(t.state.as_str()), state.closed, "{} final state", m.tracking_id);
+        assert_eq!(
+            Some(t.state.as_str()),
+            state.closed,
+            "{} final state",
+            m.tracking_id
+        );
         assert_eq!(t.polls, state.polls, "{} polls", m.tracking_id);
         assert!(t.next_due_at.is_none());
     }
     let total: i64 = model.iter().map(|m| m.polls).sum();
-    assert_eq!(db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"), total);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        total
+    );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM (SELECT 1 FROM sms_delivery_confirmations GROUP BY tracking_id, cycle_id HAVING COUNT(*) > 1)"),
         0,
         "no message polled twice in a cycle"
     );
     for state in ["DELIVERED", "FAILED", "UNCONFIRMED"] {
-        assert!(model.iter().any(|m| m.closed == Some(state)), "the world exercises {state}");
+        assert!(
+            model.iter().any(|m| m.closed == Some(state)),
+            "the world exercises {state}"
+        );
     }
     // 36 slots, two of which the missed run at +30h collapsed into one poll.
-    assert_eq!(model.iter().map(|m| m.polls).max(), Some(35), "the longest trail spans the whole grid");
-    assert!(sandbox.stats.faults.load(std::sync::atomic::Ordering::Relaxed) > 0, "faults were injected");
+    assert_eq!(
+        model.iter().map(|m| m.polls).max(),
+        Some(35),
+        "the longest trail spans the whole grid"
+    );
+    assert!(
+        sandbox
+            .stats
+            .faults
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "faults were injected"
+    );
 }
 
 #[test]
@@ -196,11 +307,23 @@ fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
         .output()
         .unwrap();
     let s = summary(&out);
-    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(s["outcome"], "partial");
     let polled = s["polled"].as_u64().unwrap();
-    assert!(polled > 0 && polled < 400, "some but not all polled: {polled}");
-    assert_eq!(db.count("SELECT COUNT(*) FROM sms_delivery_confirmations") as u64, polled, "what was obtained is kept");
+    assert!(
+        polled > 0 && polled < 400,
+        "some but not all polled: {polled}"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations") as u64,
+        polled,
+        "what was obtained is kept"
+    );
 
     sandbox.faults(|f| f.latency = Duration::ZERO);
     let out = db.poll(&server.url(), now).arg("--json").output().unwrap();

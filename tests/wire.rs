@@ -47,31 +47,59 @@ fn pages_are_followed_and_every_result_is_stored() {
         .expect(1)
         .create();
 
-    let out = db.poll(&format!("{}/v1/", server.url()), FIRST_POLL).arg("--json").output().unwrap();
+    let out = db
+        .poll(&format!("{}/v1/", server.url()), FIRST_POLL)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     page1.assert();
     page2.assert();
     let s = summary(&out);
     assert_eq!(
-        (s["messages_due"].as_u64(), s["polled"].as_u64(), s["delivered"].as_u64(), s["failed"].as_u64()),
+        (
+            s["messages_due"].as_u64(),
+            s["polled"].as_u64(),
+            s["delivered"].as_u64(),
+            s["failed"].as_u64()
+        ),
         (Some(3), Some(3), Some(1), Some(1))
     );
-    assert_eq!((s["pending"].as_u64(), s["batches_ok"].as_u64(), s["http_requests"].as_u64()), (Some(1), Some(1), Some(2)));
+    assert_eq!(
+        (
+            s["pending"].as_u64(),
+            s["batches_ok"].as_u64(),
+            s["http_requests"].as_u64()
+        ),
+        (Some(1), Some(1), Some(2))
+    );
 
     let t1 = &db.audit("T1")[0];
-    assert_eq!((t1.status.as_str(), t1.confirmed_at.as_deref()), ("DELIVERED", Some("2025-12-01T09:03:12Z")));
+    assert_eq!(
+        (t1.status.as_str(), t1.confirmed_at.as_deref()),
+        ("DELIVERED", Some("2025-12-01T09:03:12Z"))
+    );
     assert_eq!((t1.attempt, t1.polled_at.as_str()), (1, FIRST_POLL));
     let t2 = &db.audit("T2")[0];
     assert_eq!(t2.status, "FAILED");
     assert_eq!(t2.carrier_status.as_deref(), Some("undeliverable"));
-    assert_eq!((t2.failure_code.as_deref(), t2.failure_reason.as_deref()), (Some("30006"), Some("Landline")));
+    assert_eq!(
+        (t2.failure_code.as_deref(), t2.failure_reason.as_deref()),
+        (Some("30006"), Some("Landline"))
+    );
     let t3 = &db.audit("T3")[0];
-    assert_eq!((t3.status.as_str(), t3.confirmed_at.as_deref()), ("PENDING", None));
+    assert_eq!(
+        (t3.status.as_str(), t3.confirmed_at.as_deref()),
+        ("PENDING", None)
+    );
 
     assert_eq!(db.tracking("T1").unwrap().state, "DELIVERED");
     assert_eq!(db.tracking("T2").unwrap().state, "FAILED");
     let t3 = db.tracking("T3").unwrap();
-    assert_eq!((t3.state.as_str(), t3.next_due_at.as_deref()), ("OPEN", Some("2025-12-01T13:00:00Z")));
+    assert_eq!(
+        (t3.state.as_str(), t3.next_due_at.as_deref()),
+        ("OPEN", Some("2025-12-01T13:00:00Z"))
+    );
 }
 
 #[test]
@@ -83,24 +111,62 @@ fn missing_messages_unknown_batches_and_unbatched_messages_are_asked_one_by_one(
     db.submit("T9", Some("B9"), SUBMITTED);
     let mut server = mockito::Server::new();
     let mocks = [
-        server.mock("GET", "/batches/B1/messages").with_body(listing("B1", &[wire("T1", "SENT")], None)).create(),
-        server.mock("GET", "/messages/T2").with_body(wire("T2", "DELIVERED").to_string()).create(),
-        server.mock("GET", "/messages/T3").with_status(404).with_body(r#"{"error":"unknown"}"#).create(),
-        server.mock("GET", "/batches/B9/messages").with_status(404).create(),
-        server.mock("GET", "/messages/T9").with_body(wire("T9", "TIMEOUT").to_string()).create(),
+        server
+            .mock("GET", "/batches/B1/messages")
+            .with_body(listing("B1", &[wire("T1", "SENT")], None))
+            .create(),
+        server
+            .mock("GET", "/messages/T2")
+            .with_body(wire("T2", "DELIVERED").to_string())
+            .create(),
+        server
+            .mock("GET", "/messages/T3")
+            .with_status(404)
+            .with_body(r#"{"error":"unknown"}"#)
+            .create(),
+        server
+            .mock("GET", "/batches/B9/messages")
+            .with_status(404)
+            .create(),
+        server
+            .mock("GET", "/messages/T9")
+            .with_body(wire("T9", "TIMEOUT").to_string())
+            .create(),
     ];
-    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     for m in &mocks {
         m.assert();
     }
     let s = summary(&out);
-    assert_eq!((s["polled"].as_u64(), s["not_found"].as_u64(), s["delivered"].as_u64()), (Some(4), Some(1), Some(1)));
+    assert_eq!(
+        (
+            s["polled"].as_u64(),
+            s["not_found"].as_u64(),
+            s["delivered"].as_u64()
+        ),
+        (Some(4), Some(1), Some(1))
+    );
 
     let t3 = &db.audit("T3")[0];
-    assert_eq!((t3.status.as_str(), t3.found, t3.carrier_status.as_deref()), ("PENDING", false, None));
-    assert_eq!(db.tracking("T3").unwrap().state, "OPEN", "a message unknown to the carrier stays tracked");
-    assert_eq!(db.audit("T9")[0].status, "PENDING", "TIMEOUT means no confirmation yet");
+    assert_eq!(
+        (t3.status.as_str(), t3.found, t3.carrier_status.as_deref()),
+        ("PENDING", false, None)
+    );
+    assert_eq!(
+        db.tracking("T3").unwrap().state,
+        "OPEN",
+        "a message unknown to the carrier stays tracked"
+    );
+    assert_eq!(
+        db.audit("T9")[0].status,
+        "PENDING",
+        "TIMEOUT means no confirmation yet"
+    );
 
     let history = db.cmd().args(["history", "T3"]).output().unwrap();
     assert!(String::from_utf8_lossy(&history.stdout).contains("(unknown to carrier)"));
@@ -123,13 +189,23 @@ fn rate_limit_honours_retry_after_then_succeeds() {
         .expect(1)
         .create();
     let started = Instant::now();
-    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(started.elapsed() >= Duration::from_millis(950), "Retry-After: 1 was not waited for");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "Retry-After: 1 was not waited for"
+    );
     limited.assert();
     ok.assert();
     let s = summary(&out);
-    assert_eq!((s["retries"].as_u64(), s["http_requests"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (s["retries"].as_u64(), s["http_requests"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert_eq!(db.audit("T1").len(), 1);
 }
 
@@ -138,9 +214,21 @@ fn server_errors_are_retried() {
     let db = TestDb::new();
     db.submit("T1", None, SUBMITTED);
     let mut server = mockito::Server::new();
-    let failing = server.mock("GET", "/messages/T1").with_status(502).expect(2).create();
-    let ok = server.mock("GET", "/messages/T1").with_body(wire("T1", "DELIVERED").to_string()).expect(1).create();
-    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    let failing = server
+        .mock("GET", "/messages/T1")
+        .with_status(502)
+        .expect(2)
+        .create();
+    let ok = server
+        .mock("GET", "/messages/T1")
+        .with_body(wire("T1", "DELIVERED").to_string())
+        .expect(1)
+        .create();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     failing.assert();
     ok.assert();
@@ -158,17 +246,35 @@ fn malformed_bodies_exhaust_the_attempts_and_nothing_is_polled() {
         .with_body(r#"{"messages":[{"tracking_id":"T1","status":"DELIV"#)
         .expect(3)
         .create();
-    let out = db.poll(&server.url(), FIRST_POLL).args(["--json", "--max-attempts", "3"]).output().unwrap();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .args(["--json", "--max-attempts", "3"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     garbage.assert();
     let err = stderr(&out);
-    assert!(err.contains("batch \"B1\": GET /batches/B1/messages: malformed response"), "{err}");
+    assert!(
+        err.contains("batch \"B1\": GET /batches/B1/messages: malformed response"),
+        "{err}"
+    );
     assert!(err.contains("(after 3 attempts)"), "{err}");
     let s = summary(&out);
-    assert_eq!((s["polled"].as_u64(), s["batches_failed"].as_u64(), s["exit_code"].as_u64()), (Some(0), Some(1), Some(69)));
+    assert_eq!(
+        (
+            s["polled"].as_u64(),
+            s["batches_failed"].as_u64(),
+            s["exit_code"].as_u64()
+        ),
+        (Some(0), Some(1), Some(69))
+    );
     assert!(db.audit("T1").is_empty());
     let t = db.tracking("T1").unwrap();
-    assert_eq!((t.polls, t.next_due_at.as_deref()), (0, Some(FIRST_POLL)), "the message stays due");
+    assert_eq!(
+        (t.polls, t.next_due_at.as_deref()),
+        (0, Some(FIRST_POLL)),
+        "the message stays due"
+    );
 }
 
 #[test]
@@ -178,13 +284,28 @@ fn rejected_credentials_stop_the_cycle_at_once() {
         db.submit(&format!("T{b}"), Some(b), SUBMITTED);
     }
     let mut server = mockito::Server::new();
-    let rejected = server.mock("GET", Matcher::Any).with_status(401).expect(1).create();
-    let out = db.poll(&server.url(), FIRST_POLL).args(["--json", "--concurrency", "1"]).output().unwrap();
+    let rejected = server
+        .mock("GET", Matcher::Any)
+        .with_status(401)
+        .expect(1)
+        .create();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .args(["--json", "--concurrency", "1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
     rejected.assert();
-    assert!(stderr(&out).contains("carrier rejected the credentials (HTTP 401)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("carrier rejected the credentials (HTTP 401)"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(summary(&out)["outcome"], "credentials_rejected");
-    assert_eq!(db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"), 0);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        0
+    );
 }
 
 #[test]
@@ -193,20 +314,48 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
     db.submit("A1", Some("A"), SUBMITTED);
     db.submit("Z1", Some("Z"), SUBMITTED);
     let mut server = mockito::Server::new();
-    let dead = server.mock("GET", "/batches/A/messages").with_status(503).expect(2).create();
-    let ok = server.mock("GET", "/batches/Z/messages").with_body(listing("Z", &[wire("Z1", "SENT")], None)).create();
-    let out = db.poll(&server.url(), FIRST_POLL).args(["--json", "--max-attempts", "2"]).output().unwrap();
+    let dead = server
+        .mock("GET", "/batches/A/messages")
+        .with_status(503)
+        .expect(2)
+        .create();
+    let ok = server
+        .mock("GET", "/batches/Z/messages")
+        .with_body(listing("Z", &[wire("Z1", "SENT")], None))
+        .create();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .args(["--json", "--max-attempts", "2"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     dead.assert();
     ok.assert();
     let s = summary(&out);
-    assert_eq!((s["polled"].as_u64(), s["batches_failed"].as_u64(), s["batches_ok"].as_u64()), (Some(1), Some(1), Some(1)));
-    assert!(stderr(&out).contains("its 1 messages stay due"), "{}", stderr(&out));
+    assert_eq!(
+        (
+            s["polled"].as_u64(),
+            s["batches_failed"].as_u64(),
+            s["batches_ok"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert!(
+        stderr(&out).contains("its 1 messages stay due"),
+        "{}",
+        stderr(&out)
+    );
 
     // Next cycle: A is overdue (11:00) and Z is due at 13:00; A is asked first, then Z.
     let mut server = mockito::Server::new();
-    let a = server.mock("GET", "/batches/A/messages").with_body(listing("A", &[wire("A1", "DELIVERED")], None)).create();
-    let z = server.mock("GET", "/batches/Z/messages").with_body(listing("Z", &[wire("Z1", "DELIVERED")], None)).create();
+    let a = server
+        .mock("GET", "/batches/A/messages")
+        .with_body(listing("A", &[wire("A1", "DELIVERED")], None))
+        .create();
+    let z = server
+        .mock("GET", "/batches/Z/messages")
+        .with_body(listing("Z", &[wire("Z1", "DELIVERED")], None))
+        .create();
     let out = db
         .poll(&server.url(), "2025-12-01T13:00:00Z")
         .args(["--json", "--concurrency", "1", "-v"])
@@ -216,10 +365,19 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
     a.assert();
     z.assert();
     let err = stderr(&out);
-    let (first_a, first_z) = (err.find("batch \"A\": 1 results stored"), err.find("batch \"Z\": 1 results stored"));
-    assert!(first_a.is_some() && first_z.is_some() && first_a < first_z, "A before Z:\n{err}");
+    let (first_a, first_z) = (
+        err.find("batch \"A\": 1 results stored"),
+        err.find("batch \"Z\": 1 results stored"),
+    );
+    assert!(
+        first_a.is_some() && first_z.is_some() && first_a < first_z,
+        "A before Z:\n{err}"
+    );
     let a1: Vec<Audit> = db.audit("A1");
-    assert_eq!((a1.len(), a1[0].attempt, a1[0].polled_at.as_str()), (1, 1, "2025-12-01T13:00:00Z"));
+    assert_eq!(
+        (a1.len(), a1[0].attempt, a1[0].polled_at.as_str()),
+        (1, 1, "2025-12-01T13:00:00Z")
+    );
     assert_eq!(db.audit("Z1").len(), 2);
 }
 
@@ -237,7 +395,11 @@ fn redirects_are_not_followed() {
     let out = db.poll(&server.url(), FIRST_POLL).output().unwrap();
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     redirect.assert();
-    assert!(stderr(&out).contains("redirects are not followed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("redirects are not followed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -249,15 +411,37 @@ fn unknown_status_words_are_pending_counted_and_logged_once() {
     let mut server = mockito::Server::new();
     let m = server
         .mock("GET", "/batches/B1/messages")
-        .with_body(listing("B1", &[wire("T1", "ACCEPTD"), wire("T2", "ACCEPTD"), wire("T3", "EN_ROUTE")], None))
+        .with_body(listing(
+            "B1",
+            &[
+                wire("T1", "ACCEPTD"),
+                wire("T2", "ACCEPTD"),
+                wire("T3", "EN_ROUTE"),
+            ],
+            None,
+        ))
         .create();
-    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     m.assert();
     assert_eq!(summary(&out)["unknown_statuses"].as_u64(), Some(3));
     let err = stderr(&out);
-    assert_eq!(err.matches("carrier status \"ACCEPTD\" is not in the mapping table").count(), 1, "{err}");
-    assert_eq!(err.matches("carrier status \"EN_ROUTE\" is not in the mapping table").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("carrier status \"ACCEPTD\" is not in the mapping table")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("carrier status \"EN_ROUTE\" is not in the mapping table")
+            .count(),
+        1,
+        "{err}"
+    );
     assert_eq!(db.audit("T1")[0].status, "PENDING");
     assert_eq!(db.audit("T1")[0].carrier_status.as_deref(), Some("ACCEPTD"));
 }
@@ -267,21 +451,46 @@ fn json_summary_has_every_field_and_the_cycle_is_recorded() {
     let db = TestDb::new();
     db.submit("T1", None, SUBMITTED);
     let mut server = mockito::Server::new();
-    let m = server.mock("GET", "/messages/T1").with_body(wire("T1", "DELIVERED").to_string()).create();
-    let out = db.poll(&server.url(), FIRST_POLL).arg("--json").output().unwrap();
+    let m = server
+        .mock("GET", "/messages/T1")
+        .with_body(wire("T1", "DELIVERED").to_string())
+        .create();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     m.assert();
     let s = summary(&out);
     for key in [
-        "cycle_id", "started_at", "finished_at", "duration_seconds", "messages_due", "polled", "delivered", "failed",
-        "pending", "closed_unconfirmed", "unknown_statuses", "not_found", "batches_ok", "batches_failed",
-        "http_requests", "retries", "exit_code",
+        "cycle_id",
+        "started_at",
+        "finished_at",
+        "duration_seconds",
+        "messages_due",
+        "polled",
+        "delivered",
+        "failed",
+        "pending",
+        "closed_unconfirmed",
+        "unknown_statuses",
+        "not_found",
+        "batches_ok",
+        "batches_failed",
+        "http_requests",
+        "retries",
+        "exit_code",
     ] {
         assert!(s.get(key).is_some(), "summary lacks {key}: {s}");
     }
     assert_eq!(s["cycle_now"], FIRST_POLL);
     assert!(chrono::DateTime::parse_from_rfc3339(s["started_at"].as_str().unwrap()).is_ok());
-    assert!(stderr(&out).contains("cycle 1 ok: 1 due, 1 polled (1 delivered"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cycle 1 ok: 1 due, 1 polled (1 delivered"),
+        "{}",
+        stderr(&out)
+    );
 
     let cycles = db.cmd().args(["cycles", "--json"]).output().unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&cycles.stdout).unwrap();
@@ -300,11 +509,18 @@ fn nothing_due_is_success_without_requests() {
     db.submit("T1", Some("B1"), SUBMITTED);
     let mut server = mockito::Server::new();
     let none = server.mock("GET", Matcher::Any).expect(0).create();
-    let out = db.poll(&server.url(), "2025-12-01T10:00:00Z").arg("--json").output().unwrap();
+    let out = db
+        .poll(&server.url(), "2025-12-01T10:00:00Z")
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     none.assert();
     let s = summary(&out);
-    assert_eq!((s["messages_due"].as_u64(), s["new_submissions"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (s["messages_due"].as_u64(), s["new_submissions"].as_u64()),
+        (Some(0), Some(1))
+    );
 }
 
 #[test]
@@ -313,9 +529,19 @@ fn token_and_phone_numbers_never_reach_the_output() {
     db.submit("T1", Some("B1"), SUBMITTED);
     db.submit("T2", None, SUBMITTED);
     let mut server = mockito::Server::new();
-    let _b = server.mock("GET", "/batches/B1/messages").with_status(500).expect(1).create();
-    let _b2 = server.mock("GET", "/batches/B1/messages").with_body(listing("B1", &[wire("T1", "SENT")], None)).create();
-    let _m = server.mock("GET", "/messages/T2").with_body(wire("T2", "SENT").to_string()).create();
+    let _b = server
+        .mock("GET", "/batches/B1/messages")
+        .with_status(500)
+        .expect(1)
+        .create();
+    let _b2 = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(listing("B1", &[wire("T1", "SENT")], None))
+        .create();
+    let _m = server
+        .mock("GET", "/messages/T2")
+        .with_body(wire("T2", "SENT").to_string())
+        .create();
     for verbosity in [&["-vv"][..], &[]] {
         let out = db
             .poll(&server.url(), FIRST_POLL)
@@ -325,8 +551,109 @@ fn token_and_phone_numbers_never_reach_the_output() {
             .output()
             .unwrap();
         let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-        assert!(all.contains("DEBUG") || all.contains("TRACE"), "trace logging is on: {all}");
+        assert!(
+            all.contains("DEBUG") || all.contains("TRACE"),
+            "trace logging is on: {all}"
+        );
         assert!(!all.contains(TOKEN), "token leaked:\n{all}");
         assert!(!all.contains("15112345678"), "phone number leaked:\n{all}");
     }
+}
+
+#[test]
+fn pending_after_the_72h_slot_closes_unconfirmed_and_history_says_so() {
+    let db = TestDb::new();
+    db.submit("T1", None, SUBMITTED);
+    let mut server = mockito::Server::new();
+    let m = server
+        .mock("GET", "/messages/T1")
+        .with_body(wire("T1", "SENT").to_string())
+        .expect(1)
+        .create();
+    // The job never ran for 72 hours: all 36 slots collapse into this one poll, which closes the message.
+    let out = db
+        .poll(&server.url(), "2025-12-04T09:00:00Z")
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    m.assert();
+    assert_eq!(summary(&out)["closed_unconfirmed"].as_u64(), Some(1));
+    let t = db.tracking("T1").unwrap();
+    assert_eq!(
+        (t.state.as_str(), t.polls, t.next_due_at),
+        ("UNCONFIRMED", 1, None)
+    );
+
+    let out = db.cmd().args(["history", "T1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("UNCONFIRMED: still pending after the 72-hour window"),
+        "{text}"
+    );
+    assert!(
+        text.contains("   1  2025-12-04T09:00:00Z  PENDING    SENT"),
+        "{text}"
+    );
+    let out = db.cmd().args(["history", "T1", "--json"]).output().unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["state"], "UNCONFIRMED");
+    assert_eq!(h["results"].as_array().unwrap().len(), 1);
+
+    // Closed messages are never polled again.
+    let out = db
+        .poll(&server.url(), "2025-12-04T11:00:00Z")
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(summary(&out)["messages_due"].as_u64(), Some(0));
+    m.assert();
+}
+
+#[test]
+fn unusable_submission_rows_are_reported_once_and_skipped() {
+    let db = TestDb::new();
+    db.submit("T1", None, SUBMITTED);
+    db.submit("BAD", None, "yesterday morning");
+    db.conn()
+        .execute("INSERT INTO sms_submissions (tracking_id, submitted_at) VALUES ('', '2025-12-01T09:00:00Z')", [])
+        .unwrap();
+    let mut server = mockito::Server::new();
+    let m = server
+        .mock("GET", "/messages/T1")
+        .with_body(wire("T1", "DELIVERED").to_string())
+        .expect(1)
+        .create();
+    let out = db
+        .poll(&server.url(), FIRST_POLL)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    m.assert();
+    let s = summary(&out);
+    assert_eq!(
+        (
+            s["new_submissions"].as_u64(),
+            s["invalid_submissions"].as_u64(),
+            s["polled"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1))
+    );
+    let err = stderr(&out);
+    assert!(err.contains("submission \"BAD\" cannot be tracked: \"yesterday morning\" is not an RFC 3339 timestamp"), "{err}");
+    assert!(err.contains("has no tracking_id"), "{err}");
+    assert_eq!(db.tracking("BAD").unwrap().state, "INVALID");
+    let text = String::from_utf8_lossy(&db.cmd().args(["history", "BAD"]).output().unwrap().stdout)
+        .into_owned();
+    assert!(text.contains("INVALID, not tracked"), "{text}");
+
+    // The next run does not report them again.
+    let out = db
+        .poll(&server.url(), "2025-12-01T13:00:00Z")
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(summary(&out)["invalid_submissions"].as_u64(), Some(0));
+    assert!(!stderr(&out).contains("cannot be tracked"));
 }

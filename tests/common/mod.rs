@@ -37,10 +37,14 @@ pub struct Tracking {
     pub next_due_at: Option<String>,
 }
 
-/// The binary with an empty environment, so that no DLR_* or RUST_LOG of the developer leaks in.
+/// The binary with an empty environment, so that no DLR_* or RUST_LOG of the developer leaks in. Only the
+/// coverage tool's profile path is passed on, when set, so that `cargo llvm-cov` sees the binary's runs.
 pub fn bin() -> Command {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("dlr-poller"));
     cmd.env_clear();
+    if let Some(profile) = std::env::var_os("LLVM_PROFILE_FILE") {
+        cmd.env("LLVM_PROFILE_FILE", profile);
+    }
     cmd
 }
 
@@ -115,7 +119,13 @@ impl TestDb {
             .query_row(
                 "SELECT state, polls, next_due_at FROM message_tracking WHERE tracking_id = ?1",
                 [tracking_id],
-                |r| Ok(Tracking { state: r.get(0)?, polls: r.get(1)?, next_due_at: r.get(2)? }),
+                |r| {
+                    Ok(Tracking {
+                        state: r.get(0)?,
+                        polls: r.get(1)?,
+                        next_due_at: r.get(2)?,
+                    })
+                },
             )
             .optional()
             .unwrap()
@@ -139,7 +149,8 @@ pub fn summary(output: &std::process::Output) -> serde_json::Value {
 
 /// A batch listing body in the generic wire format.
 pub fn listing(batch_id: &str, messages: &[serde_json::Value], next: Option<&str>) -> String {
-    serde_json::json!({"batch_id": batch_id, "messages": messages, "next_page_token": next}).to_string()
+    serde_json::json!({"batch_id": batch_id, "messages": messages, "next_page_token": next})
+        .to_string()
 }
 
 /// One message entry of the wire format.
