@@ -73,7 +73,9 @@ fn missing_url_and_token_are_configuration_errors() {
 #[test]
 fn bad_values_name_their_flag_and_env_var() {
     let db = TestDb::new();
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    // (extra flags, extra env, expected message)
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             &["--concurrency", "0"],
             &[],
