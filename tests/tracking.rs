@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{TOKEN, TestDb, summary};
+use common::{TOKEN, TestDb};
 use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 
@@ -73,8 +73,7 @@ fn rows_polled_at(db: &TestDb, at: &str) -> HashMap<String, Vec<Row>> {
         .prepare(
             "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
              failure_reason, delivery_confirmed_at, cycle_id FROM sms_delivery_confirmations WHERE polled_at = ?1",
-        )
-        .unwrap();
+        ).unwrap();
     let mut map: HashMap<String, Vec<Row>> = HashMap::new();
     let rows = stmt
         .query_map([at], |r| {
@@ -151,13 +150,9 @@ fn every_message_is_tracked_correctly_for_72_hours() {
                 f.retry_after_secs = 0;
             });
         }
-        let out = db
-            .poll(&server.url(), &stamp)
-            .args(["--json", "--max-attempts", "6"])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let s = summary(&out);
+        let out = db.poll_json(&server.url(), &stamp, &["--max-attempts", "6"]);
+        let stderr = out.stderr;
+        let s = out.summary;
 
         // What the model expects this cycle.
         let mut expected_due = 0;
@@ -238,11 +233,7 @@ fn every_message_is_tracked_correctly_for_72_hours() {
             "polled at {stamp}\n{stderr}"
         );
         let want_exit = if dead { 75 } else { 0 };
-        assert_eq!(
-            out.status.code(),
-            Some(want_exit),
-            "exit at {stamp}: {stderr}"
-        );
+        assert_eq!(out.code, Some(want_exit), "exit at {stamp}: {stderr}");
     }
 
     // Every message ended in the state the model says, with exactly the polls the model counted.
@@ -301,18 +292,13 @@ fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
     sandbox.faults(|f| f.latency = Duration::from_millis(150));
     let server = SandboxServer::start(sandbox.clone(), 0).unwrap();
 
-    let out = db
-        .poll(&server.url(), now)
-        .args(["--json", "--deadline", "1s", "--concurrency", "2"])
-        .output()
-        .unwrap();
-    let s = summary(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(75),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = db.poll_json(
+        &server.url(),
+        now,
+        &["--deadline", "1s", "--concurrency", "2"],
     );
+    let s = out.summary;
+    assert_eq!(out.code, Some(75), "{}", out.stderr);
     assert_eq!(s["outcome"], "partial");
     let polled = s["polled"].as_u64().unwrap();
     assert!(
@@ -326,9 +312,9 @@ fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
     );
 
     sandbox.faults(|f| f.latency = Duration::ZERO);
-    let out = db.poll(&server.url(), now).arg("--json").output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let s = summary(&out);
+    let out = db.poll_json(&server.url(), now, &[]);
+    assert_eq!(out.code, Some(0));
+    let s = out.summary;
     assert_eq!(s["messages_due"].as_u64(), Some(400 - polled));
     assert_eq!(s["polled"].as_u64(), Some(400 - polled));
     assert_eq!(

@@ -5,16 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Audit, TOKEN, TestDb, listing, summary, wire};
+use common::{Audit, TOKEN, TestDb, listing, wire};
 use mockito::Matcher;
 use serde_json::json;
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
 const FIRST_POLL: &str = "2025-12-01T11:00:00Z";
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn pages_are_followed_and_every_result_is_stored() {
@@ -47,15 +43,11 @@ fn pages_are_followed_and_every_result_is_stored() {
         .expect(1)
         .create();
 
-    let out = db
-        .poll(&format!("{}/v1/", server.url()), FIRST_POLL)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(&format!("{}/v1/", server.url()), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     page1.assert();
     page2.assert();
-    let s = summary(&out);
+    let s = out.summary;
     assert_eq!(
         (
             s["messages_due"].as_u64(),
@@ -133,16 +125,12 @@ fn missing_messages_unknown_batches_and_unbatched_messages_are_asked_one_by_one(
             .with_body(wire("T9", "TIMEOUT").to_string())
             .create(),
     ];
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     for m in &mocks {
         m.assert();
     }
-    let s = summary(&out);
+    let s = out.summary;
     assert_eq!(
         (
             s["polled"].as_u64(),
@@ -189,19 +177,15 @@ fn rate_limit_honours_retry_after_then_succeeds() {
         .expect(1)
         .create();
     let started = Instant::now();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
         started.elapsed() >= Duration::from_millis(950),
         "Retry-After: 1 was not waited for"
     );
     limited.assert();
     ok.assert();
-    let s = summary(&out);
+    let s = out.summary;
     assert_eq!(
         (s["retries"].as_u64(), s["http_requests"].as_u64()),
         (Some(1), Some(2))
@@ -224,15 +208,11 @@ fn server_errors_are_retried() {
         .with_body(wire("T1", "DELIVERED").to_string())
         .expect(1)
         .create();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     failing.assert();
     ok.assert();
-    assert_eq!(summary(&out)["retries"].as_u64(), Some(2));
+    assert_eq!(out.summary["retries"].as_u64(), Some(2));
     assert_eq!(db.audit("T1")[0].status, "DELIVERED");
 }
 
@@ -246,20 +226,16 @@ fn malformed_bodies_exhaust_the_attempts_and_nothing_is_polled() {
         .with_body(r#"{"messages":[{"tracking_id":"T1","status":"DELIV"#)
         .expect(3)
         .create();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .args(["--json", "--max-attempts", "3"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &["--max-attempts", "3"]);
+    assert_eq!(out.code, Some(69), "{}", out.stderr);
     garbage.assert();
-    let err = stderr(&out);
+    let err = out.stderr;
     assert!(
         err.contains("batch \"B1\": GET /batches/B1/messages: malformed response"),
         "{err}"
     );
     assert!(err.contains("(after 3 attempts)"), "{err}");
-    let s = summary(&out);
+    let s = out.summary;
     assert_eq!(
         (
             s["polled"].as_u64(),
@@ -289,19 +265,16 @@ fn rejected_credentials_stop_the_cycle_at_once() {
         .with_status(401)
         .expect(1)
         .create();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .args(["--json", "--concurrency", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &["--concurrency", "1"]);
+    assert_eq!(out.code, Some(77), "{}", out.stderr);
     rejected.assert();
     assert!(
-        stderr(&out).contains("carrier rejected the credentials (HTTP 401)"),
+        out.stderr
+            .contains("carrier rejected the credentials (HTTP 401)"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
-    assert_eq!(summary(&out)["outcome"], "credentials_rejected");
+    assert_eq!(out.summary["outcome"], "credentials_rejected");
     assert_eq!(
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
         0
@@ -323,15 +296,11 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
         .mock("GET", "/batches/Z/messages")
         .with_body(listing("Z", &[wire("Z1", "SENT")], None))
         .create();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .args(["--json", "--max-attempts", "2"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &["--max-attempts", "2"]);
+    assert_eq!(out.code, Some(75), "{}", out.stderr);
     dead.assert();
     ok.assert();
-    let s = summary(&out);
+    let s = out.summary;
     assert_eq!(
         (
             s["polled"].as_u64(),
@@ -341,9 +310,9 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
         (Some(1), Some(1), Some(1))
     );
     assert!(
-        stderr(&out).contains("its 1 messages stay due"),
+        out.stderr.contains("its 1 messages stay due"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     // Next cycle: A is overdue (11:00) and Z is due at 13:00; A is asked first, then Z.
@@ -356,15 +325,15 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
         .mock("GET", "/batches/Z/messages")
         .with_body(listing("Z", &[wire("Z1", "DELIVERED")], None))
         .create();
-    let out = db
-        .poll(&server.url(), "2025-12-01T13:00:00Z")
-        .args(["--json", "--concurrency", "1", "-v"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(
+        &server.url(),
+        "2025-12-01T13:00:00Z",
+        &["--concurrency", "1", "-v"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     a.assert();
     z.assert();
-    let err = stderr(&out);
+    let err = out.stderr;
     let (first_a, first_z) = (
         err.find("batch \"A\": 1 results stored"),
         err.find("batch \"Z\": 1 results stored"),
@@ -392,13 +361,13 @@ fn redirects_are_not_followed() {
         .with_header("location", "http://elsewhere.example/steal")
         .expect(1)
         .create();
-    let out = db.poll(&server.url(), FIRST_POLL).output().unwrap();
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(69), "{}", out.stderr);
     redirect.assert();
     assert!(
-        stderr(&out).contains("redirects are not followed"),
+        out.stderr.contains("redirects are not followed"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 }
 
@@ -421,15 +390,11 @@ fn unknown_status_words_are_pending_counted_and_logged_once() {
             None,
         ))
         .create();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     m.assert();
-    assert_eq!(summary(&out)["unknown_statuses"].as_u64(), Some(3));
-    let err = stderr(&out);
+    assert_eq!(out.summary["unknown_statuses"].as_u64(), Some(3));
+    let err = out.stderr;
     assert_eq!(
         err.matches("carrier status \"ACCEPTD\" is not in the mapping table")
             .count(),
@@ -455,14 +420,10 @@ fn json_summary_has_every_field_and_the_cycle_is_recorded() {
         .mock("GET", "/messages/T1")
         .with_body(wire("T1", "DELIVERED").to_string())
         .create();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0));
     m.assert();
-    let s = summary(&out);
+    let s = out.summary;
     for key in [
         "cycle_id",
         "started_at",
@@ -487,9 +448,10 @@ fn json_summary_has_every_field_and_the_cycle_is_recorded() {
     assert_eq!(s["cycle_now"], FIRST_POLL);
     assert!(chrono::DateTime::parse_from_rfc3339(s["started_at"].as_str().unwrap()).is_ok());
     assert!(
-        stderr(&out).contains("cycle 1 ok: 1 due, 1 polled (1 delivered"),
+        out.stderr
+            .contains("cycle 1 ok: 1 due, 1 polled (1 delivered"),
         "{}",
-        stderr(&out)
+        out.stderr
     );
 
     let cycles = db.cmd().args(["cycles", "--json"]).output().unwrap();
@@ -509,14 +471,10 @@ fn nothing_due_is_success_without_requests() {
     db.submit("T1", Some("B1"), SUBMITTED);
     let mut server = mockito::Server::new();
     let none = server.mock("GET", Matcher::Any).expect(0).create();
-    let out = db
-        .poll(&server.url(), "2025-12-01T10:00:00Z")
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let out = db.poll_json(&server.url(), "2025-12-01T10:00:00Z", &[]);
+    assert_eq!(out.code, Some(0));
     none.assert();
-    let s = summary(&out);
+    let s = out.summary;
     assert_eq!(
         (s["messages_due"].as_u64(), s["new_submissions"].as_u64()),
         (Some(0), Some(1))
@@ -550,7 +508,11 @@ fn token_and_phone_numbers_never_reach_the_output() {
             .arg("--json")
             .output()
             .unwrap();
-        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
             all.contains("DEBUG") || all.contains("TRACE"),
             "trace logging is on: {all}"
@@ -571,14 +533,10 @@ fn pending_after_the_72h_slot_closes_unconfirmed_and_history_says_so() {
         .expect(1)
         .create();
     // The job never ran for 72 hours: all 36 slots collapse into this one poll, which closes the message.
-    let out = db
-        .poll(&server.url(), "2025-12-04T09:00:00Z")
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), "2025-12-04T09:00:00Z", &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     m.assert();
-    assert_eq!(summary(&out)["closed_unconfirmed"].as_u64(), Some(1));
+    assert_eq!(out.summary["closed_unconfirmed"].as_u64(), Some(1));
     let t = db.tracking("T1").unwrap();
     assert_eq!(
         (t.state.as_str(), t.polls, t.next_due_at),
@@ -601,12 +559,8 @@ fn pending_after_the_72h_slot_closes_unconfirmed_and_history_says_so() {
     assert_eq!(h["results"].as_array().unwrap().len(), 1);
 
     // Closed messages are never polled again.
-    let out = db
-        .poll(&server.url(), "2025-12-04T11:00:00Z")
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(summary(&out)["messages_due"].as_u64(), Some(0));
+    let out = db.poll_json(&server.url(), "2025-12-04T11:00:00Z", &[]);
+    assert_eq!(out.summary["messages_due"].as_u64(), Some(0));
     m.assert();
 }
 
@@ -616,22 +570,17 @@ fn unusable_submission_rows_are_reported_once_and_skipped() {
     db.submit("T1", None, SUBMITTED);
     db.submit("BAD", None, "yesterday morning");
     db.conn()
-        .execute("INSERT INTO sms_submissions (tracking_id, submitted_at) VALUES ('', '2025-12-01T09:00:00Z')", [])
-        .unwrap();
+        .execute("INSERT INTO sms_submissions (tracking_id, submitted_at) VALUES ('', '2025-12-01T09:00:00Z')", []).unwrap();
     let mut server = mockito::Server::new();
     let m = server
         .mock("GET", "/messages/T1")
         .with_body(wire("T1", "DELIVERED").to_string())
         .expect(1)
         .create();
-    let out = db
-        .poll(&server.url(), FIRST_POLL)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     m.assert();
-    let s = summary(&out);
+    let s = out.summary;
     assert_eq!(
         (
             s["new_submissions"].as_u64(),
@@ -640,7 +589,7 @@ fn unusable_submission_rows_are_reported_once_and_skipped() {
         ),
         (Some(1), Some(2), Some(1))
     );
-    let err = stderr(&out);
+    let err = out.stderr;
     assert!(err.contains("submission \"BAD\" cannot be tracked: \"yesterday morning\" is not an RFC 3339 timestamp"), "{err}");
     assert!(err.contains("has no tracking_id"), "{err}");
     assert_eq!(db.tracking("BAD").unwrap().state, "INVALID");
@@ -649,11 +598,7 @@ fn unusable_submission_rows_are_reported_once_and_skipped() {
     assert!(text.contains("INVALID, not tracked"), "{text}");
 
     // The next run does not report them again.
-    let out = db
-        .poll(&server.url(), "2025-12-01T13:00:00Z")
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert_eq!(summary(&out)["invalid_submissions"].as_u64(), Some(0));
-    assert!(!stderr(&out).contains("cannot be tracked"));
+    let out = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &[]);
+    assert_eq!(out.summary["invalid_submissions"].as_u64(), Some(0));
+    assert!(!out.stderr.contains("cannot be tracked"));
 }

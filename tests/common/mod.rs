@@ -73,6 +73,21 @@ impl TestDb {
         cmd
     }
 
+    /// `poll --json` plus `extra` flags: the exit code, the summary and stderr.
+    pub fn poll_json(&self, url: &str, now: &str, extra: &[&str]) -> Run {
+        let out = self
+            .poll(url, now)
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        Run {
+            code: out.status.code(),
+            summary: summary(&out),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn conn(&self) -> Connection {
         Connection::open(&self.path).unwrap()
     }
@@ -134,6 +149,13 @@ impl TestDb {
     pub fn count(&self, sql: &str) -> i64 {
         self.conn().query_row(sql, [], |r| r.get(0)).unwrap()
     }
+}
+
+/// A `poll --json` run.
+pub struct Run {
+    pub code: Option<i32>,
+    pub summary: serde_json::Value,
+    pub stderr: String,
 }
 
 /// Parses the `--json` summary printed on stdout.
