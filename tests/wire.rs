@@ -47,23 +47,13 @@ fn pages_are_followed_and_every_result_is_stored() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     page1.assert();
     page2.assert();
-    let s = out.summary;
     assert_eq!(
-        (
-            s["messages_due"].as_u64(),
-            s["polled"].as_u64(),
-            s["delivered"].as_u64(),
-            s["failed"].as_u64()
-        ),
-        (Some(3), Some(3), Some(1), Some(1))
+        out.counts(&["messages_due", "polled", "delivered", "failed"]),
+        [3, 3, 1, 1]
     );
     assert_eq!(
-        (
-            s["pending"].as_u64(),
-            s["batches_ok"].as_u64(),
-            s["http_requests"].as_u64()
-        ),
-        (Some(1), Some(1), Some(2))
+        out.counts(&["pending", "batches_ok", "http_requests"]),
+        [1, 1, 2]
     );
 
     let t1 = &db.audit("T1")[0];
@@ -130,15 +120,7 @@ fn missing_messages_unknown_batches_and_unbatched_messages_are_asked_one_by_one(
     for m in &mocks {
         m.assert();
     }
-    let s = out.summary;
-    assert_eq!(
-        (
-            s["polled"].as_u64(),
-            s["not_found"].as_u64(),
-            s["delivered"].as_u64()
-        ),
-        (Some(4), Some(1), Some(1))
-    );
+    assert_eq!(out.counts(&["polled", "not_found", "delivered"]), [4, 1, 1]);
 
     let t3 = &db.audit("T3")[0];
     assert_eq!(
@@ -185,11 +167,7 @@ fn rate_limit_honours_retry_after_then_succeeds() {
     );
     limited.assert();
     ok.assert();
-    let s = out.summary;
-    assert_eq!(
-        (s["retries"].as_u64(), s["http_requests"].as_u64()),
-        (Some(1), Some(2))
-    );
+    assert_eq!(out.counts(&["retries", "http_requests"]), [1, 2]);
     assert_eq!(db.audit("T1").len(), 1);
 }
 
@@ -229,20 +207,15 @@ fn malformed_bodies_exhaust_the_attempts_and_nothing_is_polled() {
     let out = db.poll_json(&server.url(), FIRST_POLL, &["--max-attempts", "3"]);
     assert_eq!(out.code, Some(69), "{}", out.stderr);
     garbage.assert();
-    let err = out.stderr;
+    let err = &out.stderr;
     assert!(
         err.contains("batch \"B1\": GET /batches/B1/messages: malformed response"),
         "{err}"
     );
     assert!(err.contains("(after 3 attempts)"), "{err}");
-    let s = out.summary;
     assert_eq!(
-        (
-            s["polled"].as_u64(),
-            s["batches_failed"].as_u64(),
-            s["exit_code"].as_u64()
-        ),
-        (Some(0), Some(1), Some(69))
+        out.counts(&["polled", "batches_failed", "exit_code"]),
+        [0, 1, 69]
     );
     assert!(db.audit("T1").is_empty());
     let t = db.tracking("T1").unwrap();
@@ -300,14 +273,9 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
     assert_eq!(out.code, Some(75), "{}", out.stderr);
     dead.assert();
     ok.assert();
-    let s = out.summary;
     assert_eq!(
-        (
-            s["polled"].as_u64(),
-            s["batches_failed"].as_u64(),
-            s["batches_ok"].as_u64()
-        ),
-        (Some(1), Some(1), Some(1))
+        out.counts(&["polled", "batches_failed", "batches_ok"]),
+        [1, 1, 1]
     );
     assert!(
         out.stderr.contains("its 1 messages stay due"),
@@ -333,7 +301,7 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     a.assert();
     z.assert();
-    let err = out.stderr;
+    let err = &out.stderr;
     let (first_a, first_z) = (
         err.find("batch \"A\": 1 results stored"),
         err.find("batch \"Z\": 1 results stored"),
@@ -394,7 +362,7 @@ fn unknown_status_words_are_pending_counted_and_logged_once() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     m.assert();
     assert_eq!(out.summary["unknown_statuses"].as_u64(), Some(3));
-    let err = out.stderr;
+    let err = &out.stderr;
     assert_eq!(
         err.matches("carrier status \"ACCEPTD\" is not in the mapping table")
             .count(),
@@ -423,7 +391,7 @@ fn json_summary_has_every_field_and_the_cycle_is_recorded() {
     let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
     assert_eq!(out.code, Some(0));
     m.assert();
-    let s = out.summary;
+    let s = &out.summary;
     for key in [
         "cycle_id",
         "started_at",
@@ -474,11 +442,7 @@ fn nothing_due_is_success_without_requests() {
     let out = db.poll_json(&server.url(), "2025-12-01T10:00:00Z", &[]);
     assert_eq!(out.code, Some(0));
     none.assert();
-    let s = out.summary;
-    assert_eq!(
-        (s["messages_due"].as_u64(), s["new_submissions"].as_u64()),
-        (Some(0), Some(1))
-    );
+    assert_eq!(out.counts(&["messages_due", "new_submissions"]), [0, 1]);
 }
 
 #[test]
@@ -580,16 +544,11 @@ fn unusable_submission_rows_are_reported_once_and_skipped() {
     let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     m.assert();
-    let s = out.summary;
     assert_eq!(
-        (
-            s["new_submissions"].as_u64(),
-            s["invalid_submissions"].as_u64(),
-            s["polled"].as_u64()
-        ),
-        (Some(1), Some(2), Some(1))
+        out.counts(&["new_submissions", "invalid_submissions", "polled"]),
+        [1, 2, 1]
     );
-    let err = out.stderr;
+    let err = &out.stderr;
     assert!(err.contains("submission \"BAD\" cannot be tracked: \"yesterday morning\" is not an RFC 3339 timestamp"), "{err}");
     assert!(err.contains("has no tracking_id"), "{err}");
     assert_eq!(db.tracking("BAD").unwrap().state, "INVALID");

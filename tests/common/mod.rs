@@ -158,6 +158,19 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    /// The summary's counters named by `keys`, in order.
+    pub fn counts(&self, keys: &[&str]) -> Vec<u64> {
+        keys.iter()
+            .map(|k| {
+                self.summary[*k]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("summary lacks a count {k:?}: {}", self.summary))
+            })
+            .collect()
+    }
+}
+
 /// Parses the `--json` summary printed on stdout.
 pub fn summary(output: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
