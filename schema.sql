@@ -73,12 +73,25 @@ CREATE TABLE IF NOT EXISTS poll_cycles (
   not_found          INTEGER NOT NULL DEFAULT 0,
   batches_ok         INTEGER NOT NULL DEFAULT 0,
   batches_failed     INTEGER NOT NULL DEFAULT 0,
+  duplicate_reports  INTEGER NOT NULL DEFAULT 0,  -- messages a carrier listing reported more than once
   lookups_failed     INTEGER NOT NULL DEFAULT 0,  -- one-by-one lookups that failed after retries
   http_requests      INTEGER NOT NULL DEFAULT 0,
   retries            INTEGER NOT NULL DEFAULT 0,
   new_submissions    INTEGER NOT NULL DEFAULT 0,
   invalid_submissions INTEGER NOT NULL DEFAULT 0,
   error              TEXT
+);
+
+-- The lease that keeps two cycles from running on one database at once (one row while a cycle runs). A lease
+-- whose holder crashed is taken over once it expires, or at once when the holder was on the same host and its
+-- process is gone.
+CREATE TABLE IF NOT EXISTS poller_lease (
+  id          INTEGER PRIMARY KEY CHECK (id = 1),
+  holder      TEXT NOT NULL,     -- host/pid/start, unique per run
+  host        TEXT NOT NULL,
+  pid         INTEGER NOT NULL,
+  acquired_at TEXT NOT NULL,     -- wall clock
+  expires_at  TEXT NOT NULL      -- wall clock: the holder's deadline plus a margin
 );
 
 -- Small facts the poller keeps between runs (e.g. how far it has read sms_submissions).

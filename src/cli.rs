@@ -46,6 +46,16 @@ pub struct Cli {
     )]
     pub db: PathBuf,
 
+    /// How long a database statement waits for another writer's lock before failing.
+    #[arg(
+        long,
+        env = "DLR_POLLER_BUSY_TIMEOUT",
+        default_value = "10s",
+        value_name = "DURATION",
+        global = true
+    )]
+    pub busy_timeout: String,
+
     /// More log output on stderr (-v debug, -vv trace). RUST_LOG overrides both -v and -q.
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "quiet")]
     pub verbose: u8,
@@ -136,6 +146,10 @@ pub struct PollArgs {
         value_name = "N"
     )]
     pub max_attempts: String,
+
+    /// Cap on requests per second to the carrier, across all workers. Default: no cap.
+    #[arg(long, env = "DLR_POLLER_MAX_RPS", value_name = "N")]
+    pub max_rps: Option<String>,
 
     /// The cycle's clock, RFC 3339 (e.g. 2025-12-01T11:00:00Z): replays a missed cycle or drives tests.
     /// Default: the system clock.

@@ -24,6 +24,8 @@ pub struct PollConfig {
     pub deadline: Duration,
     pub request_timeout: Duration,
     pub max_attempts: u32,
+    /// Requests per second across all workers; `None`: no cap.
+    pub max_rps: Option<u32>,
     /// `None`: the system clock.
     pub now: Option<DateTime<Utc>>,
     pub json: bool,
@@ -59,6 +61,12 @@ impl PollConfig {
             Duration::from_millis(100),
             Duration::from_secs(600),
         )?;
+        let max_rps = match &args.max_rps {
+            Some(raw) => {
+                Some(bounded_int(raw, "--max-rps (env DLR_POLLER_MAX_RPS)", 1, 100_000)? as u32)
+            }
+            None => None,
+        };
         let now = match &args.now {
             Some(s) => Some(timefmt::parse(s).context("invalid --now")?),
             None => None,
@@ -70,10 +78,21 @@ impl PollConfig {
             deadline,
             request_timeout,
             max_attempts: max_attempts as u32,
+            max_rps,
             now,
             json: args.json,
         })
     }
+}
+
+/// Validates `--busy-timeout`.
+pub fn busy_timeout(raw: &str) -> Result<Duration> {
+    bounded_duration(
+        raw,
+        "--busy-timeout (env DLR_POLLER_BUSY_TIMEOUT)",
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    )
 }
 
 fn carrier_url(raw: Option<&str>, allow_insecure_http: bool) -> Result<String> {
@@ -212,6 +231,7 @@ mod tests {
             deadline: "14m".into(),
             request_timeout: "30s".into(),
             max_attempts: "4".into(),
+            max_rps: None,
             now: None,
             allow_insecure_http: false,
             json: false,
@@ -314,6 +334,14 @@ mod tests {
         ));
         a.deadline = "-1m".into();
         assert!(err(&a, Some("t")).contains("--deadline"));
+        let mut a = args();
+        a.max_rps = Some("0".into());
+        assert!(err(&a, Some("t")).contains("invalid --max-rps (env DLR_POLLER_MAX_RPS) \"0\""));
+        a.max_rps = Some("25".into());
+        assert_eq!(
+            PollConfig::resolve(&a, Some("t".into())).unwrap().max_rps,
+            Some(25)
+        );
         let mut a = args();
         a.now = Some("tomorrow".into());
         assert!(err(&a, Some("t")).contains("invalid --now"));

@@ -1,22 +1,28 @@
-//! Shared stop conditions of one cycle: the deadline, and an abort when continuing is pointless (credentials
-//! rejected). Workers and the HTTP retry loop consult it before each request and while they wait.
+//! Shared stop conditions of one cycle: the deadline, a termination signal, and an abort when continuing is
+//! pointless (credentials rejected) or unsafe (results can no longer be stored). Workers and the HTTP retry loop
+//! consult it before each request and while they wait.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why work must stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
-    Deadline,
+    /// SIGTERM or SIGINT (the number) arrived.
+    Signal(i32),
     CredentialsRejected,
     /// The results can no longer be stored (database failure): polling on would lose them.
     StoreFailed,
+    Deadline,
 }
 
 #[derive(Debug)]
 pub struct Control {
     deadline: Instant,
     abort: AtomicU8,
+    /// Set to the signal number by the signal handler (see `signals`); 0 while none arrived.
+    signal: Arc<AtomicUsize>,
 }
 
 const RUNNING: u8 = 0;
@@ -24,10 +30,11 @@ const REJECTED: u8 = 1;
 const STORE_FAILED: u8 = 2;
 
 impl Control {
-    pub fn new(budget: Duration) -> Control {
+    pub fn new(budget: Duration, signal: Arc<AtomicUsize>) -> Control {
         Control {
             deadline: Instant::now() + budget,
             abort: AtomicU8::new(RUNNING),
+            signal,
         }
     }
 
@@ -49,6 +56,10 @@ impl Control {
 
     /// `Some` once no new work may start.
     pub fn stopped(&self) -> Option<Stop> {
+        match self.signal.load(Ordering::SeqCst) {
+            0 => {}
+            signal => return Some(Stop::Signal(signal as i32)),
+        }
         match self.abort.load(Ordering::SeqCst) {
             REJECTED => Some(Stop::CredentialsRejected),
             STORE_FAILED => Some(Stop::StoreFailed),
@@ -57,7 +68,11 @@ impl Control {
         }
     }
 
+    /// Time left until the deadline; zero once a signal arrived, so no request starts after it.
     pub fn remaining(&self) -> Duration {
+        if self.signal.load(Ordering::SeqCst) != 0 {
+            return Duration::ZERO;
+        }
         self.deadline.saturating_duration_since(Instant::now())
     }
 
@@ -65,7 +80,7 @@ impl Control {
     /// deadline: a wait that would cross it returns `Stop::Deadline` at once.
     pub fn sleep(&self, d: Duration) -> Result<(), Stop> {
         if d >= self.remaining() {
-            return Err(Stop::Deadline);
+            return Err(self.stopped().unwrap_or(Stop::Deadline));
         }
         let until = Instant::now() + d;
         loop {
@@ -85,9 +100,14 @@ impl Control {
 mod tests {
     use super::*;
 
+    fn control(budget: Duration) -> (Control, Arc<AtomicUsize>) {
+        let signal = Arc::new(AtomicUsize::new(0));
+        (Control::new(budget, signal.clone()), signal)
+    }
+
     #[test]
     fn abort_is_seen_and_sticks() {
-        let control = Control::new(Duration::from_secs(60));
+        let (control, _) = control(Duration::from_secs(60));
         assert_eq!(control.stopped(), None);
         control.abort_credentials_rejected();
         assert_eq!(control.stopped(), Some(Stop::CredentialsRejected));
@@ -100,8 +120,20 @@ mod tests {
     }
 
     #[test]
+    fn a_signal_stops_everything_at_once() {
+        let (control, signal) = control(Duration::from_secs(60));
+        signal.store(15, Ordering::SeqCst);
+        assert_eq!(control.stopped(), Some(Stop::Signal(15)));
+        assert_eq!(control.remaining(), Duration::ZERO);
+        assert_eq!(
+            control.sleep(Duration::from_millis(1)),
+            Err(Stop::Signal(15))
+        );
+    }
+
+    #[test]
     fn sleep_never_crosses_the_deadline() {
-        let control = Control::new(Duration::from_millis(200));
+        let (control, _) = control(Duration::from_millis(200));
         let started = Instant::now();
         assert_eq!(control.sleep(Duration::from_secs(30)), Err(Stop::Deadline));
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -9,27 +9,32 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 
 use crate::carrier::http::{HttpCarrier, Stats};
 use crate::carrier::{FetchError, Report, StatusSource};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
-use crate::exit::Exit;
+use crate::exit::{Exit, ExitContext};
 use crate::schedule::{self, Next};
 use crate::status::{DeliveryStatus, map_status};
-use crate::store::{DueGroup, DueMessage, PollRecord, Store, TrackState};
+use crate::store::{DueGroup, DueMessage, Lease, PollRecord, Store, TrackState};
 use crate::summary::Summary;
 use crate::timefmt;
 
 /// Messages without a batch id are asked for one by one, in jobs of this many.
 const LOOKUP_CHUNK: usize = 50;
+/// Once the cycle must stop (signal, deadline, abort), how long requests in flight may still finish before the
+/// cycle stops waiting for them and saves what it has. Well inside Kubernetes' default 30 s grace period.
+const GRACE: Duration = Duration::from_secs(5);
+/// The lease outlives the deadline and the grace by this much, in case the clock or the disk is slow.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
 /// A unit of work for one worker: one batch, or a chunk of messages without a batch.
 struct Job {
@@ -49,21 +54,65 @@ struct Done {
     answers: Vec<Option<Answer>>,
     /// The batch listing's failure, when it failed (nothing of the batch was polled).
     batch_error: Option<FetchError>,
+    /// Messages the listing reported more than once.
+    duplicates: u64,
     /// Failed one-by-one lookups and the first reason.
     lookup_failures: u64,
     lookup_error: Option<FetchError>,
 }
 
-/// Runs one cycle against the database at `db`. Whole-cycle failures (database unusable) are errors; everything
-/// else ends in a summary whose exit code tells what happened.
-pub fn run(db: &Path, config: &PollConfig) -> Result<(Summary, Exit)> {
-    let control = Control::new(config.deadline);
-    let clock = Instant::now();
+/// Runs one cycle against the database at `db`. `signal` is set by the signal handlers. Whole-cycle failures
+/// (database unusable, another cycle running) are errors; everything else ends in a summary and an exit code.
+pub fn run(
+    db: &Path,
+    config: &PollConfig,
+    busy_timeout: Duration,
+    signal: Arc<AtomicUsize>,
+) -> Result<(Summary, Exit)> {
+    let control = Arc::new(Control::new(config.deadline, signal));
     let started = Utc::now();
-    let now = config.now.unwrap_or(started);
-
-    let mut store = Store::open(db, false)?;
+    let mut store = Store::open(db, false, busy_timeout)?;
     store.check_schema()?;
+    match store.acquire_lease(started, config.deadline + GRACE + LEASE_MARGIN)? {
+        Lease::Held(h) => {
+            return Err(anyhow!(
+                "another cycle is running on this database: host {} pid {} since {} (its lease expires {}); \
+                 this run did nothing",
+                h.host,
+                h.pid,
+                h.acquired_at,
+                h.expires_at
+            ))
+            .exit_code(Exit::Locked);
+        }
+        Lease::Acquired { took_over: Some(h) } => log::warn!(
+            "took over the cycle lease of host {} pid {} (taken {}, expiring {}): that run ended without \
+             releasing it",
+            h.host,
+            h.pid,
+            h.acquired_at,
+            h.expires_at
+        ),
+        Lease::Acquired { took_over: None } => {}
+    }
+    let outcome = leased(db, config, busy_timeout, &control, &mut store, started);
+    if let Err(e) = store.release_lease() {
+        log::warn!("{e:#}; the next run takes it over when it expires");
+    }
+    outcome
+}
+
+/// The cycle proper, while this run holds the lease.
+fn leased(
+    db: &Path,
+    config: &PollConfig,
+    busy_timeout: Duration,
+    control: &Arc<Control>,
+    store: &mut Store,
+    started: DateTime<Utc>,
+) -> Result<(Summary, Exit)> {
+    let clock = Instant::now();
+    let now = config.now.unwrap_or(started);
     let cycle_id = store.begin_cycle(started, now)?;
     let mut summary = Summary {
         cycle_id,
@@ -78,7 +127,7 @@ pub fn run(db: &Path, config: &PollConfig) -> Result<(Summary, Exit)> {
         crate::config::humanize(config.deadline)
     );
 
-    let result = poll(db, config, &control, &mut store, now, &mut summary);
+    let result = poll(db, config, busy_timeout, control, store, now, &mut summary);
     let exit = match &result {
         Ok(()) => exit_code(&summary, control.stopped()),
         Err(e) => {
@@ -86,6 +135,13 @@ pub fn run(db: &Path, config: &PollConfig) -> Result<(Summary, Exit)> {
             Exit::Database
         }
     };
+    if let Exit::Interrupted(signal) = exit {
+        log::warn!(
+            "stopped by signal {signal}: {} of {} due messages polled and saved; the rest stay due",
+            summary.polled,
+            summary.messages_due
+        );
+    }
     summary.exit_code = Some(exit.code());
     summary.outcome = exit.outcome().to_string();
     summary.finished_at = Some(timefmt::format_millis(Utc::now()));
@@ -99,7 +155,8 @@ pub fn run(db: &Path, config: &PollConfig) -> Result<(Summary, Exit)> {
 fn poll(
     db: &Path,
     config: &PollConfig,
-    control: &Control,
+    busy_timeout: Duration,
+    control: &Arc<Control>,
     store: &mut Store,
     now: DateTime<Utc>,
     summary: &mut Summary,
@@ -126,9 +183,35 @@ fn poll(
         return Ok(());
     }
 
-    let reader = Store::open(db, false)?;
-    let stats = Stats::default();
-    let carrier = HttpCarrier::new(config, control, &stats);
+    // Threads are detached, not scoped: after a signal the cycle must be able to stop waiting for a request
+    // that hangs, save what it has and exit.
+    let reader = Store::open(db, false, busy_timeout)?;
+    let stats = Arc::new(Stats::default());
+    let carrier = Arc::new(HttpCarrier::new(config, control.clone(), stats.clone()));
+    let (job_tx, job_rx) = sync_channel::<Job>(config.concurrency);
+    let (done_tx, done_rx) = sync_channel::<Done>(config.concurrency * 2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let dispatcher = {
+        let control = control.clone();
+        std::thread::Builder::new()
+            .name("dispatch".into())
+            .spawn(move || dispatch(&reader, groups, cutoff, &control, job_tx))
+            .context("starting the dispatcher thread")?
+    };
+    for i in 0..config.concurrency {
+        let (carrier, control, job_rx, done_tx) = (
+            carrier.clone(),
+            control.clone(),
+            job_rx.clone(),
+            done_tx.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || work(&*carrier, &control, &job_rx, done_tx))
+            .context("starting a worker thread")?;
+    }
+    drop(done_tx);
+
     let mut writer = Writer {
         store,
         cycle_id: summary.cycle_id,
@@ -136,37 +219,44 @@ fn poll(
         summary,
         unknown_words: HashSet::new(),
     };
-    let (job_tx, job_rx) = sync_channel::<Job>(config.concurrency);
-    let (done_tx, done_rx) = sync_channel::<Done>(config.concurrency * 2);
-    let job_rx = Mutex::new(job_rx);
-    let outcome = std::thread::scope(|scope| -> Result<()> {
-        let dispatcher = scope.spawn(move || dispatch(&reader, groups, cutoff, control, job_tx));
-        for _ in 0..config.concurrency {
-            let done_tx = done_tx.clone();
-            let (carrier, job_rx) = (&carrier, &job_rx);
-            scope.spawn(move || work(carrier, control, job_rx, done_tx));
-        }
-        drop(done_tx);
-        let mut failure = None;
-        for done in done_rx {
-            if failure.is_some() {
-                continue;
+    let mut failure = None;
+    let mut give_up_at = None;
+    let abandoned = loop {
+        match done_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(done) if failure.is_none() => {
+                if let Err(e) = writer.write(done) {
+                    log::error!("{e:#}; stopping the cycle");
+                    control.abort_store_failed();
+                    failure = Some(e);
+                }
             }
-            if let Err(e) = writer.write(done) {
-                log::error!("{e:#}; stopping the cycle");
-                control.abort_store_failed();
-                failure = Some(e);
-            }
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break false,
         }
-        let dispatched = dispatcher.join().expect("dispatcher thread panicked");
-        match failure {
-            Some(e) => Err(e),
-            None => dispatched,
+        if give_up_at.is_none() && control.stopped().is_some() {
+            give_up_at = Some(Instant::now() + GRACE);
         }
-    });
+        if give_up_at.is_some_and(|at| Instant::now() >= at) {
+            break true;
+        }
+    };
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
-    outcome
+    if abandoned {
+        log::warn!(
+            "requests still in flight after {}s were abandoned; their messages stay due",
+            GRACE.as_secs()
+        );
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if abandoned {
+        return Ok(());
+    }
+    dispatcher
+        .join()
+        .map_err(|_| anyhow!("the dispatcher thread panicked"))?
 }
 
 /// Reads the due set group by group and hands out jobs until the groups run out or the cycle must stop.
@@ -238,6 +328,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
         answers: job.messages.iter().map(|_| None).collect(),
         job,
         batch_error: None,
+        duplicates: 0,
         lookup_failures: 0,
         lookup_error: None,
     };
@@ -254,11 +345,14 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
                     .enumerate()
                     .map(|(i, m)| (m.tracking_id.as_str(), i))
                     .collect();
+                // Reports about messages not due now (closed ones, other slots) are ignored; a message listed
+                // twice keeps its first report.
                 for report in reports {
-                    if let Some(&i) = index.get(report.tracking_id.as_str())
-                        && done.answers[i].is_none()
-                    {
-                        done.answers[i] = Some(Answer::Reported(report));
+                    if let Some(&i) = index.get(report.tracking_id.as_str()) {
+                        match done.answers[i] {
+                            None => done.answers[i] = Some(Answer::Reported(report)),
+                            Some(_) => done.duplicates += 1,
+                        }
                     }
                 }
             }
@@ -325,6 +419,13 @@ impl Writer<'_> {
         }
         if done.job.batch_id.is_some() && done.answers.iter().any(Option::is_some) {
             self.summary.batches_ok += 1;
+        }
+        if done.duplicates > 0 {
+            self.summary.duplicate_reports += done.duplicates;
+            log::warn!(
+                "{label}: the carrier listed {} messages more than once; the first report counts",
+                done.duplicates
+            );
         }
         if done.lookup_failures > 0 {
             self.summary.lookups_failed += done.lookup_failures;
@@ -407,8 +508,10 @@ impl Writer<'_> {
 /// The exit code from the counts: everything polled is success; nothing polled because the carrier kept failing
 /// is "unavailable"; anything in between is partial.
 fn exit_code(s: &Summary, stop: Option<Stop>) -> Exit {
-    if stop == Some(Stop::CredentialsRejected) {
-        return Exit::CredentialsRejected;
+    match stop {
+        Some(Stop::Signal(signal)) => return Exit::Interrupted(signal),
+        Some(Stop::CredentialsRejected) => return Exit::CredentialsRejected,
+        _ => {}
     }
     if s.polled >= s.messages_due {
         return Exit::Ok;

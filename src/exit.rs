@@ -23,6 +23,10 @@ pub enum Exit {
     CredentialsRejected,
     /// Missing or invalid configuration: carrier URL, token, a flag or env value (EX_CONFIG).
     Config,
+    /// Another cycle holds the lease on this database; this run did nothing (EX_CANTCREAT: cannot take the lock).
+    Locked,
+    /// SIGTERM or SIGINT stopped the cycle; what was obtained is saved (128 + the signal's number: 143, 130).
+    Interrupted(i32),
 }
 
 impl Exit {
@@ -35,6 +39,8 @@ impl Exit {
             Exit::Partial => 75,
             Exit::CredentialsRejected => 77,
             Exit::Config => 78,
+            Exit::Locked => 73,
+            Exit::Interrupted(signal) => (128 + signal) as u8,
         }
     }
 
@@ -48,6 +54,8 @@ impl Exit {
             Exit::Partial => "partial",
             Exit::CredentialsRejected => "credentials_rejected",
             Exit::Config => "config_error",
+            Exit::Locked => "locked",
+            Exit::Interrupted(_) => "interrupted",
         }
     }
 }
@@ -113,6 +121,9 @@ mod tests {
             (Exit::Partial, 75),
             (Exit::CredentialsRejected, 77),
             (Exit::Config, 78),
+            (Exit::Locked, 73),
+            (Exit::Interrupted(15), 143),
+            (Exit::Interrupted(2), 130),
         ];
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");

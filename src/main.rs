@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use dlr_poller::cli::{Cli, Command};
-use dlr_poller::config::{PollConfig, TOKEN_ENV};
+use dlr_poller::config::{self, PollConfig, TOKEN_ENV};
 use dlr_poller::exit::{Exit, ExitContext, exit_of};
 use dlr_poller::store::Store;
-use dlr_poller::{cycle, report};
+use dlr_poller::{cycle, report, signals};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -48,9 +48,10 @@ fn init_logging(cli: &Cli) {
 }
 
 fn run(cli: Cli) -> Result<Exit> {
+    let busy_timeout = config::busy_timeout(&cli.busy_timeout).exit_code(Exit::Config)?;
     match cli.command {
         Command::Migrate => {
-            let mut store = Store::open(&cli.db, true)?;
+            let mut store = Store::open(&cli.db, true, busy_timeout)?;
             let (from, to) = store.migrate()?;
             if from == to {
                 log::info!(
@@ -69,7 +70,8 @@ fn run(cli: Cli) -> Result<Exit> {
             let config = PollConfig::resolve(&args, std::env::var(TOKEN_ENV).ok())
                 .exit_code(Exit::Config)?;
             log::debug!("configuration: {config:?}");
-            let (summary, exit) = cycle::run(&cli.db, &config)?;
+            let signal = signals::install()?;
+            let (summary, exit) = cycle::run(&cli.db, &config, busy_timeout, signal)?;
             log::info!("{}", summary.line());
             if config.json {
                 println!(
@@ -80,7 +82,7 @@ fn run(cli: Cli) -> Result<Exit> {
             Ok(exit)
         }
         Command::History { tracking_id, json } => {
-            let store = Store::open(&cli.db, false)?;
+            let store = Store::open(&cli.db, false, busy_timeout)?;
             store.check_schema()?;
             let history = store
                 .history(&tracking_id)?
@@ -104,7 +106,7 @@ fn run(cli: Cli) -> Result<Exit> {
                     format!("invalid --last {last:?}: expected a whole number above 0")
                 })
                 .exit_code(Exit::Usage)?;
-            let store = Store::open(&cli.db, false)?;
+            let store = Store::open(&cli.db, false, busy_timeout)?;
             store.check_schema()?;
             let cycles = store.cycles(last)?;
             if json {

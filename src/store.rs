@@ -19,14 +19,33 @@ use crate::timefmt;
 /// The schema, version by version. Append; never edit a released entry. `schema.sql` is version 1.
 const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
 
-/// How long a statement waits for another writer's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Submissions read per transaction when the poller takes in new ones.
 const DISCOVERY_CHUNK: usize = 10_000;
 const WATERMARK_KEY: &str = "submissions_rowid";
 
 pub struct Store {
     conn: Connection,
+    /// The lease this run holds, checked in every write transaction.
+    lease: Option<String>,
+}
+
+/// Who holds (or held) the cycle lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub holder: String,
+    pub host: String,
+    pub pid: i64,
+    pub acquired_at: String,
+    pub expires_at: String,
+}
+
+/// The result of asking for the lease.
+#[derive(Debug)]
+pub enum Lease {
+    /// Ours now; `took_over` names a crashed holder whose lease was taken over.
+    Acquired { took_over: Option<LeaseHolder> },
+    /// Another cycle holds it.
+    Held(LeaseHolder),
 }
 
 /// Messages due in one batch (`batch_id` `None`: messages without a batch, asked for one by one).
@@ -124,14 +143,15 @@ pub struct AuditRow {
 }
 
 impl Store {
-    /// Opens an existing database (`create`: or makes a new one) and sets the connection up.
-    pub fn open(path: &Path, create: bool) -> Result<Store> {
-        Store::open_inner(path, create)
+    /// Opens an existing database (`create`: or makes a new one) and sets the connection up. A statement waits
+    /// up to `busy_timeout` for another writer's lock.
+    pub fn open(path: &Path, create: bool, busy_timeout: Duration) -> Result<Store> {
+        Store::open_inner(path, create, busy_timeout)
             .with_context(|| format!("opening database {}", path.display()))
             .exit_code(Exit::Database)
     }
 
-    fn open_inner(path: &Path, create: bool) -> Result<Store> {
+    fn open_inner(path: &Path, create: bool, busy_timeout: Duration) -> Result<Store> {
         if !create && !path.exists() {
             bail!(
                 "no such file: run `dlr-poller migrate` to create it, or check --db / DLR_POLLER_DB"
@@ -143,7 +163,7 @@ impl Store {
         }
         let conn = Connection::open_with_flags(path, flags)?;
         // Wait for another writer's lock instead of failing at once with SQLITE_BUSY.
-        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.busy_timeout(busy_timeout)?;
         // WAL: readers (the dispatcher, `history`, monitoring) never block the writer and vice versa, and a
         // crash loses at most the transaction in progress. Reading the mode also fails early on a file that is
         // not a SQLite database.
@@ -155,7 +175,7 @@ impl Store {
         // commits, and those results are re-polled next cycle.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        Ok(Store { conn })
+        Ok(Store { conn, lease: None })
     }
 
     fn user_version(&self) -> rusqlite::Result<usize> {
@@ -370,6 +390,74 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
+    /// Takes the cycle lease for `ttl`, unless a live holder has it. Expired leases are taken over, and so are
+    /// leases of a holder on this host whose process no longer exists.
+    pub fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
+        let host = hostname();
+        let pid = std::process::id();
+        let me = format!(
+            "{host}/{pid}/{}",
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let mut run = || -> Result<Lease> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let current = tx
+                .query_row(
+                    "SELECT holder, host, pid, acquired_at, expires_at FROM poller_lease WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok(LeaseHolder {
+                            holder: r.get(0)?,
+                            host: r.get(1)?,
+                            pid: r.get(2)?,
+                            acquired_at: r.get(3)?,
+                            expires_at: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if let Some(held) = &current {
+                let expired = timefmt::parse(&held.expires_at).map_or(true, |at| at <= now);
+                let gone = held.host == host && !process_alive(held.pid);
+                if !expired && !gone {
+                    return Ok(Lease::Held(held.clone()));
+                }
+            }
+            let expires_at = now + chrono::TimeDelta::from_std(ttl)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO poller_lease (id, holder, host, pid, acquired_at, expires_at) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                params![me, host, pid, timefmt::format_millis(now), timefmt::format_millis(expires_at)],
+            )?;
+            tx.commit()?;
+            Ok(Lease::Acquired { took_over: current })
+        };
+        let lease = run()
+            .context("taking the cycle lease")
+            .exit_code(Exit::Database)?;
+        if matches!(lease, Lease::Acquired { .. }) {
+            self.lease = Some(me);
+        }
+        Ok(lease)
+    }
+
+    /// Gives the lease up (only if this run still holds it).
+    pub fn release_lease(&mut self) -> Result<()> {
+        let Some(me) = self.lease.take() else {
+            return Ok(());
+        };
+        self.conn
+            .execute(
+                "DELETE FROM poller_lease WHERE id = 1 AND holder = ?1",
+                [me],
+            )
+            .context("releasing the cycle lease")
+            .exit_code(Exit::Database)?;
+        Ok(())
+    }
+
     /// Records a cycle as started; returns its id.
     pub fn begin_cycle(&self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
         let host = hostname();
@@ -401,6 +489,19 @@ impl Store {
             let polled_at = timefmt::format(polled_at);
             let created_at = timefmt::format_millis(Utc::now());
             let tx = self.conn.transaction()?;
+            if let Some(me) = &self.lease {
+                let holder: Option<String> = tx
+                    .query_row("SELECT holder FROM poller_lease WHERE id = 1", [], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if holder.as_ref() != Some(me) {
+                    bail!(
+                        "this run no longer holds the cycle lease (now held by {}); not writing",
+                        holder.as_deref().unwrap_or("nobody")
+                    );
+                }
+            }
             let mut written = 0;
             {
                 let mut update = tx.prepare_cached(
@@ -466,7 +567,8 @@ impl Store {
                  messages_due = ?6, polled = ?7, delivered = ?8, failed = ?9, pending = ?10, \
                  closed_unconfirmed = ?11, unknown_statuses = ?12, not_found = ?13, batches_ok = ?14, \
                  batches_failed = ?15, http_requests = ?16, retries = ?17, new_submissions = ?18, \
-                 invalid_submissions = ?19, error = ?20, lookups_failed = ?21 WHERE id = ?1",
+                 invalid_submissions = ?19, error = ?20, lookups_failed = ?21, duplicate_reports = ?22 \
+                 WHERE id = ?1",
                 params![
                     s.cycle_id,
                     s.finished_at,
@@ -489,6 +591,7 @@ impl Store {
                     s.invalid_submissions,
                     s.error,
                     s.lookups_failed,
+                    s.duplicate_reports,
                 ],
             )
             .context("recording the cycle end")
@@ -503,7 +606,7 @@ impl Store {
                 "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
                  polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
                  batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
-                 lookups_failed FROM poll_cycles ORDER BY id DESC LIMIT ?1",
+                 lookups_failed, duplicate_reports FROM poll_cycles ORDER BY id DESC LIMIT ?1",
             )?;
             let rows = stmt
                 .query_map([n as i64], |r| {
@@ -532,6 +635,7 @@ impl Store {
                         invalid_submissions: count(20)?,
                         error: r.get(21)?,
                         lookups_failed: count(22)?,
+                        duplicate_reports: count(23)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -620,6 +724,15 @@ fn due_message(row: &Row) -> Result<DueMessage> {
         submitted_at,
         polls: row.get(5)?,
     })
+}
+
+/// Whether a process of this host is still running. Where that cannot be known (no /proc), assume it is: the
+/// lease then waits for its expiry.
+fn process_alive(pid: i64) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn hostname() -> String {

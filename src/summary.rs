@@ -23,6 +23,8 @@ pub struct Summary {
     pub not_found: u64,
     pub batches_ok: u64,
     pub batches_failed: u64,
+    /// Messages a batch listing reported more than once (the first report counts).
+    pub duplicate_reports: u64,
     /// One-by-one lookups (messages without a batch, or missing from their batch listing) that failed.
     pub lookups_failed: u64,
     pub http_requests: u64,

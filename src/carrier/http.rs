@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::io::Read;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -10,13 +11,14 @@ use super::generic::{self, BatchPage};
 use super::{FetchError, Report, StatusSource};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
+use crate::rate::RateLimit;
 use crate::redact::CarrierToken;
 use crate::retry::{Backoff, Rng, parse_retry_after};
 
 /// Bodies above this size are refused: a status page is a few hundred kilobytes at most.
 const MAX_BODY: u64 = 16 * 1024 * 1024;
 /// A batch listing longer than this is treated as an endless paging chain.
-const MAX_PAGES: usize = 10_000;
+pub const MAX_PAGES: usize = 1_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Request and retry counts of a cycle, shared by the workers.
@@ -26,15 +28,16 @@ pub struct Stats {
     pub retries: AtomicU64,
 }
 
-pub struct HttpCarrier<'a> {
+pub struct HttpCarrier {
     agent: ureq::Agent,
     base: String,
     token: CarrierToken,
     request_timeout: Duration,
     max_attempts: u32,
     backoff: Backoff,
-    control: &'a Control,
-    stats: &'a Stats,
+    rate: Option<RateLimit>,
+    control: Arc<Control>,
+    stats: Arc<Stats>,
 }
 
 /// What one attempt came to.
@@ -46,8 +49,8 @@ enum Attempt<T> {
     },
 }
 
-impl<'a> HttpCarrier<'a> {
-    pub fn new(config: &PollConfig, control: &'a Control, stats: &'a Stats) -> HttpCarrier<'a> {
+impl HttpCarrier {
+    pub fn new(config: &PollConfig, control: Arc<Control>, stats: Arc<Stats>) -> HttpCarrier {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -64,6 +67,7 @@ impl<'a> HttpCarrier<'a> {
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts,
             backoff: Backoff::default(),
+            rate: config.max_rps.map(RateLimit::per_second),
             control,
             stats,
         }
@@ -82,6 +86,9 @@ impl<'a> HttpCarrier<'a> {
             attempt += 1;
             if let Some(stop) = self.control.stopped() {
                 return Err(stopped(stop));
+            }
+            if let Some(rate) = &self.rate {
+                rate.acquire(&self.control).map_err(stopped)?;
             }
             let timeout = self.request_timeout.min(self.control.remaining());
             if timeout.is_zero() {
@@ -192,7 +199,7 @@ impl<'a> HttpCarrier<'a> {
     }
 }
 
-impl StatusSource for HttpCarrier<'_> {
+impl StatusSource for HttpCarrier {
     fn batch(&self, batch_id: &str) -> Result<Option<Vec<Report>>, FetchError> {
         let mut reports = Vec::new();
         let mut page_token: Option<String> = None;
@@ -266,7 +273,7 @@ fn failed<T>(reason: String) -> Attempt<T> {
 fn stopped(stop: Stop) -> FetchError {
     match stop {
         Stop::Deadline => FetchError::Deadline,
-        Stop::CredentialsRejected | Stop::StoreFailed => FetchError::Stopped,
+        Stop::CredentialsRejected | Stop::StoreFailed | Stop::Signal(_) => FetchError::Stopped,
     }
 }
 
