@@ -161,7 +161,7 @@ fn poll(
     now: DateTime<Utc>,
     summary: &mut Summary,
 ) -> Result<()> {
-    let discovery = store.discover()?;
+    let discovery = store.discover(now)?;
     summary.new_submissions = discovery.new;
     summary.invalid_submissions = discovery.invalid;
     if discovery.new > 0 || discovery.invalid > 0 {

@@ -74,13 +74,19 @@ pub struct Failure {
     pub error: anyhow::Error,
 }
 
+// The failure is transparent: it shows the wrapped error's message and hands on its causes, so the error chain
+// reads as if the tag were not there.
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.error)
+        write!(f, "{}", self.error)
     }
 }
 
-impl std::error::Error for Failure {}
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
 
 /// Tags an error with the exit code it must produce.
 pub trait ExitContext<T> {
@@ -138,5 +144,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(exit_of(&err), Exit::Database);
         assert_eq!(format!("{err:#}"), "writing batch B1: disk full");
+        let nested: anyhow::Error = Err::<(), _>(anyhow!("locked").context("taking the lease"))
+            .exit_code(Exit::Database)
+            .unwrap_err();
+        assert_eq!(format!("{nested:#}"), "taking the lease: locked");
+        assert_eq!(nested.chain().count(), 2);
     }
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use dlr_poller::cli::{Cli, Command};
 use dlr_poller::config::{self, PollConfig, TOKEN_ENV};
 use dlr_poller::exit::{Exit, ExitContext, exit_of};
-use dlr_poller::store::Store;
+use dlr_poller::store::{self, Store};
 use dlr_poller::{cycle, report, signals};
 
 fn main() -> ExitCode {
@@ -28,6 +28,11 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(err) => {
             eprintln!("dlr-poller: error: {err:#}");
+            if store::is_busy(&err) {
+                eprintln!(
+                    "dlr-poller: hint: another process held a lock on the database for longer than --busy-timeout"
+                );
+            }
             exit_of(&err).into()
         }
     }

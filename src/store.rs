@@ -22,6 +22,15 @@ const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
 /// Submissions read per transaction when the poller takes in new ones.
 const DISCOVERY_CHUNK: usize = 10_000;
 const WATERMARK_KEY: &str = "submissions_rowid";
+/// Every table the poller reads or writes.
+const TABLES: [&str; 6] = [
+    "sms_submissions",
+    "sms_delivery_confirmations",
+    "message_tracking",
+    "poll_cycles",
+    "poller_lease",
+    "poller_state",
+];
 
 pub struct Store {
     conn: Connection,
@@ -208,7 +217,7 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
-    /// Fails unless the schema is exactly the version this build writes.
+    /// Fails unless the schema is exactly the version this build writes and its tables are all there.
     pub fn check_schema(&self) -> Result<()> {
         let run = || -> Result<()> {
             let version = self.user_version().context("reading the schema version")?;
@@ -223,6 +232,19 @@ impl Store {
                     "database schema version {version} is newer than this dlr-poller knows ({want}); upgrade dlr-poller"
                 );
             }
+            for table in TABLES {
+                let present: bool = self.conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
+                    [table],
+                    |r| r.get(0),
+                )?;
+                if !present {
+                    bail!(
+                        "table {table} is missing from the database (schema version {version}); restore it, or \
+                         recreate it from schema.sql"
+                    );
+                }
+            }
             Ok(())
         };
         run().exit_code(Exit::Database)
@@ -231,11 +253,11 @@ impl Store {
     /// Takes in submissions written since the last run: each gets a tracking row, due two hours after its
     /// submission. Rows that cannot be tracked are recorded as INVALID (or skipped when they have no tracking
     /// id) with a warning, once. Reads in chunks, each committed with the position reached.
-    pub fn discover(&mut self) -> Result<Discovery> {
+    pub fn discover(&mut self, now: DateTime<Utc>) -> Result<Discovery> {
         let mut found = Discovery::default();
         loop {
             let (chunk, more) = self
-                .discover_chunk()
+                .discover_chunk(now)
                 .context("taking in new rows of sms_submissions")
                 .exit_code(Exit::Database)?;
             found.new += chunk.new;
@@ -246,7 +268,7 @@ impl Store {
         }
     }
 
-    fn discover_chunk(&mut self) -> Result<(Discovery, bool)> {
+    fn discover_chunk(&mut self, now: DateTime<Utc>) -> Result<(Discovery, bool)> {
         let tx = self.conn.transaction()?;
         let watermark: i64 = tx
             .query_row(
@@ -293,14 +315,24 @@ impl Store {
                     .and_then(timefmt::parse);
                 let valid = parsed.is_ok();
                 let inserted = match parsed {
-                    Ok(at) => insert.execute(params![
-                        tracking_id,
-                        batch_id,
-                        timefmt::format(at),
-                        "OPEN",
-                        timefmt::format(schedule::first_due(at)),
-                        None::<String>,
-                    ])?,
+                    Ok(at) => {
+                        if at > now + chrono::TimeDelta::hours(1) {
+                            log::warn!(
+                                "submission {tracking_id:?} has submitted_at {} in the future (clock {}); it is \
+                                 first due two hours after that",
+                                timefmt::format(at),
+                                timefmt::format(now)
+                            );
+                        }
+                        insert.execute(params![
+                            tracking_id,
+                            batch_id,
+                            timefmt::format(at),
+                            "OPEN",
+                            timefmt::format(schedule::first_due(at)),
+                            None::<String>,
+                        ])?
+                    }
                     Err(e) => {
                         log::warn!("submission {tracking_id:?} cannot be tracked: {e:#}");
                         found.invalid += 1;
@@ -733,6 +765,17 @@ fn process_alive(pid: i64) -> bool {
         return true;
     }
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether an error comes from another process holding a lock on the database past the busy timeout.
+pub fn is_busy(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
 }
 
 fn hostname() -> String {

@@ -210,6 +210,19 @@ pub struct Faults {
     pub unauthorized: bool,
     /// Batch listings answer 503 for these batch ids (dead batches).
     pub dead_batches: Vec<String>,
+    /// Answer 503 to every request after this many (the carrier goes down halfway).
+    pub unavailable_after: Option<u64>,
+    /// Cut the body of the next N responses in half (the connection closes before Content-Length is reached).
+    pub truncated_next: u32,
+    /// Never answer: every request hangs until the client gives up.
+    pub hang: bool,
+}
+
+/// A fault below HTTP, applied by the server to the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportFault {
+    Truncate,
+    Hang,
 }
 
 /// Request counts, for assertions and benchmarks.
@@ -273,8 +286,21 @@ impl Sandbox {
         self.stats.requests.load(Ordering::Relaxed)
     }
 
+    /// The connection-level fault for the next response, if any (consumed).
+    fn transport_fault(&self) -> Option<TransportFault> {
+        let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if f.hang {
+            return Some(TransportFault::Hang);
+        }
+        if f.truncated_next > 0 {
+            f.truncated_next -= 1;
+            return Some(TransportFault::Truncate);
+        }
+        None
+    }
+
     /// Decides a response to `GET target` with the given Authorization header: (status, extra headers, body).
-    fn respond(
+    pub(crate) fn respond(
         &self,
         target: &str,
         authorization: Option<&str>,
@@ -307,7 +333,8 @@ impl Sandbox {
             self.stats.faults.fetch_add(1, Ordering::Relaxed);
             (status, headers, body)
         };
-        if faults.unavailable_next > 0 {
+        let served = self.stats.requests.load(Ordering::Relaxed);
+        if faults.unavailable_next > 0 || faults.unavailable_after.is_some_and(|n| served > n) {
             return fault(503, vec![], error_body("service unavailable"));
         }
         if faults.rate_limited_next > 0 {

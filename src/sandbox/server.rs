@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::Sandbox;
+use super::{Sandbox, TransportFault};
 
 /// A running sandbox server on 127.0.0.1. Dropping it stops the server and joins its threads.
 pub struct SandboxServer {
@@ -144,6 +144,13 @@ fn serve(stream: TcpStream, sandbox: &Sandbox, stopping: &AtomicBool) -> io::Res
                 }
             }
         }
+        let fault = sandbox.transport_fault();
+        if fault == Some(TransportFault::Hang) {
+            while !stopping.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return Ok(());
+        }
         let (status, headers, body) = if method == "GET" {
             sandbox.respond(target, authorization.as_deref())
         } else {
@@ -158,6 +165,12 @@ fn serve(stream: TcpStream, sandbox: &Sandbox, stopping: &AtomicBool) -> io::Res
             response.push_str(&format!("{name}: {value}\r\n"));
         }
         response.push_str("\r\n");
+        if fault == Some(TransportFault::Truncate) {
+            writer.write_all(response.as_bytes())?;
+            writer.write_all(&body.as_bytes()[..body.len() / 2])?;
+            let _ = writer.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         response.push_str(&body);
         writer.write_all(response.as_bytes())?;
         if close {
