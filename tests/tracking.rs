@@ -37,25 +37,6 @@ fn next_slot(submitted: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Ut
         .find(|slot| *slot > now + TimeDelta::minutes(5))
 }
 
-fn insert(db: &TestDb, messages: &[SimMessage]) {
-    let mut conn = db.conn();
-    let tx = conn.transaction().unwrap();
-    for m in messages {
-        tx.execute(
-            "INSERT INTO sms_submissions VALUES (?1, ?2, ?3, ?4, ?5)",
-            (
-                &m.tracking_id,
-                &m.customer_id,
-                &m.phone_number,
-                &m.batch_id,
-                timefmt::format(m.submitted_at),
-            ),
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
-}
-
 type Row = (
     i64,
     String,
@@ -105,7 +86,7 @@ fn every_message_is_tracked_correctly_for_72_hours() {
     let world = World::generate(1_200, 100, start, 42);
     let messages: Vec<SimMessage> = world.messages().to_vec();
     let db = TestDb::new();
-    insert(&db, &messages);
+    db.insert_world(&messages);
     let sandbox = Arc::new(Sandbox::new(world, TOKEN, start).with_page_size(40));
     sandbox.faults(|f| f.error_rate = 0.03);
     let server = SandboxServer::start(sandbox.clone(), 0).unwrap();
@@ -286,7 +267,7 @@ fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
     let world = World::generate(400, 10, start, 9);
     let messages = world.messages().to_vec();
     let db = TestDb::new();
-    insert(&db, &messages);
+    db.insert_world(&messages);
     let now = "2025-12-01T12:00:00Z";
     let sandbox = Arc::new(Sandbox::new(world, TOKEN, timefmt::parse(now).unwrap()));
     sandbox.faults(|f| f.latency = Duration::from_millis(150));

@@ -3,8 +3,12 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
+use dlr_poller::sandbox::{Fate, SimMessage};
+use dlr_poller::timefmt;
 use rusqlite::{Connection, OptionalExtension};
 use tempfile::TempDir;
 
@@ -73,19 +77,49 @@ impl TestDb {
         cmd
     }
 
-    /// `poll --json` plus `extra` flags: the exit code, the summary and stderr.
+    /// `poll --json` plus `extra` flags: the exit code, the summary (null when the run printed none) and stderr.
     pub fn poll_json(&self, url: &str, now: &str, extra: &[&str]) -> Run {
-        let out = self
-            .poll(url, now)
-            .arg("--json")
-            .args(extra)
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code(),
-            summary: summary(&out),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        Run::from(
+            self.poll(url, now)
+                .arg("--json")
+                .args(extra)
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// Starts `poll --json` in the background (for signals, crashes and concurrent runs).
+    pub fn spawn_poll(&self, url: &str, now: &str, extra: &[&str]) -> Running {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("dlr-poller"));
+        cmd.env_clear();
+        if let Some(profile) = std::env::var_os("LLVM_PROFILE_FILE") {
+            cmd.env("LLVM_PROFILE_FILE", profile);
         }
+        cmd.env("DLR_CARRIER_TOKEN", TOKEN)
+            .arg("--db")
+            .arg(&self.path)
+            .args(["poll", "--json", "--carrier-url", url, "--now", now])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Running(Some(cmd.spawn().unwrap()))
+    }
+
+    /// Waits (at most `limit`) until `sql` counts at least `n`.
+    pub fn wait_for(&self, sql: &str, n: i64, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self
+                .conn()
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+                >= n
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn conn(&self) -> Connection {
@@ -100,6 +134,26 @@ impl TestDb {
                 (tracking_id, batch_id, submitted_at),
             )
             .unwrap();
+    }
+
+    /// Writes sandbox messages into sms_submissions, as the dispatch system would.
+    pub fn insert_world(&self, messages: &[SimMessage]) {
+        let mut conn = self.conn();
+        let tx = conn.transaction().unwrap();
+        for m in messages {
+            tx.execute(
+                "INSERT INTO sms_submissions VALUES (?1, ?2, ?3, ?4, ?5)",
+                (
+                    &m.tracking_id,
+                    &m.customer_id,
+                    &m.phone_number,
+                    &m.batch_id,
+                    timefmt::format(m.submitted_at),
+                ),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
     }
 
     pub fn audit(&self, tracking_id: &str) -> Vec<Audit> {
@@ -151,11 +205,62 @@ impl TestDb {
     }
 }
 
+/// A poller running in the background; killed if the test ends before it does.
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status();
+        assert!(status.unwrap().success(), "kill -{name} failed");
+    }
+
+    /// Waits at most `limit` for the process to end; `None` if it did not (it is then killed).
+    pub fn wait(mut self, limit: Duration) -> Option<Run> {
+        let mut child = self.0.take().unwrap();
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if child.try_wait().unwrap().is_some() {
+                return Some(Run::from(child.wait_with_output().unwrap()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A `poll --json` run.
 pub struct Run {
     pub code: Option<i32>,
     pub summary: serde_json::Value,
     pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code(),
+            summary: serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl Run {
@@ -171,17 +276,6 @@ impl Run {
     }
 }
 
-/// Parses the `--json` summary printed on stdout.
-pub fn summary(output: &std::process::Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not a JSON summary ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
 /// A batch listing body in the generic wire format.
 pub fn listing(batch_id: &str, messages: &[serde_json::Value], next: Option<&str>) -> String {
     serde_json::json!({"batch_id": batch_id, "messages": messages, "next_page_token": next})
@@ -194,4 +288,23 @@ pub fn wire(tracking_id: &str, status: &str) -> serde_json::Value {
         "tracking_id": tracking_id, "status": status, "error_code": null, "error_message": null,
         "status_updated_at": null
     })
+}
+
+/// `batches` batches of `per_batch` messages submitted at `submitted_at` that stay SENT (batch ids B000..).
+pub fn sent_world(batches: usize, per_batch: usize, submitted_at: &str) -> Vec<SimMessage> {
+    let submitted_at = timefmt::parse(submitted_at).unwrap();
+    (0..batches * per_batch)
+        .map(|i| SimMessage {
+            tracking_id: format!("T{i:05}"),
+            customer_id: "C1".into(),
+            phone_number: "+4915112345678".into(),
+            batch_id: Some(format!("B{:03}", i / per_batch)),
+            submitted_at,
+            fate: Fate::Stuck {
+                word: "SENT".into(),
+            },
+            listed: true,
+            known: true,
+        })
+        .collect()
 }

@@ -1,0 +1,360 @@
+//! Reliability through the real binary: overlapping runs and the lease, signals, and carriers that hang, throttle
+//! or go down halfway. Every background process is bounded in time and killed if the test ends first.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{TestDb, sent_world};
+use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
+use dlr_poller::timefmt;
+
+const SUBMITTED: &str = "2025-12-01T09:00:00Z";
+const NOW: &str = "2025-12-01T11:00:00Z";
+
+/// A database with `batches` x `per_batch` messages due at NOW, and a sandbox serving them.
+fn setup(batches: usize, per_batch: usize) -> (TestDb, SandboxServer) {
+    setup_with(sent_world(batches, per_batch, SUBMITTED))
+}
+
+fn setup_with(messages: Vec<SimMessage>) -> (TestDb, SandboxServer) {
+    let db = TestDb::new();
+    db.insert_world(&messages);
+    let sandbox = Sandbox::new(
+        World::new(messages),
+        common::TOKEN,
+        timefmt::parse(NOW).unwrap(),
+    );
+    let server = SandboxServer::start(Arc::new(sandbox), 0).unwrap();
+    (db, server)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_second_poll_during_a_cycle_exits_73_naming_the_holder_and_writes_nothing() {
+    let (db, server) = setup(10, 5);
+    server
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(300));
+    let first = db.spawn_poll(&server.url(), NOW, &["--concurrency", "1"]);
+    assert!(
+        db.wait_for("SELECT COUNT(*) FROM poller_lease", 1, LIMIT),
+        "first run took the lease"
+    );
+
+    let second = db.poll_json(&server.url(), NOW, &[]);
+    assert_eq!(second.code, Some(73), "{}", second.stderr);
+    let expected = format!(
+        "another cycle is running on this database: host {} pid {} since ",
+        hostname(),
+        first.pid()
+    );
+    assert!(second.stderr.contains(&expected), "{}", second.stderr);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_cycles"),
+        1,
+        "the second run recorded nothing"
+    );
+
+    let first = first.wait(LIMIT).expect("first run finished");
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        50
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poller_lease"),
+        0,
+        "the lease is released"
+    );
+}
+
+#[test]
+fn leases_of_crashed_runs_are_taken_over_and_live_ones_are_respected() {
+    let (db, server) = setup(1, 3);
+    let lease = |host: &str, pid: i64, expires: &str| {
+        db.conn()
+            .execute(
+                "INSERT OR REPLACE INTO poller_lease VALUES (1, 'x', ?1, ?2, '2025-01-01T00:00:00.000Z', ?3)",
+                (host, pid, expires),
+            )
+            .unwrap();
+    };
+    // A live holder elsewhere: respected.
+    lease("other-host", 1, "2999-01-01T00:00:00.000Z");
+    let run = db.poll_json(&server.url(), NOW, &[]);
+    assert_eq!(run.code, Some(73), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("host other-host pid 1 since 2025-01-01T00:00:00.000Z"),
+        "{}",
+        run.stderr
+    );
+
+    // A holder on this host whose process is gone: taken over at once.
+    lease(&hostname(), 999_999_999, "2999-01-01T00:00:00.000Z");
+    let run = db.poll_json(&server.url(), NOW, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("took over the cycle lease of host"),
+        "{}",
+        run.stderr
+    );
+
+    // An expired lease elsewhere: taken over.
+    lease("other-host", 1, "2000-01-01T00:00:00.000Z");
+    let run = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("took over the cycle lease of host other-host pid 1"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        6
+    );
+}
+
+#[test]
+fn concurrent_starts_run_one_cycle_at_a_time_and_never_poll_twice() {
+    let (db, server) = setup(12, 10);
+    server
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(20));
+    let submitted = timefmt::parse(SUBMITTED).unwrap();
+    for round in 1..=4 {
+        let now = timefmt::format(submitted + chrono::TimeDelta::hours(2 * round));
+        let runs: Vec<_> = (0..8)
+            .map(|_| db.spawn_poll(&server.url(), &now, &["--concurrency", "2"]))
+            .collect();
+        let results: Vec<_> = runs
+            .into_iter()
+            .map(|r| r.wait(LIMIT).expect("run finished"))
+            .collect();
+        let codes: Vec<_> = results.iter().map(|r| r.code).collect();
+        assert!(
+            codes.iter().all(|c| *c == Some(0) || *c == Some(73)),
+            "round {round}: {codes:?}"
+        );
+        assert!(
+            codes.contains(&Some(0)),
+            "round {round}: one run did the cycle: {codes:?}"
+        );
+        let polled: u64 = results
+            .iter()
+            .filter_map(|r| r.summary["polled"].as_u64())
+            .sum();
+        assert_eq!(
+            polled, 120,
+            "round {round}: every message polled exactly once across the runs"
+        );
+        let rows = db.count(&format!(
+            "SELECT COUNT(*) FROM sms_delivery_confirmations WHERE polled_at = '{now}'"
+        ));
+        assert_eq!(rows, 120, "round {round}");
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM (SELECT 1 FROM sms_delivery_confirmations GROUP BY tracking_id, cycle_id HAVING COUNT(*) > 1)"),
+        0
+    );
+    // Recorded cycles never overlap in time.
+    let overlapping = db.count(
+        "SELECT COUNT(*) FROM poll_cycles a JOIN poll_cycles b ON a.id < b.id \
+         WHERE b.started_at < a.finished_at AND a.started_at < b.finished_at",
+    );
+    assert_eq!(overlapping, 0);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_cycles WHERE outcome = 'running'"),
+        0
+    );
+}
+
+#[test]
+fn sigterm_saves_what_was_obtained_records_the_cycle_and_releases_the_lease() {
+    let (db, server) = setup(30, 10);
+    server
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(300));
+    let run = db.spawn_poll(&server.url(), NOW, &["--concurrency", "2"]);
+    assert!(
+        db.wait_for("SELECT COUNT(*) FROM sms_delivery_confirmations", 10, LIMIT),
+        "some results came in"
+    );
+    run.signal("TERM");
+    let signalled = Instant::now();
+    let run = run
+        .wait(Duration::from_secs(20))
+        .expect("exited after SIGTERM");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "exits well inside a 30 s grace period"
+    );
+    assert_eq!(run.code, Some(143), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("stopped by signal 15"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.summary["outcome"], "interrupted");
+    let polled = run.summary["polled"].as_i64().unwrap();
+    assert!((10..300).contains(&polled), "{polled}");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        polled,
+        "every obtained result saved"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM poll_cycles WHERE outcome = 'interrupted' AND exit_code = 143"
+        ),
+        1
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM poller_lease"), 0);
+
+    server.sandbox().faults(|f| f.latency = Duration::ZERO);
+    let next = db.poll_json(&server.url(), NOW, &[]);
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert_eq!(
+        next.counts(&["messages_due", "polled"]),
+        [300 - polled as u64, 300 - polled as u64]
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations")
+    );
+}
+
+#[test]
+fn a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_once() {
+    let (db, server) = setup(2, 2);
+    server.sandbox().faults(|f| f.hang = true);
+    let run = db.spawn_poll(&server.url(), NOW, &[]);
+    assert!(db.wait_for("SELECT COUNT(*) FROM poll_cycles", 1, LIMIT));
+    std::thread::sleep(Duration::from_millis(300));
+    run.signal("TERM");
+    let run = run
+        .wait(Duration::from_secs(20))
+        .expect("exited after the grace");
+    assert_eq!(run.code, Some(143), "{}", run.stderr);
+    assert!(run.stderr.contains("abandoned"), "{}", run.stderr);
+    assert_eq!(db.count("SELECT COUNT(*) FROM poller_lease"), 0);
+
+    let run = db.spawn_poll(&server.url(), NOW, &[]);
+    assert!(db.wait_for("SELECT COUNT(*) FROM poll_cycles", 2, LIMIT));
+    std::thread::sleep(Duration::from_millis(300));
+    run.signal("TERM");
+    std::thread::sleep(Duration::from_millis(100));
+    run.signal("INT");
+    let started = Instant::now();
+    let run = run.wait(Duration::from_secs(20)).expect("exited");
+    assert_eq!(
+        run.code,
+        Some(130),
+        "the second signal ends the process at once: {}",
+        run.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_carrier_that_hangs_is_bounded_by_the_deadline() {
+    let (db, server) = setup(3, 2);
+    server.sandbox().faults(|f| f.hang = true);
+    let run = db.spawn_poll(
+        &server.url(),
+        NOW,
+        &["--deadline", "2s", "--request-timeout", "10m"],
+    );
+    let run = run
+        .wait(Duration::from_secs(30))
+        .expect("the deadline ends the run");
+    assert_eq!(run.code, Some(75), "{}", run.stderr);
+    let duration = run.summary["duration_seconds"].as_f64().unwrap();
+    assert!(
+        duration < 2.0 + 5.0 + 2.0,
+        "deadline plus grace bound the cycle: {duration}"
+    );
+    assert_eq!(run.summary["polled"], 0);
+}
+
+#[test]
+fn rate_limit_storms_respect_retry_after_and_the_deadline() {
+    let (db, server) = setup(2, 2);
+    server.sandbox().faults(|f| {
+        f.rate_limited_next = 1_000;
+        f.retry_after_secs = 1;
+    });
+    let run = db.spawn_poll(
+        &server.url(),
+        NOW,
+        &["--deadline", "3s", "--max-attempts", "10"],
+    );
+    let run = run.wait(Duration::from_secs(30)).expect("finished");
+    assert!(
+        matches!(run.code, Some(69) | Some(75)),
+        "{:?}: {}",
+        run.code,
+        run.stderr
+    );
+    assert_eq!(run.summary["polled"], 0);
+    let requests = run.summary["http_requests"].as_u64().unwrap();
+    // Two batches, each waiting 1 s between attempts, inside a 3 s deadline: a handful of requests, not a storm.
+    assert!((2..=8).contains(&requests), "{requests} requests");
+    assert!(run.summary["duration_seconds"].as_f64().unwrap() < 3.0 + 5.0);
+}
+
+#[test]
+fn a_carrier_going_down_halfway_keeps_what_was_obtained() {
+    let (db, server) = setup(10, 5);
+    server.sandbox().faults(|f| f.unavailable_after = Some(4));
+    let run = db.poll_json(
+        &server.url(),
+        NOW,
+        &["--concurrency", "1", "--max-attempts", "2"],
+    );
+    assert_eq!(run.code, Some(75), "{}", run.stderr);
+    assert_eq!(
+        run.counts(&["polled", "batches_ok", "batches_failed"]),
+        [20, 4, 6]
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        20
+    );
+    assert!(run.stderr.contains("HTTP 503"), "{}", run.stderr);
+}
+
+#[test]
+fn max_rps_caps_the_request_rate() {
+    // Every message is missing from its listing: 1 listing request + 30 lookups.
+    let messages = sent_world(1, 30, SUBMITTED)
+        .into_iter()
+        .map(|m| SimMessage { listed: false, ..m })
+        .collect();
+    let (db, server) = setup_with(messages);
+    let started = Instant::now();
+    let run = db.poll_json(
+        &server.url(),
+        NOW,
+        &["--max-rps", "20", "--concurrency", "8"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(server.sandbox().requests(), 31);
+    // 31 requests at 20 per second need at least 1.5 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
