@@ -38,6 +38,7 @@ CREATE INDEX IF NOT EXISTS idx_sdc_delivery_status ON sms_delivery_confirmations
 -- Per-message tracking state: one row per submission the poller has seen.
 CREATE TABLE IF NOT EXISTS message_tracking (
   tracking_id       TEXT PRIMARY KEY,
+  submission_rowid  INTEGER NOT NULL,  -- the sms_submissions row it came from (the first, if the id repeats)
   carrier_batch_id  TEXT,
   submitted_at      TEXT,           -- normalised to UTC; NULL when the submission's value was unusable
   state             TEXT NOT NULL CHECK (state IN ('OPEN', 'DELIVERED', 'FAILED', 'UNCONFIRMED', 'INVALID')),

@@ -252,12 +252,36 @@ impl Store {
 
     /// Takes in submissions written since the last run: each gets a tracking row, due two hours after its
     /// submission. Rows that cannot be tracked are recorded as INVALID (or skipped when they have no tracking
-    /// id) with a warning, once. Reads in chunks, each committed with the position reached.
+    /// id) with a warning, once. Reads in chunks by rowid, each committed with the position reached.
+    ///
+    /// SQLite may hand out rowids again (after the newest rows are deleted) or renumber them (VACUUM); the
+    /// position remembers the tracking id at its rowid, and when that no longer matches, the whole table is
+    /// rescanned once for rows not yet tracked.
     pub fn discover(&mut self, now: DateTime<Utc>) -> Result<Discovery> {
+        let rescan = self
+            .position_moved()
+            .context("checking the read position in sms_submissions")
+            .exit_code(Exit::Database)?;
+        if rescan {
+            log::warn!(
+                "sms_submissions was rewritten since the last run (rows deleted or rowids renumbered); rescanning \
+                 it for submissions not yet tracked"
+            );
+            self.conn
+                .execute(
+                    "UPDATE message_tracking SET submission_rowid = COALESCE((SELECT MIN(s.rowid) \
+                     FROM sms_submissions s WHERE s.tracking_id = message_tracking.tracking_id), submission_rowid) \
+                     WHERE state = 'OPEN'",
+                    [],
+                )
+                .context("refreshing the links to sms_submissions")
+                .exit_code(Exit::Database)?;
+        }
         let mut found = Discovery::default();
+        let mut start = rescan.then_some(0);
         loop {
             let (chunk, more) = self
-                .discover_chunk(now)
+                .discover_chunk(now, start.take(), rescan)
                 .context("taking in new rows of sms_submissions")
                 .exit_code(Exit::Database)?;
             found.new += chunk.new;
@@ -268,17 +292,50 @@ impl Store {
         }
     }
 
-    fn discover_chunk(&mut self, now: DateTime<Utc>) -> Result<(Discovery, bool)> {
-        let tx = self.conn.transaction()?;
-        let watermark: i64 = tx
+    /// The position reached in sms_submissions: the last rowid taken in and the tracking id it had.
+    fn position(conn: &Connection) -> rusqlite::Result<(i64, String)> {
+        let value: Option<String> = conn
             .query_row(
                 "SELECT value FROM poller_state WHERE key = ?1",
                 [WATERMARK_KEY],
-                |r| r.get::<_, String>(0),
+                |r| r.get(0),
             )
-            .optional()?
-            .map(|v| v.parse().unwrap_or(0))
-            .unwrap_or(0);
+            .optional()?;
+        let value = value.unwrap_or_default();
+        let (rowid, tracking_id) = value.split_once(':').unwrap_or((value.as_str(), ""));
+        Ok((rowid.parse().unwrap_or(0), tracking_id.to_string()))
+    }
+
+    /// True when the row at the remembered position no longer carries the remembered tracking id.
+    fn position_moved(&self) -> rusqlite::Result<bool> {
+        let (rowid, tracking_id) = Store::position(&self.conn)?;
+        if rowid == 0 {
+            return Ok(false);
+        }
+        let there: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
+                [rowid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(there.as_deref() != Some(tracking_id.as_str()))
+    }
+
+    /// Takes in one chunk after the stored position (or after rowid `start`); on a rescan, rows already tracked
+    /// are passed over silently. Returns what it found and whether more rows may follow.
+    fn discover_chunk(
+        &mut self,
+        now: DateTime<Utc>,
+        start: Option<i64>,
+        rescan: bool,
+    ) -> Result<(Discovery, bool)> {
+        let tx = self.conn.transaction()?;
+        let watermark = match start {
+            Some(rowid) => rowid,
+            None => Store::position(&tx)?.0,
+        };
         let rows: Vec<NewSubmission> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT rowid, tracking_id, carrier_batch_id, CAST(submitted_at AS TEXT) FROM sms_submissions \
@@ -290,16 +347,26 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?
         };
         let mut found = Discovery::default();
-        let Some(last_rowid) = rows.last().map(|r| r.0) else {
+        let Some(last) = rows.last() else {
             return Ok((found, false));
         };
+        let position = format!("{}:{}", last.0, last.1.as_deref().unwrap_or(""));
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO message_tracking \
-                 (tracking_id, carrier_batch_id, submitted_at, state, next_due_at, note) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 (tracking_id, carrier_batch_id, submitted_at, state, next_due_at, note, submission_rowid) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut tracked = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM message_tracking WHERE tracking_id = ?1)",
             )?;
             for (rowid, tracking_id, batch_id, submitted_at) in &rows {
+                if rescan
+                    && let Some(id) = tracking_id
+                    && tracked.query_row([id], |r| r.get::<_, bool>(0))?
+                {
+                    continue;
+                }
                 let Some(tracking_id) = tracking_id.as_deref().filter(|t| !t.trim().is_empty())
                 else {
                     log::warn!(
@@ -331,6 +398,7 @@ impl Store {
                             "OPEN",
                             timefmt::format(schedule::first_due(at)),
                             None::<String>,
+                            rowid,
                         ])?
                     }
                     Err(e) => {
@@ -343,6 +411,7 @@ impl Store {
                             "INVALID",
                             None::<String>,
                             format!("{e:#}"),
+                            rowid,
                         ])?
                     }
                 };
@@ -358,7 +427,7 @@ impl Store {
         tx.execute(
             "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![WATERMARK_KEY, last_rowid.to_string()],
+            params![WATERMARK_KEY, position],
         )?;
         tx.commit()?;
         Ok((found, rows.len() == DISCOVERY_CHUNK))
@@ -398,7 +467,7 @@ impl Store {
         let mut run = || -> Result<()> {
             const COLUMNS: &str = "SELECT t.tracking_id, s.customer_id, s.phone_number, t.carrier_batch_id, \
                 t.submitted_at, t.polls FROM message_tracking t \
-                LEFT JOIN sms_submissions s ON s.tracking_id = t.tracking_id \
+                LEFT JOIN sms_submissions s ON s.rowid = t.submission_rowid AND s.tracking_id = t.tracking_id \
                 WHERE t.state = 'OPEN' AND t.next_due_at <= ?2 AND ";
             let cutoff = timefmt::format(cutoff);
             let mut stmt = match batch_id {

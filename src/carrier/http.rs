@@ -143,6 +143,7 @@ impl HttpCarrier {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
+        let content_type = header("content-type").unwrap_or_else(|| "none".into());
         match status {
             200 => {}
             404 => return Attempt::Done(Ok(None)),
@@ -190,7 +191,7 @@ impl HttpCarrier {
             Ok(value) => Attempt::Done(Ok(Some(value))),
             Err(e) => retry(
                 format!(
-                    "GET {path}: malformed response ({e}): {}",
+                    "GET {path}: malformed response ({e}; content type {content_type}): {}",
                     snippet(&body[..])
                 ),
                 None,
