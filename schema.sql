@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS poll_cycles (
   cycle_now          TEXT NOT NULL,  -- the clock the schedule used (--now when given)
   host               TEXT,
   pid                INTEGER,
-  outcome            TEXT NOT NULL,  -- running, ok, partial, carrier_unavailable, credentials_rejected, ...
+  outcome            TEXT NOT NULL,  -- running, ok, partial, carrier_unavailable, credentials_rejected,
+                                     -- interrupted, database_error, abandoned (the run died mid-cycle)
   exit_code          INTEGER,
   messages_due       INTEGER NOT NULL DEFAULT 0,
   polled             INTEGER NOT NULL DEFAULT 0,

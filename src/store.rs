@@ -561,20 +561,32 @@ impl Store {
 
     /// Records a cycle as started; returns its id.
     pub fn begin_cycle(&self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
-        let host = hostname();
-        self.conn
-            .execute(
+        let run = || -> Result<i64> {
+            // Only the lease holder runs a cycle, so a cycle still marked running belongs to a run that died.
+            let abandoned = self.conn.execute(
+                "UPDATE poll_cycles SET outcome = 'abandoned', \
+                 error = 'the run ended without finishing the cycle (killed or crashed)' WHERE outcome = 'running'",
+                [],
+            )?;
+            if abandoned > 0 {
+                log::warn!(
+                    "{abandoned} earlier cycle(s) never finished (killed or crashed); marked abandoned"
+                );
+            }
+            self.conn.execute(
                 "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome) VALUES (?1, ?2, ?3, ?4, 'running')",
                 params![
                     timefmt::format_millis(started_at),
                     timefmt::format(cycle_now),
-                    host,
+                    hostname(),
                     std::process::id()
                 ],
-            )
+            )?;
+            Ok(self.conn.last_insert_rowid())
+        };
+        run()
             .context("recording the cycle start")
-            .exit_code(Exit::Database)?;
-        Ok(self.conn.last_insert_rowid())
+            .exit_code(Exit::Database)
     }
 
     /// Writes one batch's results in one transaction: an audit row per result and the tracking update. A message

@@ -173,4 +173,76 @@ mod tests {
         }
         assert!(parse_message(br#"{"status":"SENT"}"#).is_err());
     }
+
+    /// Property: whatever a carrier sends, parsing returns a result (never panics), and every strict prefix of
+    /// a valid body is an error, never a shorter page.
+    #[test]
+    fn parser_survives_mutated_bodies() {
+        let valid = br#"{"batch_id":"B1","messages":[{"tracking_id":"T1","status":"DELIVERED","error_code":null,"error_message":"caf\u00e9","status_updated_at":"2025-12-01T09:03:12Z"},{"tracking_id":"T2","status":"FAILED","error_code":30003,"error_message":null,"status_updated_at":null}],"next_page_token":"p2"}"#;
+        assert!(parse_batch_page(valid).is_ok());
+        for n in 0..valid.len() {
+            assert!(
+                parse_batch_page(&valid[..n]).is_err(),
+                "prefix of {n} bytes parsed"
+            );
+            let _ = parse_message(&valid[..n]);
+        }
+        let mut rng = crate::retry::Rng::seeded(2025);
+        let alphabet = b"{}[]\":,0123456789.eE-+ \\nulltruefalse\x00\xff\xc3";
+        for _ in 0..20_000 {
+            let mut body = valid.to_vec();
+            for _ in 0..=rng.below(4) {
+                let at = rng.below(body.len() as u64) as usize;
+                let byte = alphabet[rng.below(alphabet.len() as u64) as usize];
+                match rng.below(3) {
+                    0 => body[at] = byte,
+                    1 => body.insert(at, byte),
+                    _ => {
+                        body.remove(at);
+                    }
+                }
+            }
+            if let Ok(page) = parse_batch_page(&body) {
+                assert!(page.next_page_token.as_deref() != Some(""));
+            }
+            let _ = parse_message(&body);
+        }
+        let deep = "[".repeat(100_000);
+        assert!(
+            parse_batch_page(deep.as_bytes()).is_err(),
+            "deep nesting is an error, not a stack overflow"
+        );
+    }
+
+    /// Property: any report the wire format can carry survives serialising and parsing unchanged.
+    #[test]
+    fn reports_round_trip() {
+        let mut rng = crate::retry::Rng::seeded(7);
+        let pieces = [
+            "T", "é", "\"", "\\", "/", " ", "\n", "☃", "𝄞", "%2F", "0", "null",
+        ];
+        let text = |rng: &mut crate::retry::Rng| -> String {
+            (0..rng.below(6))
+                .map(|_| pieces[rng.below(pieces.len() as u64) as usize])
+                .collect()
+        };
+        for _ in 0..2_000 {
+            let report = Report {
+                tracking_id: text(&mut rng),
+                status: text(&mut rng),
+                error_code: (rng.below(2) == 0).then(|| text(&mut rng)),
+                error_message: (rng.below(2) == 0).then(|| text(&mut rng)),
+                status_updated_at: (rng.below(2) == 0).then(|| text(&mut rng)),
+            };
+            let body = serde_json::json!({
+                "messages": [{
+                    "tracking_id": report.tracking_id, "status": report.status, "error_code": report.error_code,
+                    "error_message": report.error_message, "status_updated_at": report.status_updated_at,
+                }],
+                "next_page_token": null,
+            });
+            let page = parse_batch_page(body.to_string().as_bytes()).unwrap();
+            assert_eq!(page.messages, [report]);
+        }
+    }
 }
