@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli);
+    let db = cli.db.clone();
     match run(cli) {
         Ok(exit) => exit.into(),
         Err(err) => {
@@ -31,6 +32,12 @@ fn main() -> ExitCode {
             if store::is_busy(&err) {
                 eprintln!(
                     "dlr-poller: hint: another process held a lock on the database for longer than --busy-timeout"
+                );
+            } else if store::is_read_only(&err) {
+                eprintln!(
+                    "dlr-poller: hint: {} (and its directory, where SQLite keeps the -wal and -shm files) must be \
+                     writable by this user",
+                    db.display()
                 );
             }
             exit_of(&err).into()

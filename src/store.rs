@@ -850,11 +850,31 @@ fn process_alive(pid: i64) -> bool {
 
 /// Whether an error comes from another process holding a lock on the database past the busy timeout.
 pub fn is_busy(err: &anyhow::Error) -> bool {
+    has_code(
+        err,
+        &[
+            rusqlite::ErrorCode::DatabaseBusy,
+            rusqlite::ErrorCode::DatabaseLocked,
+        ],
+    )
+}
+
+/// Whether an error comes from a database this process cannot write.
+pub fn is_read_only(err: &anyhow::Error) -> bool {
+    has_code(
+        err,
+        &[
+            rusqlite::ErrorCode::ReadOnly,
+            rusqlite::ErrorCode::CannotOpen,
+        ],
+    )
+}
+
+fn has_code(err: &anyhow::Error, codes: &[rusqlite::ErrorCode]) -> bool {
     err.chain().any(|e| {
         matches!(
             e.downcast_ref::<rusqlite::Error>(),
-            Some(rusqlite::Error::SqliteFailure(f, _))
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            Some(rusqlite::Error::SqliteFailure(f, _)) if codes.contains(&f.code)
         )
     })
 }

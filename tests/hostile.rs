@@ -454,3 +454,31 @@ fn submissions_that_reuse_rowids_the_poller_passed_are_still_found() {
     }
     any.assert();
 }
+
+#[test]
+fn a_read_only_database_is_a_database_error_naming_the_file() {
+    let db = two_messages();
+    // Root ignores file modes, so make the file immutable; skip where the filesystem cannot.
+    let immutable = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&db.path)
+        .status();
+    if !immutable.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: chattr +i is not available here");
+        return;
+    }
+    let run = db.poll_json("http://127.0.0.1:9", NOW, &[]);
+    let _ = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&db.path)
+        .status();
+    assert_eq!(run.code, Some(74), "{}", run.stderr);
+    assert!(run.stderr.contains("readonly database"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("hint: {} (and its directory", db.path.display())),
+        "{}",
+        run.stderr
+    );
+    assert!(db.audit("T1").is_empty());
+}
