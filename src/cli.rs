@@ -12,10 +12,12 @@ Exit codes:
   0   every due message was polled (or nothing was due)
   64  usage error: unknown flag or missing argument
   69  carrier unavailable: nothing could be polled
+  73  another cycle holds the lease on this database; this run did nothing
   74  database error (including a schema that needs `dlr-poller migrate`)
   75  partial: some batches failed or the deadline hit; the next run finishes the work
   77  credentials rejected by the carrier (401/403)
-  78  configuration error: missing or invalid URL, token or value"
+  78  configuration error: missing or invalid URL, token or value
+  130 stopped by SIGINT, 143 stopped by SIGTERM: what was obtained is saved"
     };
 }
 
