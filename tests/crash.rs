@@ -10,19 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use common::{TOKEN, TestDb};
+use common::{TOKEN, TestDb, expected_status};
 use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 
 const KILLS: usize = 20;
-
-fn expected_status(word: &str) -> &'static str {
-    match word.to_ascii_uppercase().as_str() {
-        "DELIVERED" => "DELIVERED",
-        "FAILED" | "REJECTED" | "BOUNCED" | "UNDELIVERABLE" => "FAILED",
-        _ => "PENDING",
-    }
-}
 
 #[test]
 fn kill_9_at_random_moments_loses_and_duplicates_nothing() {

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestDb, listing, sent_world, wire};
-use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
-use dlr_poller::timefmt;
+use dlr_poller::sandbox::SimMessage;
 use mockito::Matcher;
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
@@ -29,16 +27,8 @@ fn two_messages() -> TestDb {
 
 #[test]
 fn truncated_bodies_are_retried_then_reported() {
-    let messages = sent_world(1, 3, SUBMITTED);
-    let db = TestDb::new();
-    db.insert_world(&messages);
-    let sandbox = Sandbox::new(
-        World::new(messages),
-        common::TOKEN,
-        timefmt::parse(NOW).unwrap(),
-    );
-    sandbox.faults(|f| f.truncated_next = 1);
-    let server = SandboxServer::start(Arc::new(sandbox), 0).unwrap();
+    let (db, server) = common::with_sandbox(sent_world(1, 3, SUBMITTED), NOW);
+    server.sandbox().faults(|f| f.truncated_next = 1);
     let run = db.poll_json(&server.url(), NOW, &[]);
     assert_eq!(
         run.code,
@@ -274,14 +264,7 @@ fn batch_ids_with_characters_that_need_escaping() {
             ..m
         })
         .collect();
-    let db = TestDb::new();
-    db.insert_world(&messages);
-    let sandbox = Sandbox::new(
-        World::new(messages),
-        common::TOKEN,
-        timefmt::parse(NOW).unwrap(),
-    );
-    let server = SandboxServer::start(Arc::new(sandbox), 0).unwrap();
+    let (db, server) = common::with_sandbox(messages, NOW);
     let run = db.poll_json(&server.url(), NOW, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{TestDb, sent_world};
-use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
+use dlr_poller::sandbox::{SandboxServer, SimMessage};
 use dlr_poller::timefmt;
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
@@ -19,15 +18,7 @@ fn setup(batches: usize, per_batch: usize) -> (TestDb, SandboxServer) {
 }
 
 fn setup_with(messages: Vec<SimMessage>) -> (TestDb, SandboxServer) {
-    let db = TestDb::new();
-    db.insert_world(&messages);
-    let sandbox = Sandbox::new(
-        World::new(messages),
-        common::TOKEN,
-        timefmt::parse(NOW).unwrap(),
-    );
-    let server = SandboxServer::start(Arc::new(sandbox), 0).unwrap();
-    (db, server)
+    common::with_sandbox(messages, NOW)
 }
 
 fn hostname() -> String {

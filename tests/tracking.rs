@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{TOKEN, TestDb};
+use common::{TOKEN, TestDb, expected_status};
 use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 
@@ -19,15 +19,6 @@ struct Model {
     polls: i64,
     next_due: DateTime<Utc>,
     closed: Option<&'static str>,
-}
-
-/// The mapping table as the issue states it, written out independently of the code under test.
-fn expected_status(word: &str) -> &'static str {
-    match word.to_ascii_uppercase().as_str() {
-        "DELIVERED" => "DELIVERED",
-        "FAILED" | "REJECTED" | "BOUNCED" | "UNDELIVERABLE" => "FAILED",
-        _ => "PENDING",
-    }
 }
 
 /// The next slot strictly after `now + 5 min`, if any of the 36 remains.
@@ -264,14 +255,11 @@ fn every_message_is_tracked_correctly_for_72_hours() {
 #[test]
 fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
     let start = timefmt::parse("2025-12-01T09:00:00Z").unwrap();
-    let world = World::generate(400, 10, start, 9);
-    let messages = world.messages().to_vec();
-    let db = TestDb::new();
-    db.insert_world(&messages);
     let now = "2025-12-01T12:00:00Z";
-    let sandbox = Arc::new(Sandbox::new(world, TOKEN, timefmt::parse(now).unwrap()));
+    let world = World::generate(400, 10, start, 9);
+    let (db, server) = common::with_sandbox(world.messages().to_vec(), now);
+    let sandbox = server.sandbox();
     sandbox.faults(|f| f.latency = Duration::from_millis(150));
-    let server = SandboxServer::start(sandbox.clone(), 0).unwrap();
 
     let out = db.poll_json(
         &server.url(),

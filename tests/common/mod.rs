@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use dlr_poller::sandbox::{Fate, SimMessage};
+use dlr_poller::sandbox::{Fate, Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 use rusqlite::{Connection, OptionalExtension};
 use tempfile::TempDir;
@@ -307,4 +307,23 @@ pub fn sent_world(batches: usize, per_batch: usize, submitted_at: &str) -> Vec<S
             known: true,
         })
         .collect()
+}
+
+/// A migrated database holding `messages` as submissions, and a sandbox carrier serving them with its clock at
+/// `now`.
+pub fn with_sandbox(messages: Vec<SimMessage>, now: &str) -> (TestDb, SandboxServer) {
+    let db = TestDb::new();
+    db.insert_world(&messages);
+    let sandbox = Sandbox::new(World::new(messages), TOKEN, timefmt::parse(now).unwrap());
+    let server = SandboxServer::start(std::sync::Arc::new(sandbox), 0).unwrap();
+    (db, server)
+}
+
+/// The status mapping as the issue states it, written out independently of the code under test.
+pub fn expected_status(word: &str) -> &'static str {
+    match word.to_ascii_uppercase().as_str() {
+        "DELIVERED" => "DELIVERED",
+        "FAILED" | "REJECTED" | "BOUNCED" | "UNDELIVERABLE" => "FAILED",
+        _ => "PENDING",
+    }
 }
