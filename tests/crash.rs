@@ -29,8 +29,8 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 
     let mut hits = 0;
     let mut attempt = 0u64;
-    for k in 1..=37 {
-        let now = start + TimeDelta::hours(2 * k);
+    let clocks: Vec<_> = (1..=37).map(|k| start + TimeDelta::hours(2 * k)).collect();
+    for &now in &clocks {
         let stamp = timefmt::format(now);
         sandbox.set_clock(now);
         // Kill runs until enough kills have landed mid-run, each after a different delay.
@@ -91,6 +91,20 @@ fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
             .query_row(&format!("SELECT COUNT(*) FROM ({sql})"), [], |r| r.get(0))
             .unwrap();
         assert_eq!(bad, 0, "{what}");
+    }
+
+    // Re-running the killed cycles ended with every message's trail exactly as if nothing had happened.
+    for m in &messages {
+        let trail: Vec<(String, String)> = db
+            .audit(&m.tracking_id)
+            .into_iter()
+            .map(|a| (a.polled_at, a.status))
+            .collect();
+        let expected: Vec<(String, String)> = common::expected_trail(m, &clocks)
+            .into_iter()
+            .map(|(at, status)| (at, status.to_string()))
+            .collect();
+        assert_eq!(trail, expected, "{}", m.tracking_id);
     }
 
     // The kills landed at different points: some before any batch was written, some between batches.

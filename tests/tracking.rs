@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{TOKEN, TestDb, expected_status};
+use common::{TOKEN, TestDb, expected_status, next_slot};
 use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 
@@ -19,13 +19,6 @@ struct Model {
     polls: i64,
     next_due: DateTime<Utc>,
     closed: Option<&'static str>,
-}
-
-/// The next slot strictly after `now + 5 min`, if any of the 36 remains.
-fn next_slot(submitted: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    (1..=36)
-        .map(|k| submitted + TimeDelta::hours(2 * k))
-        .find(|slot| *slot > now + TimeDelta::minutes(5))
 }
 
 type Row = (

@@ -327,3 +327,37 @@ pub fn expected_status(word: &str) -> &'static str {
         _ => "PENDING",
     }
 }
+
+/// The next slot strictly after `now + 5 min`, if any of the 36 remains: the schedule as the issue states it.
+pub fn next_slot(
+    submitted: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    (1..=36)
+        .map(|k| submitted + chrono::TimeDelta::hours(2 * k))
+        .find(|slot| *slot > now + chrono::TimeDelta::minutes(5))
+}
+
+/// The audit trail a message should end with when a cycle runs at each of `clocks` and every cycle completes:
+/// (polled_at, status) per poll, following the schedule and the carrier's truth independently of the code.
+pub fn expected_trail(
+    m: &SimMessage,
+    clocks: &[chrono::DateTime<chrono::Utc>],
+) -> Vec<(String, &'static str)> {
+    let mut trail = Vec::new();
+    let mut next_due = m.submitted_at + chrono::TimeDelta::hours(2);
+    for &now in clocks {
+        if next_due > now + chrono::TimeDelta::minutes(5) {
+            continue;
+        }
+        let status = m
+            .report_at(now)
+            .map_or("PENDING", |r| expected_status(&r.status));
+        trail.push((timefmt::format(now), status));
+        match (status, next_slot(m.submitted_at, now)) {
+            ("PENDING", Some(next)) => next_due = next,
+            _ => break,
+        }
+    }
+    trail
+}
