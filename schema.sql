@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS sms_delivery_confirmations (
   poll_attempt          INTEGER NOT NULL CHECK (poll_attempt >= 1),  -- 1, 2, 3... per message
   created_at            TEXT NOT NULL,  -- wall clock of the write
   -- Beyond the story's columns:
-  cycle_id              INTEGER NOT NULL REFERENCES poll_cycles (id),
+  cycle_id              INTEGER NOT NULL,  -- poll_cycles.id (no foreign key: pruning cycle records keeps results)
   carrier_status        TEXT,     -- the carrier's word as it said it; NULL when the carrier did not know the message
   carrier_found         INTEGER NOT NULL DEFAULT 1 CHECK (carrier_found IN (0, 1))  -- 0: the carrier answered 404
 );
@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS message_tracking (
 -- The due query: open messages by batch and slot. Closed messages leave the index.
 CREATE INDEX IF NOT EXISTS idx_message_tracking_due
   ON message_tracking (carrier_batch_id, next_due_at) WHERE state = 'OPEN';
+-- The delivery rate of the last 24 hours, over messages whose tracking ended.
+CREATE INDEX IF NOT EXISTS idx_message_tracking_closed
+  ON message_tracking (closed_at) WHERE closed_at IS NOT NULL;
 
 -- One row per `dlr-poller poll` run.
 CREATE TABLE IF NOT EXISTS poll_cycles (
@@ -96,7 +99,14 @@ CREATE TABLE IF NOT EXISTS poller_lease (
   expires_at  TEXT NOT NULL      -- wall clock: the holder's deadline plus a margin
 );
 
--- Small facts the poller keeps between runs (e.g. how far it has read sms_submissions).
+-- Running totals behind the metrics counters (dlr_poller_*_total). Kept apart from poll_cycles so that pruning
+-- old cycles never makes a counter go down.
+CREATE TABLE IF NOT EXISTS poller_totals (
+  name  TEXT PRIMARY KEY,   -- e.g. messages_polled:delivered, cycles:ok
+  value INTEGER NOT NULL
+);
+
+-- Small facts the poller keeps between runs: how far it has read sms_submissions, when a cycle last succeeded.
 CREATE TABLE IF NOT EXISTS poller_state (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL

@@ -3,7 +3,13 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 macro_rules! exit_codes {
     () => {
@@ -66,6 +72,16 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Log lines as text, or as JSON objects (timestamp, level, message, cycle_id) for log pipelines.
+    #[arg(
+        long,
+        env = "DLR_POLLER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -75,8 +91,36 @@ pub enum Command {
     /// Create or upgrade the database schema. Idempotent: safe to run on every deploy.
     Migrate,
     /// Run one poll cycle: poll every message that is due, record the results, exit with a status code.
-    #[command(after_help = POLL_HELP, after_long_help = POLL_HELP)]
+    #[command(after_help = POLL_HELP)]
     Poll(PollArgs),
+    /// Check the setup without polling: configuration, database and schema, one authenticated request to the
+    /// carrier. Writes nothing; exits with the same codes as `poll`. For CI smoke checks and deploys.
+    #[command(after_help = POLL_HELP)]
+    Doctor(PollArgs),
+    /// Is it working? Exits 0 when the last cycle succeeded and the last successful cycle is younger than
+    /// --max-age, else 1 (the last cycle failed), 2 (no success within --max-age) or 3 (cannot tell), with a
+    /// one-line reason: the Nagios plugin convention.
+    Check {
+        /// How old the last successful cycle may be.
+        #[arg(long, default_value = "5h", value_name = "DURATION")]
+        max_age: String,
+        /// The time to judge at, RFC 3339. Default: the system clock.
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<String>,
+    },
+    /// Delete audit rows and cycle records older than a cutoff, in small transactions. Nothing is ever deleted
+    /// unless asked; results of messages still being tracked are kept.
+    Prune {
+        /// Age of the oldest rows to keep, e.g. 730d (at least 1d).
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// The time the cutoff is counted from, RFC 3339. Default: the system clock.
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<String>,
+    },
     /// Show a message's tracking state and every poll result, oldest first.
     History {
         /// The message's tracking id, as in sms_submissions.
@@ -97,11 +141,6 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-#[command(
-    after_long_help = "The carrier token is read from the env var DLR_CARRIER_TOKEN, or from the file \
-    given by --carrier-token-file (which wins when both are set). It is never accepted as a flag value: the \
-    command line is visible to every user of the host."
-)]
 pub struct PollArgs {
     /// Base URL of the carrier's delivery-status API, e.g. https://carrier.example/v1. Required.
     #[arg(long, env = "DLR_CARRIER_URL", value_name = "URL")]
@@ -165,6 +204,15 @@ pub struct PollArgs {
     /// Print the cycle summary as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// After the cycle, write Prometheus metrics to this file (node_exporter textfile format), atomically.
+    #[arg(long, env = "DLR_POLLER_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// After the cycle, push the same metrics to this Prometheus Pushgateway (job "dlr_poller"). A failed push is
+    /// a warning, not a failed cycle.
+    #[arg(long, env = "DLR_POLLER_PUSHGATEWAY", value_name = "URL")]
+    pub pushgateway: Option<String>,
 }
 
 #[cfg(test)]

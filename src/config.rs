@@ -85,6 +85,11 @@ impl PollConfig {
     }
 }
 
+/// Validates a duration flag that has no env var, naming the flag in the error.
+pub fn duration_flag(raw: &str, flag: &str, min: Duration, max: Duration) -> Result<Duration> {
+    bounded_duration(raw, flag, min, max)
+}
+
 /// Validates `--busy-timeout`.
 pub fn busy_timeout(raw: &str) -> Result<Duration> {
     bounded_duration(
@@ -190,8 +195,9 @@ pub fn parse_duration(raw: &str) -> Result<Duration> {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
             "h" => Duration::from_secs(3600),
-            "" => bail!("missing unit after {n}: use ms, s, m or h"),
-            other => bail!("unknown unit {other:?}: use ms, s, m or h"),
+            "d" => Duration::from_secs(86400),
+            "" => bail!("missing unit after {n}: use ms, s, m, h or d"),
+            other => bail!("unknown unit {other:?}: use ms, s, m, h or d"),
         };
         rest = &rest[unit_len..];
         let part = unit
@@ -218,6 +224,18 @@ pub fn humanize(d: Duration) -> String {
     }
 }
 
+/// An age for people: whole minutes from an hour up (`2h5m`), whole seconds below (`42s`, `5m7s`).
+pub fn humanize_rounded(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +253,8 @@ mod tests {
             now: None,
             allow_insecure_http: false,
             json: false,
+            metrics_file: None,
+            pushgateway: None,
         }
     }
 
@@ -260,13 +280,21 @@ mod tests {
         assert_eq!(parse_duration("14m").unwrap(), Duration::from_secs(840));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        for bad in ["", "14", "m", "-5m", "5 m", "3d", "99999999999999999999s"] {
+        assert_eq!(
+            parse_duration("730d").unwrap(),
+            Duration::from_secs(730 * 86400)
+        );
+        for bad in ["", "14", "m", "-5m", "5 m", "3w", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         assert_eq!(humanize(Duration::from_secs(840)), "14m");
         assert_eq!(humanize(Duration::from_secs(5400)), "1h30m");
         assert_eq!(humanize(Duration::from_millis(100)), "100ms");
         assert_eq!(humanize(Duration::from_secs(86400)), "24h");
+        assert_eq!(humanize_rounded(Duration::from_secs(7523)), "2h5m");
+        assert_eq!(humanize_rounded(Duration::from_secs(307)), "5m7s");
+        assert_eq!(humanize_rounded(Duration::from_secs(42)), "42s");
+        assert_eq!(humanize_rounded(Duration::from_secs(7200)), "2h");
     }
 
     #[test]

@@ -114,6 +114,7 @@ fn leased(
     let clock = Instant::now();
     let now = config.now.unwrap_or(started);
     let cycle_id = store.begin_cycle(started, now)?;
+    crate::logging::set_cycle(cycle_id);
     let mut summary = Summary {
         cycle_id,
         started_at: timefmt::format_millis(started),

@@ -27,6 +27,12 @@ pub enum Exit {
     Locked,
     /// SIGTERM or SIGINT stopped the cycle; what was obtained is saved (128 + the signal's number: 143, 130).
     Interrupted(i32),
+    /// `check` only (Nagios convention): the last cycle did not succeed, but a success is recent enough.
+    Warning,
+    /// `check` only: no successful cycle within --max-age.
+    Critical,
+    /// `check` only: the state cannot be read.
+    Unknown,
 }
 
 impl Exit {
@@ -41,6 +47,9 @@ impl Exit {
             Exit::Config => 78,
             Exit::Locked => 73,
             Exit::Interrupted(signal) => (128 + signal) as u8,
+            Exit::Warning => 1,
+            Exit::Critical => 2,
+            Exit::Unknown => 3,
         }
     }
 
@@ -56,6 +65,9 @@ impl Exit {
             Exit::Config => "config_error",
             Exit::Locked => "locked",
             Exit::Interrupted(_) => "interrupted",
+            Exit::Warning => "warning",
+            Exit::Critical => "critical",
+            Exit::Unknown => "unknown",
         }
     }
 }
@@ -130,6 +142,9 @@ mod tests {
             (Exit::Locked, 73),
             (Exit::Interrupted(15), 143),
             (Exit::Interrupted(2), 130),
+            (Exit::Warning, 1),
+            (Exit::Critical, 2),
+            (Exit::Unknown, 3),
         ];
         for (exit, code) in table {
             assert_eq!(exit.code(), code, "{exit:?}");

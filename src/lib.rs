@@ -5,10 +5,13 @@
 
 pub mod carrier;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod cycle;
 pub mod exit;
+pub mod logging;
+pub mod metrics;
 pub mod rate;
 pub mod redact;
 pub mod report;

@@ -23,14 +23,16 @@ const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
 const DISCOVERY_CHUNK: usize = 10_000;
 const WATERMARK_KEY: &str = "submissions_rowid";
 /// Every table the poller reads or writes.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "sms_submissions",
     "sms_delivery_confirmations",
     "message_tracking",
     "poll_cycles",
     "poller_lease",
     "poller_state",
+    "poller_totals",
 ];
+const LAST_SUCCESS_KEY: &str = "last_success_at";
 
 pub struct Store {
     conn: Connection,
@@ -120,6 +122,33 @@ pub struct Discovery {
     pub invalid: u64,
 }
 
+/// Database facts behind the metrics.
+#[derive(Debug, Default)]
+pub struct MetricsData {
+    /// Running totals by name (see [`totals_of`]).
+    pub totals: Vec<(String, u64)>,
+    pub last_success: Option<DateTime<Utc>>,
+    /// Messages whose tracking ended in the last 24 hours, by final state.
+    pub closed_24h: Vec<(String, u64)>,
+}
+
+/// The running totals a cycle adds to: `family:label` names, read back by the metrics.
+fn totals_of(s: &Summary) -> Vec<(String, u64)> {
+    vec![
+        ("messages_polled:delivered".into(), s.delivered),
+        ("messages_polled:failed".into(), s.failed),
+        ("messages_polled:pending".into(), s.pending),
+        ("messages_closed_unconfirmed:".into(), s.closed_unconfirmed),
+        ("messages_not_found:".into(), s.not_found),
+        ("unknown_statuses:".into(), s.unknown_statuses),
+        ("batches_failed:".into(), s.batches_failed),
+        ("lookups_failed:".into(), s.lookups_failed),
+        ("http_requests:".into(), s.http_requests),
+        ("http_retries:".into(), s.retries),
+        (format!("cycles:{}", s.outcome), 1),
+    ]
+}
+
 /// A message's tracking state and audit trail, for `dlr-poller history`.
 #[derive(Debug, serde::Serialize)]
 pub struct History {
@@ -183,7 +212,6 @@ impl Store {
         // NORMAL is durable across a crash of the process in WAL mode; only a power loss can drop the last
         // commits, and those results are re-polled next cycle.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(Store { conn, lease: None })
     }
 
@@ -672,10 +700,11 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
-    /// Records how a cycle ended.
-    pub fn finish_cycle(&self, s: &Summary) -> Result<()> {
-        self.conn
-            .execute(
+    /// Records how a cycle ended, adds its counts to the running totals, and remembers a success.
+    pub fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
+        let mut run = || -> Result<()> {
+            let tx = self.conn.transaction()?;
+            tx.execute(
                 "UPDATE poll_cycles SET finished_at = ?2, duration_seconds = ?3, outcome = ?4, exit_code = ?5, \
                  messages_due = ?6, polled = ?7, delivered = ?8, failed = ?9, pending = ?10, \
                  closed_unconfirmed = ?11, unknown_statuses = ?12, not_found = ?13, batches_ok = ?14, \
@@ -706,23 +735,159 @@ impl Store {
                     s.lookups_failed,
                     s.duplicate_reports,
                 ],
-            )
+            )?;
+            {
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO poller_totals (name, value) VALUES (?1, ?2) \
+                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                )?;
+                for (name, value) in totals_of(s) {
+                    add.execute(params![name, value])?;
+                }
+            }
+            if s.exit_code == Some(0) {
+                tx.execute(
+                    "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![LAST_SUCCESS_KEY, s.finished_at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        run()
             .context("recording the cycle end")
+            .exit_code(Exit::Database)
+    }
+
+    /// What the metrics need beyond the cycle's own summary: running totals, the last success, and the
+    /// messages whose tracking ended in the 24 hours before `now`, by final state.
+    pub fn metrics_data(&self, now: DateTime<Utc>) -> Result<MetricsData> {
+        let run = || -> Result<MetricsData> {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT name, value FROM poller_totals ORDER BY name")?;
+            let totals = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let last_success: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT value FROM poller_state WHERE key = ?1",
+                    [LAST_SUCCESS_KEY],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let mut stmt = self.conn.prepare(
+                "SELECT state, COUNT(*) FROM message_tracking WHERE closed_at IS NOT NULL AND closed_at > ?1 \
+                 AND state IN ('DELIVERED', 'FAILED', 'UNCONFIRMED') GROUP BY state",
+            )?;
+            let since = timefmt::format(now - chrono::TimeDelta::hours(24));
+            let closed_24h = stmt
+                .query_map([since], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(MetricsData {
+                totals,
+                last_success: last_success.and_then(|t| timefmt::parse(&t).ok()),
+                closed_24h,
+            })
+        };
+        run()
+            .context("reading metrics data")
+            .exit_code(Exit::Database)
+    }
+
+    /// The most recent cycle that has finished (whatever its outcome).
+    pub fn last_finished_cycle(&self) -> Result<Option<Summary>> {
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT MAX(id) FROM poll_cycles WHERE outcome NOT IN ('running', 'abandoned')",
+                [],
+                |r| r.get(0),
+            )
+            .context("reading poll_cycles")
             .exit_code(Exit::Database)?;
-        Ok(())
+        let Some(id) = id else { return Ok(None) };
+        Ok(self.cycles_where("id = ?1", id, 1)?.pop())
+    }
+
+    /// Counts for `doctor`: submissions, messages being tracked, cycles recorded.
+    pub fn counts(&self) -> Result<(u64, u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM sms_submissions), \
+                 (SELECT COUNT(*) FROM message_tracking WHERE state = 'OPEN'), (SELECT COUNT(*) FROM poll_cycles)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+            )
+            .context("counting rows")
+            .exit_code(Exit::Database)
+    }
+
+    /// Deletes (or with `dry_run`, counts) audit rows polled before `cutoff` of messages no longer tracked, and
+    /// finished cycle records started before it, `chunk` rows per transaction so that a running cycle never
+    /// waits long. Returns (audit rows, cycles).
+    pub fn prune(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        dry_run: bool,
+        chunk: usize,
+    ) -> Result<(u64, u64)> {
+        const AUDIT: &str = "FROM sms_delivery_confirmations WHERE polled_at < ?1 AND NOT EXISTS \
+            (SELECT 1 FROM message_tracking t WHERE t.tracking_id = sms_delivery_confirmations.tracking_id \
+             AND t.state = 'OPEN')";
+        const CYCLES: &str = "FROM poll_cycles WHERE started_at < ?1 AND outcome != 'running'";
+        let cutoff = timefmt::format(cutoff);
+        let run = || -> Result<(u64, u64)> {
+            if dry_run {
+                let count = |from: &str| -> rusqlite::Result<u64> {
+                    self.conn
+                        .query_row(&format!("SELECT COUNT(*) {from}"), [&cutoff], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .map(|n| n as u64)
+                };
+                return Ok((count(AUDIT)?, count(CYCLES)?));
+            }
+            let mut totals = (0, 0);
+            for (from, total) in [(AUDIT, &mut totals.0), (CYCLES, &mut totals.1)] {
+                let table = from.split_whitespace().nth(1).unwrap_or_default();
+                let sql = format!(
+                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid {from} LIMIT {chunk})"
+                );
+                loop {
+                    let deleted = self.conn.execute(&sql, [&cutoff])?;
+                    *total += deleted as u64;
+                    if deleted < chunk {
+                        break;
+                    }
+                }
+            }
+            Ok(totals)
+        };
+        run().context("pruning old rows").exit_code(Exit::Database)
     }
 
     /// The last `n` cycles, newest first.
     pub fn cycles(&self, n: u64) -> Result<Vec<Summary>> {
+        self.cycles_where("?1 = ?1", 0, n)
+    }
+
+    fn cycles_where(&self, filter: &str, value: i64, n: u64) -> Result<Vec<Summary>> {
         let run = || -> Result<Vec<Summary>> {
-            let mut stmt = self.conn.prepare(
+            let mut stmt = self.conn.prepare(&format!(
                 "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
                  polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
                  batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
-                 lookups_failed, duplicate_reports FROM poll_cycles ORDER BY id DESC LIMIT ?1",
-            )?;
+                 lookups_failed, duplicate_reports FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
+            ))?;
             let rows = stmt
-                .query_map([n as i64], |r| {
+                .query_map([value, n as i64], |r| {
                     let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
                     Ok(Summary {
                         cycle_id: r.get(0)?,

@@ -1,0 +1,265 @@
+//! One function per subcommand: each resolves what it needs, calls into the modules that do the work, prints its
+//! result on stdout and returns the exit code. `main` only parses and dispatches.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+
+use crate::carrier::http::{HttpCarrier, Stats};
+use crate::carrier::{FetchError, StatusSource};
+use crate::cli::PollArgs;
+use crate::config::{self, PollConfig, TOKEN_ENV};
+use crate::control::Control;
+use crate::exit::{Exit, ExitContext};
+use crate::store::Store;
+use crate::{cycle, metrics, report, signals, timefmt};
+
+/// The tracking id `doctor` asks the carrier about: any answer but 401/403 shows the credentials work.
+const PROBE_ID: &str = "dlr-poller-doctor-probe";
+
+/// What every command shares: the database and how long to wait for its locks.
+pub struct Db {
+    pub path: PathBuf,
+    pub busy_timeout: Duration,
+}
+
+impl Db {
+    fn open(&self, create: bool) -> Result<Store> {
+        Store::open(&self.path, create, self.busy_timeout)
+    }
+
+    /// Opens an existing database whose schema is current.
+    fn open_checked(&self) -> Result<Store> {
+        let store = self.open(false)?;
+        store.check_schema()?;
+        Ok(store)
+    }
+}
+
+pub fn migrate(db: &Db) -> Result<Exit> {
+    let (from, to) = db.open(true)?.migrate()?;
+    if from == to {
+        log::info!(
+            "schema of {} is up to date (version {to})",
+            db.path.display()
+        );
+    } else {
+        log::info!(
+            "migrated {} from schema version {from} to {to}",
+            db.path.display()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn resolve(args: &PollArgs) -> Result<PollConfig> {
+    let config =
+        PollConfig::resolve(args, std::env::var(TOKEN_ENV).ok()).exit_code(Exit::Config)?;
+    log::debug!("configuration: {config:?}");
+    Ok(config)
+}
+
+pub fn poll(db: &Db, args: &PollArgs) -> Result<Exit> {
+    let config = resolve(args)?;
+    let signal = signals::install()?;
+    let (summary, exit) = cycle::run(&db.path, &config, db.busy_timeout, signal)?;
+    log::info!("{}", summary.line());
+    if args.metrics_file.is_some() || args.pushgateway.is_some() {
+        export_metrics(db, args, &config, &summary)?;
+    }
+    if config.json {
+        println!(
+            "{}",
+            serde_json::to_string(&summary).context("encoding the summary")?
+        );
+    }
+    Ok(exit)
+}
+
+fn export_metrics(
+    db: &Db,
+    args: &PollArgs,
+    config: &PollConfig,
+    summary: &crate::summary::Summary,
+) -> Result<()> {
+    let now = timefmt::parse(&summary.cycle_now)?;
+    let data = db.open(false)?.metrics_data(now)?;
+    let text = metrics::render(summary, config.deadline, &data);
+    if let Some(path) = &args.metrics_file {
+        metrics::write_file(path, &text).exit_code(Exit::Config)?;
+    }
+    if let Some(gateway) = &args.pushgateway
+        && let Err(e) = metrics::push(gateway, &text)
+    {
+        log::warn!("{e:#}; the cycle itself is unaffected");
+    }
+    Ok(())
+}
+
+/// Validates the configuration, the database and the credentials without polling or writing anything.
+pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
+    let config = resolve(args)?;
+    println!(
+        "ok: configuration (carrier {}, concurrency {}, deadline {})",
+        config.carrier_url,
+        config.concurrency,
+        config::humanize(config.deadline)
+    );
+    let store = db.open_checked()?;
+    let (submissions, open, cycles) = store.counts()?;
+    println!(
+        "ok: database {} (schema current; {submissions} submissions, {open} messages being tracked, {cycles} cycles)",
+        db.path.display()
+    );
+    let control = std::sync::Arc::new(Control::new(config.request_timeout, signals::install()?));
+    let carrier = HttpCarrier::new(&config, control, std::sync::Arc::new(Stats::default()));
+    let started = std::time::Instant::now();
+    match carrier.message(PROBE_ID) {
+        Ok(_) => {
+            println!(
+                "ok: carrier answered an authenticated request in {} ms",
+                started.elapsed().as_millis()
+            );
+            Ok(Exit::Ok)
+        }
+        Err(e @ FetchError::CredentialsRejected { .. }) => {
+            println!("failed: {e}");
+            Ok(Exit::CredentialsRejected)
+        }
+        Err(e) => {
+            println!("failed: carrier: {e}");
+            Ok(Exit::CarrierUnavailable)
+        }
+    }
+}
+
+/// Nagios-style health check on the cycles recorded in the database.
+pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
+    let max_age = config::duration_flag(
+        max_age,
+        "--max-age",
+        Duration::from_secs(60),
+        Duration::from_secs(30 * 86400),
+    )
+    .exit_code(Exit::Usage)?;
+    let now = match now {
+        Some(raw) => timefmt::parse(raw)
+            .context("invalid --now")
+            .exit_code(Exit::Usage)?,
+        None => Utc::now(),
+    };
+    let verdict = db
+        .open_checked()
+        .and_then(|store| Ok((store.last_finished_cycle()?, store.metrics_data(now)?)));
+    let (last, data) = match verdict {
+        Ok(v) => v,
+        Err(e) => {
+            println!("UNKNOWN: {e:#}");
+            return Ok(Exit::Unknown);
+        }
+    };
+    let age = data
+        .last_success
+        .map(|at| (now - at).to_std().unwrap_or_default());
+    let success = match (data.last_success, age) {
+        (Some(at), Some(age)) => format!(
+            "last success {} ago ({})",
+            config::humanize_rounded(age),
+            timefmt::format(at)
+        ),
+        _ => "no successful cycle yet".to_string(),
+    };
+    let (exit, line) = match (&last, age) {
+        (None, _) => (Exit::Critical, "CRITICAL: no cycle has run yet".to_string()),
+        (_, None) => (Exit::Critical, format!("CRITICAL: {success}")),
+        (_, Some(age)) if age > max_age => (
+            Exit::Critical,
+            format!(
+                "CRITICAL: no successful cycle within {}: {success}",
+                config::humanize(max_age)
+            ),
+        ),
+        (Some(c), _) if c.exit_code != Some(0) => (
+            Exit::Warning,
+            format!(
+                "WARNING: last cycle {} ended {} (exit {}){}; {success}",
+                c.cycle_id,
+                c.outcome,
+                c.exit_code.map_or("-".into(), |e| e.to_string()),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        (Some(c), _) => (
+            Exit::Ok,
+            format!(
+                "OK: last cycle {} ok, {} messages polled; {success}",
+                c.cycle_id, c.polled
+            ),
+        ),
+    };
+    println!("{line}");
+    Ok(exit)
+}
+
+pub fn prune(db: &Db, older_than: &str, dry_run: bool, now: Option<&str>) -> Result<Exit> {
+    let age = config::duration_flag(
+        older_than,
+        "--older-than",
+        Duration::from_secs(86400),
+        Duration::from_secs(100 * 365 * 86400),
+    )
+    .exit_code(Exit::Usage)?;
+    let now = match now {
+        Some(raw) => timefmt::parse(raw)
+            .context("invalid --now")
+            .exit_code(Exit::Usage)?,
+        None => Utc::now(),
+    };
+    let cutoff = now
+        - chrono::TimeDelta::from_std(age)
+            .context("--older-than is too large")
+            .exit_code(Exit::Usage)?;
+    let mut store = db.open_checked()?;
+    let (audit, cycles) = store.prune(cutoff, dry_run, 5_000)?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {audit} audit rows polled before {} and {cycles} cycle records started before it",
+        timefmt::format(cutoff)
+    );
+    Ok(Exit::Ok)
+}
+
+pub fn history(db: &Db, tracking_id: &str, json: bool) -> Result<Exit> {
+    let history = db
+        .open_checked()?
+        .history(tracking_id)?
+        .with_context(|| format!("no message with tracking id {tracking_id:?} in sms_submissions"))
+        .exit_code(Exit::Usage)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&history)?);
+    } else {
+        print!("{}", report::history_text(&history));
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn cycles(db: &Db, last: &str, json: bool) -> Result<Exit> {
+    let last: u64 = last
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .with_context(|| format!("invalid --last {last:?}: expected a whole number above 0"))
+        .exit_code(Exit::Usage)?;
+    let cycles = db.open_checked()?.cycles(last)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cycles)?);
+    } else {
+        print!("{}", report::cycles_text(&cycles));
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,47 @@
+//! Log output on stderr: text for people, or JSON lines for log pipelines (ELK), each line carrying the cycle id
+//! as a correlation id once a cycle has started.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::cli::LogFormat;
+
+/// The running cycle's id; 0 before a cycle has started.
+static CYCLE_ID: AtomicI64 = AtomicI64::new(0);
+
+/// Tags every following log line with this cycle id.
+pub fn set_cycle(id: i64) {
+    CYCLE_ID.store(id, Ordering::Relaxed);
+}
+
+/// Sets up `log` for the process. `RUST_LOG` overrides the level chosen by `-v`/`-q`.
+pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or(format!("warn,dlr_poller={level}")),
+    );
+    match format {
+        LogFormat::Text => {
+            builder.format_target(false);
+        }
+        LogFormat::Json => {
+            builder.format(|buf, record| {
+                let cycle = CYCLE_ID.load(Ordering::Relaxed);
+                let line = serde_json::json!({
+                    "timestamp": crate::timefmt::format_millis(chrono::Utc::now()),
+                    "level": record.level().as_str(),
+                    "message": record.args().to_string(),
+                    "target": record.target(),
+                    "cycle_id": (cycle != 0).then_some(cycle),
+                });
+                writeln!(buf, "{line}")
+            });
+        }
+    }
+    builder.init();
+}

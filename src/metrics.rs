@@ -1,0 +1,386 @@
+//! Prometheus metrics after each cycle: the text exposition format, written atomically for node_exporter's
+//! textfile collector (`--metrics-file`) and/or pushed to a Pushgateway (`--pushgateway`).
+//!
+//! Batch-job practice: gauges describe the last run; `dlr_poller_last_success_timestamp_seconds` moves only on
+//! success and is carried in the database, so a failed run never erases it; counters come from running totals in
+//! the database, so they only go up across runs.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use crate::exit::Exit;
+use crate::store::MetricsData;
+use crate::summary::Summary;
+use crate::timefmt;
+
+/// Every outcome a cycle can record, so each `dlr_poller_cycles_total` series exists from the first run.
+const OUTCOMES: [Exit; 5] = [
+    Exit::Ok,
+    Exit::Partial,
+    Exit::CarrierUnavailable,
+    Exit::CredentialsRejected,
+    Exit::Database,
+];
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: f64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {}", number(value));
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {}", number(value));
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.header(name, "gauge", help);
+        self.sample(name, "", value);
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+fn unix(t: DateTime<Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// Renders the metrics of a finished cycle.
+pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let total = |name: &str| -> f64 {
+        data.totals
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, v)| *v as f64)
+    };
+
+    if let Some(at) = data.last_success {
+        f.gauge(
+            "dlr_poller_last_success_timestamp_seconds",
+            "When a cycle last polled every due message (Unix time).",
+            unix(at),
+        );
+    }
+    let finished = s
+        .finished_at
+        .as_deref()
+        .and_then(|t| timefmt::parse(t).ok());
+    if let Some(at) = finished {
+        f.gauge(
+            "dlr_poller_last_run_timestamp_seconds",
+            "When the last cycle ended (Unix time).",
+            unix(at),
+        );
+    }
+    let exit = s.exit_code.unwrap_or(u8::MAX);
+    f.gauge(
+        "dlr_poller_last_run_success",
+        "1 if the last cycle polled every due message, else 0.",
+        (exit == 0) as u8 as f64,
+    );
+    f.gauge(
+        "dlr_poller_last_run_exit_code",
+        "Exit code of the last cycle.",
+        exit as f64,
+    );
+    f.header(
+        "dlr_poller_last_run_outcome",
+        "gauge",
+        "Outcome of the last cycle: 1 for the outcome it had.",
+    );
+    for outcome in OUTCOMES.iter().map(|e| e.outcome()).chain(["interrupted"]) {
+        f.sample(
+            "dlr_poller_last_run_outcome",
+            &format!("outcome=\"{outcome}\""),
+            (s.outcome == outcome) as u8 as f64,
+        );
+    }
+    f.gauge(
+        "dlr_poller_last_run_duration_seconds",
+        "Wall time of the last cycle.",
+        s.duration_seconds,
+    );
+    f.gauge(
+        "dlr_poller_cycle_budget_seconds",
+        "The cycle's deadline (--deadline).",
+        budget.as_secs_f64(),
+    );
+    f.gauge(
+        "dlr_poller_last_run_messages_due",
+        "Messages due in the last cycle.",
+        s.messages_due as f64,
+    );
+    f.header(
+        "dlr_poller_last_run_messages_polled",
+        "gauge",
+        "Messages polled in the last cycle, by status.",
+    );
+    for (status, n) in [
+        ("delivered", s.delivered),
+        ("failed", s.failed),
+        ("pending", s.pending),
+    ] {
+        f.sample(
+            "dlr_poller_last_run_messages_polled",
+            &format!("status=\"{status}\""),
+            n as f64,
+        );
+    }
+    f.gauge(
+        "dlr_poller_last_run_messages_not_polled",
+        "Messages due in the last cycle that were not polled (they stay due).",
+        s.messages_due.saturating_sub(s.polled) as f64,
+    );
+    f.gauge(
+        "dlr_poller_last_run_batches_failed",
+        "Batches that failed in the last cycle.",
+        s.batches_failed as f64,
+    );
+
+    f.header(
+        "dlr_poller_messages_polled_total",
+        "counter",
+        "Poll results stored, by delivery status.",
+    );
+    for status in ["delivered", "failed", "pending"] {
+        f.sample(
+            "dlr_poller_messages_polled_total",
+            &format!("status=\"{status}\""),
+            total(&format!("messages_polled:{status}")),
+        );
+    }
+    for (name, key, help) in [
+        (
+            "dlr_poller_messages_closed_unconfirmed_total",
+            "messages_closed_unconfirmed:",
+            "Messages still pending after 72 hours.",
+        ),
+        (
+            "dlr_poller_messages_not_found_total",
+            "messages_not_found:",
+            "Polls the carrier answered with 404.",
+        ),
+        (
+            "dlr_poller_unknown_statuses_total",
+            "unknown_statuses:",
+            "Carrier status words outside the mapping table.",
+        ),
+        (
+            "dlr_poller_batches_failed_total",
+            "batches_failed:",
+            "Batches whose listing failed after retries.",
+        ),
+        (
+            "dlr_poller_lookups_failed_total",
+            "lookups_failed:",
+            "One-by-one lookups that failed after retries.",
+        ),
+        (
+            "dlr_poller_http_requests_total",
+            "http_requests:",
+            "HTTP requests to the carrier.",
+        ),
+        (
+            "dlr_poller_http_retries_total",
+            "http_retries:",
+            "HTTP requests that were retries.",
+        ),
+    ] {
+        f.header(name, "counter", help);
+        f.sample(name, "", total(key));
+    }
+    f.header(
+        "dlr_poller_cycles_total",
+        "counter",
+        "Cycles run, by outcome.",
+    );
+    for outcome in OUTCOMES.iter().map(|e| e.outcome()).chain(["interrupted"]) {
+        f.sample(
+            "dlr_poller_cycles_total",
+            &format!("outcome=\"{outcome}\""),
+            total(&format!("cycles:{outcome}")),
+        );
+    }
+
+    f.header(
+        "dlr_poller_messages_closed_24h",
+        "gauge",
+        "Messages whose tracking ended in the last 24 hours, by final state.",
+    );
+    let closed = |state: &str| {
+        data.closed_24h
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    for state in ["DELIVERED", "FAILED", "UNCONFIRMED"] {
+        f.sample(
+            "dlr_poller_messages_closed_24h",
+            &format!("state=\"{}\"", state.to_ascii_lowercase()),
+            closed(state) as f64,
+        );
+    }
+    let all = closed("DELIVERED") + closed("FAILED") + closed("UNCONFIRMED");
+    if all > 0 {
+        f.gauge(
+            "dlr_poller_delivery_rate_24h_ratio",
+            "Delivered share of the messages whose tracking ended in the last 24 hours.",
+            closed("DELIVERED") as f64 / all as f64,
+        );
+    }
+    out
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory, then a rename, so a scraper never
+/// reads half a file.
+pub fn write_file(path: &Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("--metrics-file has no file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("writing --metrics-file {}", path.display()))
+}
+
+/// Pushes `text` to a Pushgateway under the grouping key `job="dlr_poller"` (no instance label: a CronJob's pod
+/// changes every run), replacing the group's previous metrics.
+pub fn push(gateway: &str, text: &str) -> Result<()> {
+    let url = format!("{}/metrics/job/dlr_poller", gateway.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent
+        .put(&url)
+        .header("Content-Type", "text/plain; version=0.0.4")
+        .send(text)
+        .with_context(|| format!("pushing metrics to {url}"))?;
+    let status = response.status().as_u16();
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "pushing metrics to {url}: HTTP {status}"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> Summary {
+        Summary {
+            cycle_id: 3,
+            finished_at: Some("2025-12-01T11:00:10.500Z".into()),
+            duration_seconds: 10.5,
+            outcome: "partial".into(),
+            exit_code: Some(75),
+            messages_due: 10,
+            polled: 8,
+            delivered: 5,
+            failed: 1,
+            pending: 2,
+            batches_failed: 1,
+            ..Summary::default()
+        }
+    }
+
+    #[test]
+    fn renders_gauges_counters_and_the_delivery_rate() {
+        let data = MetricsData {
+            totals: vec![
+                ("messages_polled:delivered".into(), 40),
+                ("cycles:ok".into(), 7),
+                ("http_requests:".into(), 99),
+            ],
+            last_success: Some(timefmt::parse("2025-12-01T09:00:00Z").unwrap()),
+            closed_24h: vec![("DELIVERED".into(), 19), ("FAILED".into(), 1)],
+        };
+        let text = render(&summary(), Duration::from_secs(840), &data);
+        for line in [
+            "dlr_poller_last_success_timestamp_seconds 1764579600",
+            "dlr_poller_last_run_timestamp_seconds 1764586810.5",
+            "dlr_poller_last_run_success 0",
+            "dlr_poller_last_run_exit_code 75",
+            "dlr_poller_last_run_outcome{outcome=\"partial\"} 1",
+            "dlr_poller_last_run_outcome{outcome=\"ok\"} 0",
+            "dlr_poller_cycle_budget_seconds 840",
+            "dlr_poller_last_run_messages_polled{status=\"pending\"} 2",
+            "dlr_poller_last_run_messages_not_polled 2",
+            "dlr_poller_messages_polled_total{status=\"delivered\"} 40",
+            "dlr_poller_messages_polled_total{status=\"failed\"} 0",
+            "dlr_poller_http_requests_total 99",
+            "dlr_poller_cycles_total{outcome=\"ok\"} 7",
+            "dlr_poller_cycles_total{outcome=\"interrupted\"} 0",
+            "dlr_poller_messages_closed_24h{state=\"unconfirmed\"} 0",
+            "dlr_poller_delivery_rate_24h_ratio 0.95",
+            "# TYPE dlr_poller_http_retries_total counter",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_success_yet_and_no_closures_leave_those_series_out() {
+        let text = render(
+            &summary(),
+            Duration::from_secs(840),
+            &MetricsData::default(),
+        );
+        assert!(!text.contains("dlr_poller_last_success_timestamp_seconds"));
+        assert!(!text.contains("dlr_poller_delivery_rate_24h_ratio"));
+    }
+
+    #[test]
+    fn the_file_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlr_poller.prom");
+        write_file(&path, "a 1\n").unwrap();
+        write_file(&path, "b 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "b 2\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left behind"
+        );
+        let err = write_file(&dir.path().join("missing/x.prom"), "").unwrap_err();
+        assert!(format!("{err:#}").contains("writing --metrics-file"));
+    }
+}
