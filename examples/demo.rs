@@ -22,6 +22,7 @@ fn main() -> Result<()> {
     let dir = std::env::temp_dir().join("dlr-poller-demo");
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("demo.db");
+    let metrics = dir.join("dlr_poller.prom");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
@@ -81,6 +82,10 @@ fn main() -> Result<()> {
                 "--json",
                 "--carrier-url",
                 &server.url(),
+                "--metrics-file",
+                metrics
+                    .to_str()
+                    .context("the temporary directory's path is not UTF-8")?,
             ],
             Some(TOKEN),
         )?;
@@ -127,7 +132,11 @@ fn main() -> Result<()> {
     println!("\n$ dlr-poller cycles --last 3");
     print!("{}", run(&bin, &db, &["cycles", "--last", "3"], None)?);
     println!(
-        "\nexplore further: {} --db {} history T0000042",
+        "\nmetrics of the last cycle (Prometheus text format): {}",
+        metrics.display()
+    );
+    println!(
+        "explore further: {} --db {} history T0000042",
         bin.display(),
         db.display()
     );

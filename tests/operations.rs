@@ -225,12 +225,20 @@ fn check_follows_the_nagios_convention() {
     db.submit("T1", None, SUBMITTED);
     let (server, _m) = carrier("SENT");
     assert_eq!(db.poll_json(&server.url(), NOW, &[]).code, Some(0));
-    // `check` judges by the wall clock of the runs, so judge one minute after this one.
-    let ran_at = chrono::Utc::now() + chrono::TimeDelta::minutes(1);
-    let (code, line) = check(&dlr_poller::timefmt::format(ran_at));
+    // `check` judges by the wall clock of the runs: judge ten minutes after this one ended.
+    let finished: String = db
+        .conn()
+        .query_row(
+            "SELECT finished_at FROM poll_cycles WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let ran_at = dlr_poller::timefmt::parse(&finished).unwrap() + chrono::TimeDelta::minutes(10);
+    let (code, line) = check(&dlr_poller::timefmt::format_millis(ran_at));
     assert_eq!(code, Some(0), "{line}");
     assert!(
-        line.starts_with("OK: last cycle 1 ok, 1 messages polled; last success 1m"),
+        line.starts_with("OK: last cycle 1 ok, 1 messages polled; last success 10m ago"),
         "{line}"
     );
 
@@ -240,7 +248,7 @@ fn check_follows_the_nagios_convention() {
         &["--max-attempts", "1"],
     );
     assert_eq!(run.code, Some(69));
-    let (code, line) = check(&dlr_poller::timefmt::format(ran_at));
+    let (code, line) = check(&dlr_poller::timefmt::format_millis(ran_at));
     assert_eq!(code, Some(1), "{line}");
     assert!(
         line.starts_with("WARNING: last cycle 2 ended carrier_unavailable (exit 69)"),
