@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,23 +162,27 @@ fn poll(
     now: DateTime<Utc>,
     summary: &mut Summary,
 ) -> Result<()> {
+    let step = Instant::now();
     let discovery = store.discover(now)?;
     summary.new_submissions = discovery.new;
     summary.invalid_submissions = discovery.invalid;
     if discovery.new > 0 || discovery.invalid > 0 {
         log::info!(
-            "took in {} new submissions ({} invalid)",
+            "took in {} new submissions ({} invalid) in {:.1}s",
             discovery.new,
-            discovery.invalid
+            discovery.invalid,
+            step.elapsed().as_secs_f64()
         );
     }
+    let step = Instant::now();
     let cutoff = schedule::cutoff(now);
     let groups = store.due_groups(cutoff)?;
     summary.messages_due = groups.iter().map(|g| g.messages).sum();
     log::info!(
-        "{} messages due in {} groups",
+        "{} messages due in {} groups (found in {:.1}s)",
         summary.messages_due,
-        groups.len()
+        groups.len(),
+        step.elapsed().as_secs_f64()
     );
     if groups.is_empty() {
         return Ok(());
@@ -219,28 +223,59 @@ fn poll(
         now,
         summary,
         unknown_words: HashSet::new(),
+        pending: Vec::new(),
+        pending_rows: 0,
     };
+    let polling = Instant::now();
+    let mut writing = Duration::ZERO;
     let mut failure = None;
     let mut give_up_at = None;
     let abandoned = loop {
-        match done_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(done) if failure.is_none() => {
-                if let Err(e) = writer.write(done) {
-                    log::error!("{e:#}; stopping the cycle");
-                    control.abort_store_failed();
-                    failure = Some(e);
+        // While results wait to be written, take whatever else is ready without blocking, then write them all.
+        let next = if writer.pending.is_empty() {
+            done_rx.recv_timeout(Duration::from_millis(50))
+        } else {
+            done_rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })
+        };
+        let (idle, finished) = match next {
+            Ok(done) => {
+                if failure.is_none() {
+                    writer.accept(done);
                 }
+                (false, false)
             }
-            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break false,
-        }
+            Err(RecvTimeoutError::Timeout) => (true, false),
+            Err(RecvTimeoutError::Disconnected) => (true, true),
+        };
         if give_up_at.is_none() && control.stopped().is_some() {
             give_up_at = Some(Instant::now() + GRACE);
         }
-        if give_up_at.is_some_and(|at| Instant::now() >= at) {
+        let abandon = give_up_at.is_some_and(|at| Instant::now() >= at);
+        if failure.is_none() && (writer.pending_rows >= FLUSH_ROWS || idle || abandon) {
+            let started = Instant::now();
+            let written = writer.flush();
+            writing += started.elapsed();
+            if let Err(e) = written {
+                log::error!("{e:#}; stopping the cycle");
+                control.abort_store_failed();
+                failure = Some(e);
+            }
+        }
+        if finished {
+            break false;
+        }
+        if abandon {
             break true;
         }
     };
+    log::debug!(
+        "polling took {:.1}s, of which {:.1}s writing results",
+        polling.elapsed().as_secs_f64(),
+        writing.as_secs_f64()
+    );
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
     if abandoned {
@@ -390,21 +425,36 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
     done
 }
 
-/// The single writer: maps answers to statuses and schedule steps and stores them, one transaction per job.
+/// How a job is named in logs and errors.
+fn label(job: &Job) -> String {
+    match &job.batch_id {
+        Some(b) => format!("batch {b:?}"),
+        None => "messages without a batch".to_string(),
+    }
+}
+
+/// Results written per transaction, at least: a few batches at a time, so that the index pages they share are
+/// written to the WAL once rather than once per batch. Fewer are written when no more results are waiting.
+const FLUSH_ROWS: usize = 5_000;
+
+/// The single writer: maps answers to statuses and schedule steps and stores them, whole batches per
+/// transaction.
 struct Writer<'a> {
     store: &'a mut Store,
     cycle_id: i64,
     now: DateTime<Utc>,
     summary: &'a mut Summary,
     unknown_words: HashSet<String>,
+    /// Results waiting for the next transaction.
+    pending: Vec<Done>,
+    pending_rows: usize,
 }
 
 impl Writer<'_> {
-    fn write(&mut self, done: Done) -> Result<()> {
-        let label = match &done.job.batch_id {
-            Some(b) => format!("batch {b:?}"),
-            None => "messages without a batch".to_string(),
-        };
+    /// Takes a worker's result: failures are counted and logged at once; answers wait in `pending` for the next
+    /// flush.
+    fn accept(&mut self, done: Done) {
+        let label = label(&done.job);
         if let Some(e) = &done.batch_error {
             if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
                 self.summary.batches_failed += 1;
@@ -416,7 +466,7 @@ impl Writer<'_> {
                     .error
                     .get_or_insert_with(|| format!("{label}: {e}"));
             }
-            return Ok(());
+            return;
         }
         if done.job.batch_id.is_some() && done.answers.iter().any(Option::is_some) {
             self.summary.batches_ok += 1;
@@ -440,15 +490,35 @@ impl Writer<'_> {
                     .get_or_insert_with(|| format!("{label}: {e}"));
             }
         }
-        let mut records = Vec::with_capacity(done.answers.len());
-        for (message, answer) in done.job.messages.iter().zip(&done.answers) {
-            let Some(answer) = answer else { continue };
-            records.push(self.record(message, answer));
+        let answered = done.answers.iter().filter(|a| a.is_some()).count();
+        if answered > 0 {
+            self.pending_rows += answered;
+            self.pending.push(done);
+        }
+    }
+
+    /// Writes every pending result in one transaction: whole batches only, never half of one.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        let mut records = Vec::new();
+        for done in &pending {
+            for (message, answer) in done.job.messages.iter().zip(&done.answers) {
+                if let Some(answer) = answer {
+                    records.push(self.record(message, answer));
+                }
+            }
         }
         let written = self
             .store
             .record(self.cycle_id, self.now, &records)
-            .map_err(|e| e.context(format!("storing the results of {label}")))?;
+            .map_err(|e| {
+                let batches: Vec<String> = pending.iter().map(|d| label(&d.job)).collect();
+                e.context(format!("storing the results of {}", batches.join(", ")))
+            })?;
         self.summary.polled += written as u64;
         for r in &records {
             match r.status {
@@ -460,7 +530,10 @@ impl Writer<'_> {
                 self.summary.closed_unconfirmed += 1;
             }
         }
-        log::debug!("{label}: {written} results stored");
+        for done in &pending {
+            let stored = done.answers.iter().filter(|a| a.is_some()).count();
+            log::debug!("{}: {stored} results stored", label(&done.job));
+        }
         Ok(())
     }
 

@@ -212,6 +212,9 @@ impl Store {
         // NORMAL is durable across a crash of the process in WAL mode; only a power loss can drop the last
         // commits, and those results are re-polled next cycle.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoint the WAL into the database every 10,000 pages (40 MB) instead of every 1,000: a cycle that
+        // writes a million results copies shared index pages back far fewer times.
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         Ok(Store { conn, lease: None })
     }
 
@@ -643,18 +646,12 @@ impl Store {
                     );
                 }
             }
-            let mut written = 0;
+            let mut accepted = Vec::with_capacity(records.len());
             {
                 let mut update = tx.prepare_cached(
                     "UPDATE message_tracking SET polls = polls + 1, state = ?3, next_due_at = ?4, last_status = ?5, \
                      last_polled_at = ?6, closed_at = CASE WHEN ?3 = 'OPEN' THEN NULL ELSE ?6 END \
                      WHERE tracking_id = ?1 AND polls = ?2 AND state = 'OPEN'",
-                )?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, \
-                     carrier_batch_id, delivery_status, failure_code, failure_reason, polled_at, \
-                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                 )?;
                 for r in records {
                     let m = r.message;
@@ -673,6 +670,18 @@ impl Store {
                         );
                         continue;
                     }
+                    accepted.push(r);
+                }
+            }
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, \
+                     carrier_batch_id, delivery_status, failure_code, failure_reason, polled_at, \
+                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )?;
+                for r in &accepted {
+                    let m = r.message;
                     insert.execute(params![
                         m.tracking_id,
                         m.customer_id,
@@ -689,9 +698,9 @@ impl Store {
                         r.carrier_status,
                         r.carrier_status.is_some(),
                     ])?;
-                    written += 1;
                 }
             }
+            let written = accepted.len();
             tx.commit()?;
             Ok(written)
         };

@@ -133,6 +133,27 @@ impl World {
         Some(listed)
     }
 
+    /// `n` messages that all stay SENT, submitted at `start`: in batches of `batch_size` (all listed), or without
+    /// batch ids when `batch_size` is 0. For benchmarks: every message is due in the same cycles.
+    pub fn uniform(n: usize, batch_size: usize, start: DateTime<Utc>) -> World {
+        World::new(
+            (0..n)
+                .map(|i| SimMessage {
+                    tracking_id: format!("T{i:08}"),
+                    customer_id: format!("C{:06}", i % 100_000),
+                    phone_number: format!("+4915{i:09}"),
+                    batch_id: (batch_size > 0).then(|| format!("B{:06}", i / batch_size)),
+                    submitted_at: start,
+                    fate: Fate::Stuck {
+                        word: "SENT".into(),
+                    },
+                    listed: true,
+                    known: true,
+                })
+                .collect(),
+        )
+    }
+
     /// A realistic mix of `n` messages in batches of `batch_size`, submitted from `start` over the next hour:
     /// most deliver within hours, some fail, some stay queued, a few report odd words, are missing from their
     /// listing or are unknown to the carrier, and some have no batch id. Deterministic for a seed.
