@@ -226,73 +226,21 @@ fn poll(
         pending: Vec::new(),
         pending_rows: 0,
     };
-    let polling = Instant::now();
-    let mut writing = Duration::ZERO;
-    let mut failure = None;
-    let mut give_up_at = None;
-    let abandoned = loop {
-        // While results wait to be written, take whatever else is ready without blocking, then write them all.
-        let next = if writer.pending.is_empty() {
-            done_rx.recv_timeout(Duration::from_millis(50))
-        } else {
-            done_rx.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            })
-        };
-        let (idle, finished) = match next {
-            Ok(done) => {
-                if failure.is_none() {
-                    writer.accept(done);
-                }
-                (false, false)
-            }
-            Err(RecvTimeoutError::Timeout) => (true, false),
-            Err(RecvTimeoutError::Disconnected) => (true, true),
-        };
-        if give_up_at.is_none() && control.stopped().is_some() {
-            give_up_at = Some(Instant::now() + GRACE);
-        }
-        let abandon = give_up_at.is_some_and(|at| Instant::now() >= at);
-        if failure.is_none() && (writer.pending_rows >= FLUSH_ROWS || idle || abandon) {
-            let started = Instant::now();
-            let written = writer.flush();
-            writing += started.elapsed();
-            if let Err(e) = written {
-                log::error!("{e:#}; stopping the cycle");
-                control.abort_store_failed();
-                failure = Some(e);
-            }
-        }
-        if finished {
-            break false;
-        }
-        if abandon {
-            break true;
-        }
-    };
-    log::debug!(
-        "polling took {:.1}s, of which {:.1}s writing results",
-        polling.elapsed().as_secs_f64(),
-        writing.as_secs_f64()
-    );
+    let drained = writer.drain(&done_rx, control);
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
-    if abandoned {
-        log::warn!(
-            "requests still in flight after {}s were abandoned; their messages stay due",
-            GRACE.as_secs()
-        );
+    match drained? {
+        Drained::Abandoned => {
+            log::warn!(
+                "requests still in flight after {}s were abandoned; their messages stay due",
+                GRACE.as_secs()
+            );
+            Ok(())
+        }
+        Drained::All => dispatcher
+            .join()
+            .map_err(|_| anyhow!("the dispatcher thread panicked"))?,
     }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if abandoned {
-        return Ok(());
-    }
-    dispatcher
-        .join()
-        .map_err(|_| anyhow!("the dispatcher thread panicked"))?
 }
 
 /// Reads the due set group by group and hands out jobs until the groups run out or the cycle must stop.
@@ -450,7 +398,74 @@ struct Writer<'a> {
     pending_rows: usize,
 }
 
+/// How the writer's loop ended.
+enum Drained {
+    /// Every worker finished and every result was written.
+    All,
+    /// The cycle had to stop and requests were still in flight after the grace; what arrived was written.
+    Abandoned,
+}
+
 impl Writer<'_> {
+    /// Receives the workers' results and writes them until every worker is done, or until the grace after a stop
+    /// runs out. After a write fails, it stops the cycle, receives without writing, and returns the error.
+    fn drain(&mut self, results: &Receiver<Done>, control: &Control) -> Result<Drained> {
+        let started = Instant::now();
+        let mut writing = Duration::ZERO;
+        let mut failure = None;
+        let mut give_up_at = None;
+        let drained = loop {
+            // While results wait to be written, take whatever else is ready without blocking, then write them.
+            let next = if self.pending.is_empty() {
+                results.recv_timeout(Duration::from_millis(50))
+            } else {
+                results.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            };
+            let (idle, finished) = match next {
+                Ok(done) => {
+                    if failure.is_none() {
+                        self.accept(done);
+                    }
+                    (false, false)
+                }
+                Err(RecvTimeoutError::Timeout) => (true, false),
+                Err(RecvTimeoutError::Disconnected) => (true, true),
+            };
+            if give_up_at.is_none() && control.stopped().is_some() {
+                give_up_at = Some(Instant::now() + GRACE);
+            }
+            let abandon = give_up_at.is_some_and(|at| Instant::now() >= at);
+            if failure.is_none() && (self.pending_rows >= FLUSH_ROWS || idle || abandon) {
+                let flush = Instant::now();
+                let written = self.flush();
+                writing += flush.elapsed();
+                if let Err(e) = written {
+                    log::error!("{e:#}; stopping the cycle");
+                    control.abort_store_failed();
+                    failure = Some(e);
+                }
+            }
+            if finished {
+                break Drained::All;
+            }
+            if abandon {
+                break Drained::Abandoned;
+            }
+        };
+        log::debug!(
+            "polling took {:.1}s, of which {:.1}s writing results",
+            started.elapsed().as_secs_f64(),
+            writing.as_secs_f64()
+        );
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(drained),
+        }
+    }
+
     /// Takes a worker's result: failures are counted and logged at once; answers wait in `pending` for the next
     /// flush.
     fn accept(&mut self, done: Done) {
