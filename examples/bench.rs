@@ -10,12 +10,15 @@
 //! Options: --messages N (100000), --batch-size N (500; 0 = no batch ids, one lookup per message),
 //! --latency-ms N (20), --concurrency N (8), --page-size N (1000).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+#[path = "support/mod.rs"]
+mod support;
 use chrono::TimeDelta;
 use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::{schedule, timefmt};
@@ -64,7 +67,7 @@ struct Run {
 
 fn main() -> Result<()> {
     let o = options()?;
-    let bin = poller_binary()?;
+    let bin = support::poller_binary()?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.db");
     let start = timefmt::parse("2025-12-01T09:00:00Z")?;
@@ -239,22 +242,4 @@ fn sqlite_floor(dir: &Path, rows: usize, batch: usize) -> Result<f64> {
         tx.commit()?;
     }
     Ok(started.elapsed().as_secs_f64())
-}
-
-/// Builds the `dlr-poller` binary in release mode and returns its path.
-fn poller_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot locate the target directory")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--bin", "dlr-poller"])
-        .status()
-        .context("building dlr-poller")?;
-    if !status.success() {
-        bail!("building dlr-poller failed");
-    }
-    Ok(profile_dir.join("dlr-poller"))
 }

@@ -4,12 +4,15 @@
 //! random 5xx and a burst of 429s), and runs the real `dlr-poller poll` binary through a simulated 72 hours of
 //! cycles, two hours apart. Prints each cycle's summary, the final tally, and one message's history.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+
+#[path = "support/mod.rs"]
+mod support;
 use chrono::TimeDelta;
 use dlr_poller::sandbox::{Sandbox, SandboxServer, World};
 use dlr_poller::{schedule, timefmt};
@@ -18,7 +21,7 @@ const MESSAGES: usize = 2_000;
 const TOKEN: &str = "demo-token";
 
 fn main() -> Result<()> {
-    let bin = poller_binary()?;
+    let bin = support::poller_binary()?;
     let dir = std::env::temp_dir().join("dlr-poller-demo");
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("demo.db");
@@ -184,24 +187,4 @@ fn insert_submissions(db: &Path, world: &World) -> Result<()> {
     }
     tx.commit()?;
     Ok(())
-}
-
-/// Builds the `dlr-poller` binary in the demo's own profile and returns its path.
-fn poller_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("cannot locate the target directory")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--bin", "dlr-poller"]);
-    if !cfg!(debug_assertions) {
-        build.arg("--release");
-    }
-    let status = build.status().context("building dlr-poller")?;
-    if !status.success() {
-        bail!("building dlr-poller failed");
-    }
-    Ok(profile_dir.join(format!("dlr-poller{}", std::env::consts::EXE_SUFFIX)))
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::carrier::http::{HttpCarrier, Stats};
 use crate::carrier::{FetchError, StatusSource};
@@ -35,6 +35,16 @@ impl Db {
         let store = self.open(false)?;
         store.check_schema()?;
         Ok(store)
+    }
+}
+
+/// The time a command judges by: `--now` when given, else the system clock.
+fn clock(now: Option<&str>) -> Result<DateTime<Utc>> {
+    match now {
+        Some(raw) => timefmt::parse(raw)
+            .context("invalid --now")
+            .exit_code(Exit::Usage),
+        None => Ok(Utc::now()),
     }
 }
 
@@ -144,12 +154,7 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
         Duration::from_secs(30 * 86400),
     )
     .exit_code(Exit::Usage)?;
-    let now = match now {
-        Some(raw) => timefmt::parse(raw)
-            .context("invalid --now")
-            .exit_code(Exit::Usage)?,
-        None => Utc::now(),
-    };
+    let now = clock(now)?;
     let verdict = db
         .open_checked()
         .and_then(|store| Ok((store.last_finished_cycle()?, store.metrics_data(now)?)));
@@ -214,12 +219,7 @@ pub fn prune(db: &Db, older_than: &str, dry_run: bool, now: Option<&str>) -> Res
         Duration::from_secs(100 * 365 * 86400),
     )
     .exit_code(Exit::Usage)?;
-    let now = match now {
-        Some(raw) => timefmt::parse(raw)
-            .context("invalid --now")
-            .exit_code(Exit::Usage)?,
-        None => Utc::now(),
-    };
+    let now = clock(now)?;
     let cutoff = now
         - chrono::TimeDelta::from_std(age)
             .context("--older-than is too large")
