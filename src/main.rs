@@ -34,16 +34,23 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("dlr-poller: error: {err:#}");
             }
-            if store::is_busy(&err) {
-                eprintln!(
-                    "dlr-poller: hint: another process held a lock on the database for longer than --busy-timeout"
-                );
+            let hint = if store::is_busy(&err) {
+                Some(
+                    "another process held a lock on the database for longer than --busy-timeout"
+                        .to_string(),
+                )
             } else if store::is_read_only(&err) {
-                eprintln!(
-                    "dlr-poller: hint: {} (and its directory, where SQLite keeps the -wal and -shm files) must be \
-                     writable by this user",
+                Some(format!(
+                    "{} (and its directory, where SQLite keeps the -wal and -shm files) must be writable by this user",
                     db.display()
-                );
+                ))
+            } else {
+                None
+            };
+            match (hint, json_logs) {
+                (Some(hint), true) => log::warn!("hint: {hint}"),
+                (Some(hint), false) => eprintln!("dlr-poller: hint: {hint}"),
+                (None, _) => {}
             }
             exit_of(&err).into()
         }
