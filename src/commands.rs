@@ -13,6 +13,7 @@ use crate::cli::PollArgs;
 use crate::config::{self, PollConfig, TOKEN_ENV};
 use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
+use crate::redact::mask_phone;
 use crate::store::Store;
 use crate::{cycle, metrics, report, signals, timefmt};
 
@@ -235,11 +236,14 @@ pub fn prune(db: &Db, older_than: &str, dry_run: bool, now: Option<&str>) -> Res
 }
 
 pub fn history(db: &Db, tracking_id: &str, json: bool) -> Result<Exit> {
-    let history = db
+    let mut history = db
         .open_checked()?
         .history(tracking_id)?
         .with_context(|| format!("no message with tracking id {tracking_id:?} in sms_submissions"))
         .exit_code(Exit::Usage)?;
+    // The number is masked here as in the logs: `history` is for people looking into a message, not for
+    // exporting personal data.
+    history.phone_number = history.phone_number.as_deref().map(mask_phone);
     if json {
         println!("{}", serde_json::to_string_pretty(&history)?);
     } else {

@@ -2,7 +2,6 @@
 
 use std::fmt::Write;
 
-use crate::redact::mask_phone;
 use crate::store::History;
 use crate::summary::Summary;
 
@@ -24,14 +23,7 @@ pub fn history_text(h: &History) -> String {
     };
     let _ = writeln!(out, "tracking id:  {}", h.tracking_id);
     let _ = writeln!(out, "customer:     {}", opt(&h.customer_id));
-    let _ = writeln!(
-        out,
-        "phone:        {}",
-        h.phone_number
-            .as_deref()
-            .map(mask_phone)
-            .unwrap_or("-".into())
-    );
+    let _ = writeln!(out, "phone:        {}", opt(&h.phone_number));
     let _ = writeln!(out, "batch:        {}", opt(&h.carrier_batch_id));
     let _ = writeln!(out, "submitted at: {}", opt(&h.submitted_at));
     let _ = writeln!(out, "state:        {state}");

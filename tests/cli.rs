@@ -287,3 +287,12 @@ fn cycles_rejects_a_bad_count() {
     assert_eq!(out.status.code(), Some(64));
     assert!(stderr(&out).contains("invalid --last \"0\""));
 }
+
+#[test]
+fn history_json_masks_the_phone_number_too() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), "2025-12-01T09:00:00Z");
+    let out = db.cmd().args(["history", "T1", "--json"]).output().unwrap();
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["phone_number"], "+49********678");
+}
