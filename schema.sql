@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS poll_cycles (
   batches_ok         INTEGER NOT NULL DEFAULT 0,
   batches_failed     INTEGER NOT NULL DEFAULT 0,
   duplicate_reports  INTEGER NOT NULL DEFAULT 0,  -- messages a carrier listing reported more than once
+  malformed_reports  INTEGER NOT NULL DEFAULT 0,  -- listing entries that could not be read
   lookups_failed     INTEGER NOT NULL DEFAULT 0,  -- one-by-one lookups that failed after retries
   http_requests      INTEGER NOT NULL DEFAULT 0,
   retries            INTEGER NOT NULL DEFAULT 0,

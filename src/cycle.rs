@@ -56,6 +56,8 @@ struct Done {
     batch_error: Option<FetchError>,
     /// Messages the listing reported more than once.
     duplicates: u64,
+    /// Listing entries that could not be read, described.
+    malformed: Vec<String>,
     /// Failed one-by-one lookups and the first reason.
     lookup_failures: u64,
     lookup_error: Option<FetchError>,
@@ -313,6 +315,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
         job,
         batch_error: None,
         duplicates: 0,
+        malformed: Vec::new(),
         lookup_failures: 0,
         lookup_error: None,
     };
@@ -321,7 +324,8 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
     }
     if let Some(batch_id) = &done.job.batch_id {
         match carrier.batch(batch_id) {
-            Ok(Some(reports)) => {
+            Ok(Some(listing)) => {
+                done.malformed = listing.malformed;
                 let index: HashMap<&str, usize> = done
                     .job
                     .messages
@@ -331,7 +335,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
                     .collect();
                 // Reports about messages not due now (closed ones, other slots) are ignored; a message listed
                 // twice keeps its first report.
-                for report in reports {
+                for report in listing.reports {
                     if let Some(&i) = index.get(report.tracking_id.as_str()) {
                         match done.answers[i] {
                             None => done.answers[i] = Some(Answer::Reported(report)),
@@ -485,6 +489,14 @@ impl Writer<'_> {
         }
         if done.job.batch_id.is_some() && done.answers.iter().any(Option::is_some) {
             self.summary.batches_ok += 1;
+        }
+        if let Some(first) = done.malformed.first() {
+            self.summary.malformed_reports += done.malformed.len() as u64;
+            log::warn!(
+                "{label}: {} entries of the carrier's listing could not be read (first: {first}); those messages \
+                 are asked for one by one",
+                done.malformed.len()
+            );
         }
         if done.duplicates > 0 {
             self.summary.duplicate_reports += done.duplicates;

@@ -141,6 +141,7 @@ fn totals_of(s: &Summary) -> Vec<(String, u64)> {
         ("messages_closed_unconfirmed:".into(), s.closed_unconfirmed),
         ("messages_not_found:".into(), s.not_found),
         ("unknown_statuses:".into(), s.unknown_statuses),
+        ("malformed_reports:".into(), s.malformed_reports),
         ("batches_failed:".into(), s.batches_failed),
         ("lookups_failed:".into(), s.lookups_failed),
         ("http_requests:".into(), s.http_requests),
@@ -718,8 +719,8 @@ impl Store {
                  messages_due = ?6, polled = ?7, delivered = ?8, failed = ?9, pending = ?10, \
                  closed_unconfirmed = ?11, unknown_statuses = ?12, not_found = ?13, batches_ok = ?14, \
                  batches_failed = ?15, http_requests = ?16, retries = ?17, new_submissions = ?18, \
-                 invalid_submissions = ?19, error = ?20, lookups_failed = ?21, duplicate_reports = ?22 \
-                 WHERE id = ?1",
+                 invalid_submissions = ?19, error = ?20, lookups_failed = ?21, duplicate_reports = ?22, \
+                 malformed_reports = ?23 WHERE id = ?1",
                 params![
                     s.cycle_id,
                     s.finished_at,
@@ -743,6 +744,7 @@ impl Store {
                     s.error,
                     s.lookups_failed,
                     s.duplicate_reports,
+                    s.malformed_reports,
                 ],
             )?;
             {
@@ -893,7 +895,7 @@ impl Store {
                 "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
                  polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
                  batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
-                 lookups_failed, duplicate_reports FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
+                 lookups_failed, duplicate_reports, malformed_reports FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
             ))?;
             let rows = stmt
                 .query_map([value, n as i64], |r| {
@@ -923,6 +925,7 @@ impl Store {
                         error: r.get(21)?,
                         lookups_failed: count(22)?,
                         duplicate_reports: count(23)?,
+                        malformed_reports: count(24)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;

@@ -25,6 +25,8 @@ pub struct Summary {
     pub batches_failed: u64,
     /// Messages a batch listing reported more than once (the first report counts).
     pub duplicate_reports: u64,
+    /// Listing entries that could not be read (their messages were asked for one by one).
+    pub malformed_reports: u64,
     /// One-by-one lookups (messages without a batch, or missing from their batch listing) that failed.
     pub lookups_failed: u64,
     pub http_requests: u64,

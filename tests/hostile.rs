@@ -93,16 +93,6 @@ fn malformed_and_mislabelled_bodies_name_the_problem() {
         ),
         (
             "application/json",
-            r#"{"messages":[{"tracking_id":"T1"}]}"#,
-            "missing field `status`",
-        ),
-        (
-            "application/json",
-            r#"{"messages":[{"tracking_id":1,"status":"SENT"}]}"#,
-            "invalid type: integer `1`",
-        ),
-        (
-            "application/json",
             r#"{"messages":{"T1":"SENT"}}"#,
             "invalid type: map",
         ),
@@ -464,4 +454,35 @@ fn a_read_only_database_is_a_database_error_naming_the_file() {
         run.stderr
     );
     assert!(db.audit("T1").is_empty());
+}
+
+#[test]
+fn a_malformed_listing_entry_costs_only_its_own_message() {
+    let db = two_messages();
+    let mut server = mockito::Server::new();
+    let listing_mock = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(r#"{"messages":[{"tracking_id":"T1","status":7},{"tracking_id":"T2","status":"DELIVERED"}]}"#)
+        .expect(1)
+        .create();
+    let lookup = server
+        .mock("GET", "/messages/T1")
+        .with_body(wire("T1", "SENT").to_string())
+        .expect(1)
+        .create();
+    let run = db.poll_json(&server.url(), NOW, &[]);
+    listing_mock.assert();
+    lookup.assert();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.counts(&["polled", "malformed_reports", "delivered"]),
+        [2, 1, 1]
+    );
+    assert!(
+        run.stderr.contains("1 entries of the carrier's listing could not be read (first: entry 0 (invalid type: integer `7`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(db.audit("T1")[0].carrier_status.as_deref(), Some("SENT"));
+    assert_eq!(db.audit("T2")[0].status, "DELIVERED");
 }

@@ -17,6 +17,8 @@ use super::Report;
 #[derive(Debug, PartialEq, Eq)]
 pub struct BatchPage {
     pub messages: Vec<Report>,
+    /// Entries that could not be read, described; the rest of the page still counts.
+    pub malformed: Vec<String>,
     pub next_page_token: Option<String>,
 }
 
@@ -34,8 +36,10 @@ pub fn message_path(tracking_id: &str) -> String {
 }
 
 #[derive(Deserialize)]
-struct WireBatch {
-    messages: Vec<WireMessage>,
+struct WireBatch<'a> {
+    /// Kept raw so that one bad entry costs only itself, not the whole page.
+    #[serde(borrow)]
+    messages: Vec<&'a serde_json::value::RawValue>,
     #[serde(default)]
     next_page_token: Option<String>,
 }
@@ -77,12 +81,31 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D
     }))
 }
 
+/// Parses a listing page. A body that is not a listing is an error; an entry that is not a message is set aside
+/// in `malformed`, and the carrier is asked about that message on its own.
 pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, serde_json::Error> {
     let wire: WireBatch = serde_json::from_slice(body)?;
-    Ok(BatchPage {
-        messages: wire.messages.into_iter().map(Report::from).collect(),
+    let mut page = BatchPage {
+        messages: Vec::with_capacity(wire.messages.len()),
+        malformed: Vec::new(),
         next_page_token: wire.next_page_token.filter(|t| !t.is_empty()),
-    })
+    };
+    for (i, raw) in wire.messages.iter().enumerate() {
+        match serde_json::from_str::<WireMessage>(raw.get()) {
+            Ok(m) => page.messages.push(Report::from(m)),
+            Err(e) => page
+                .malformed
+                .push(format!("entry {i} ({e}): {}", truncate(raw.get(), 120))),
+        }
+    }
+    Ok(page)
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    }
 }
 
 pub fn parse_message(body: &[u8]) -> Result<Report, serde_json::Error> {
@@ -160,8 +183,7 @@ mod tests {
         for body in [
             &b"<html>oops</html>"[..],
             br#"{"messages":[{"tracking_id":"T1","status":"DELIV"#,
-            br#"{"messages":[{"tracking_id":"T1"}]}"#,
-            br#"{"messages":[{"tracking_id":7,"status":"SENT"}]}"#,
+            br#"{"messages":{"T1":"SENT"}}"#,
             br#"{"error":"internal"}"#,
             b"",
         ] {
@@ -179,7 +201,8 @@ mod tests {
     #[test]
     fn parser_survives_mutated_bodies() {
         let valid = br#"{"batch_id":"B1","messages":[{"tracking_id":"T1","status":"DELIVERED","error_code":null,"error_message":"caf\u00e9","status_updated_at":"2025-12-01T09:03:12Z"},{"tracking_id":"T2","status":"FAILED","error_code":30003,"error_message":null,"status_updated_at":null}],"next_page_token":"p2"}"#;
-        assert!(parse_batch_page(valid).is_ok());
+        let page = parse_batch_page(valid).unwrap();
+        assert_eq!((page.messages.len(), page.malformed.len()), (2, 0));
         for n in 0..valid.len() {
             assert!(
                 parse_batch_page(&valid[..n]).is_err(),
@@ -204,6 +227,7 @@ mod tests {
             }
             if let Ok(page) = parse_batch_page(&body) {
                 assert!(page.next_page_token.as_deref() != Some(""));
+                assert!(page.messages.len() + page.malformed.len() <= 2);
             }
             let _ = parse_message(&body);
         }
@@ -244,5 +268,30 @@ mod tests {
             let page = parse_batch_page(body.to_string().as_bytes()).unwrap();
             assert_eq!(page.messages, [report]);
         }
+    }
+
+    #[test]
+    fn a_malformed_entry_costs_only_itself() {
+        let body = br#"{"messages":[{"tracking_id":"T1"},{"tracking_id":"T2","status":"SENT"},
+            {"tracking_id":7,"status":"SENT"},"junk"],"next_page_token":null}"#;
+        let page = parse_batch_page(body).unwrap();
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(page.messages[0].tracking_id, "T2");
+        assert_eq!(page.malformed.len(), 3);
+        assert!(
+            page.malformed[0].starts_with("entry 0 (missing field `status`"),
+            "{:?}",
+            page.malformed
+        );
+        assert!(
+            page.malformed[1].contains("invalid type: integer `7`"),
+            "{:?}",
+            page.malformed
+        );
+        assert!(
+            page.malformed[2].ends_with(r#": "junk""#),
+            "{:?}",
+            page.malformed
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::generic::{self, BatchPage};
-use super::{FetchError, Report, StatusSource};
+use super::{FetchError, Listing, Report, StatusSource};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::rate::RateLimit;
@@ -201,8 +201,8 @@ impl HttpCarrier {
 }
 
 impl StatusSource for HttpCarrier {
-    fn batch(&self, batch_id: &str) -> Result<Option<Vec<Report>>, FetchError> {
-        let mut reports = Vec::new();
+    fn batch(&self, batch_id: &str) -> Result<Option<Listing>, FetchError> {
+        let mut listing = Listing::default();
         let mut page_token: Option<String> = None;
         let mut seen_tokens = HashSet::new();
         for page_number in 1..=MAX_PAGES {
@@ -219,9 +219,10 @@ impl StatusSource for HttpCarrier {
                     });
                 }
             };
-            reports.extend(page.messages);
+            listing.reports.extend(page.messages);
+            listing.malformed.extend(page.malformed);
             match page.next_page_token {
-                None => return Ok(Some(reports)),
+                None => return Ok(Some(listing)),
                 Some(token) if !seen_tokens.insert(token.clone()) => {
                     return Err(FetchError::Failed {
                         attempts: 1,

@@ -51,10 +51,18 @@ impl fmt::Display for FetchError {
 
 impl std::error::Error for FetchError {}
 
+/// A batch listing, all pages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub reports: Vec<Report>,
+    /// Entries that could not be read, described (their messages are asked for one by one).
+    pub malformed: Vec<String>,
+}
+
 /// The narrow interface between the cycle and a carrier.
 pub trait StatusSource: Sync {
     /// Every message the carrier lists for a batch, all pages; `None` when the carrier does not know the batch.
-    fn batch(&self, batch_id: &str) -> Result<Option<Vec<Report>>, FetchError>;
+    fn batch(&self, batch_id: &str) -> Result<Option<Listing>, FetchError>;
 
     /// One message; `None` when the carrier does not know it.
     fn message(&self, tracking_id: &str) -> Result<Option<Report>, FetchError>;
