@@ -36,8 +36,16 @@ pub fn message_path(tracking_id: &str) -> String {
 }
 
 #[derive(Deserialize)]
-struct WireBatch<'a> {
-    /// Kept raw so that one bad entry costs only itself, not the whole page.
+struct WireBatch {
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// The same page with its entries kept raw, read when the page as a whole does not parse, so that one bad entry
+/// costs only itself.
+#[derive(Deserialize)]
+struct LenientBatch<'a> {
     #[serde(borrow)]
     messages: Vec<&'a serde_json::value::RawValue>,
     #[serde(default)]
@@ -84,7 +92,14 @@ fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D
 /// Parses a listing page. A body that is not a listing is an error; an entry that is not a message is set aside
 /// in `malformed`, and the carrier is asked about that message on its own.
 pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, serde_json::Error> {
-    let wire: WireBatch = serde_json::from_slice(body)?;
+    if let Ok(wire) = serde_json::from_slice::<WireBatch>(body) {
+        return Ok(BatchPage {
+            messages: wire.messages.into_iter().map(Report::from).collect(),
+            malformed: Vec::new(),
+            next_page_token: wire.next_page_token.filter(|t| !t.is_empty()),
+        });
+    }
+    let wire: LenientBatch = serde_json::from_slice(body)?;
     let mut page = BatchPage {
         messages: Vec::with_capacity(wire.messages.len()),
         malformed: Vec::new(),
