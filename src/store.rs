@@ -43,7 +43,6 @@ pub struct Store {
 /// Who holds (or held) the cycle lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseHolder {
-    pub holder: String,
     pub host: String,
     pub pid: i64,
     pub acquired_at: String,
@@ -538,15 +537,14 @@ impl Store {
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let current = tx
                 .query_row(
-                    "SELECT holder, host, pid, acquired_at, expires_at FROM poller_lease WHERE id = 1",
+                    "SELECT host, pid, acquired_at, expires_at FROM poller_lease WHERE id = 1",
                     [],
                     |r| {
                         Ok(LeaseHolder {
-                            holder: r.get(0)?,
-                            host: r.get(1)?,
-                            pid: r.get(2)?,
-                            acquired_at: r.get(3)?,
-                            expires_at: r.get(4)?,
+                            host: r.get(0)?,
+                            pid: r.get(1)?,
+                            acquired_at: r.get(2)?,
+                            expires_at: r.get(3)?,
                         })
                     },
                 )
