@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 #[path = "support/mod.rs"]
 mod support;
 use chrono::TimeDelta;
-use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
+use dlr_poller::sandbox::{Sandbox, SandboxServer, World};
 use dlr_poller::{schedule, timefmt};
 
 const TOKEN: &str = "bench-token";
@@ -77,7 +77,7 @@ fn main() -> Result<()> {
     let world = World::uniform(o.messages, o.batch_size, start);
     let setup = Instant::now();
     poller(&bin, &db, &["migrate"], None)?;
-    insert(&db, world.messages())?;
+    world.write_submissions(&mut rusqlite::Connection::open(&db)?)?;
     eprintln!(
         "setup: {} submissions in {:.1}s",
         o.messages,
@@ -189,25 +189,6 @@ fn poller(bin: &Path, db: &Path, args: &[&str], token: Option<&str>) -> Result<R
         peak_rss_kb,
         summary,
     })
-}
-
-fn insert(db: &Path, messages: &[SimMessage]) -> Result<()> {
-    let mut conn = rusqlite::Connection::open(db)?;
-    let tx = conn.transaction()?;
-    {
-        let mut stmt = tx.prepare("INSERT INTO sms_submissions VALUES (?1, ?2, ?3, ?4, ?5)")?;
-        for m in messages {
-            stmt.execute((
-                &m.tracking_id,
-                &m.customer_id,
-                &m.phone_number,
-                &m.batch_id,
-                timefmt::format(m.submitted_at),
-            ))?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
 }
 
 /// The SQLite floor: the same number of audit rows, with the audit table's indexes, inserted with one prepared

@@ -33,7 +33,7 @@ fn main() -> Result<()> {
     let start = timefmt::parse("2025-12-01T09:00:00Z")?;
     let world = World::generate(MESSAGES, 500, start, 2025);
     run(&bin, &db, &["migrate"], None)?;
-    insert_submissions(&db, &world)?;
+    world.write_submissions(&mut rusqlite::Connection::open(&db)?)?;
     println!(
         "database: {} ({MESSAGES} submissions, batches of 500)",
         db.display()
@@ -165,26 +165,4 @@ fn run(bin: &Path, db: &Path, args: &[&str], token: Option<&str>) -> Result<Stri
         );
     }
     Ok(String::from_utf8(out.stdout)?)
-}
-
-fn insert_submissions(db: &Path, world: &World) -> Result<()> {
-    let mut conn = rusqlite::Connection::open(db)?;
-    let tx = conn.transaction()?;
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for m in world.messages() {
-            insert.execute((
-                &m.tracking_id,
-                &m.customer_id,
-                &m.phone_number,
-                &m.batch_id,
-                timefmt::format(m.submitted_at),
-            ))?;
-        }
-    }
-    tx.commit()?;
-    Ok(())
 }

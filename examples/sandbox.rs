@@ -34,20 +34,8 @@ fn main() -> Result<()> {
     if let Some(path) = database {
         let mut conn =
             rusqlite::Connection::open(&path).with_context(|| format!("opening {path}"))?;
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare("INSERT INTO sms_submissions VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for m in world.messages() {
-                stmt.execute((
-                    &m.tracking_id,
-                    &m.customer_id,
-                    &m.phone_number,
-                    &m.batch_id,
-                    timefmt::format(start),
-                ))?;
-            }
-        }
-        tx.commit()
+        world
+            .write_submissions(&mut conn)
             .context("writing submissions (run `dlr-poller migrate` on the database first)")?;
     }
     let now = schedule::first_due(start);

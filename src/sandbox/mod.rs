@@ -118,6 +118,27 @@ impl World {
         &self.messages
     }
 
+    /// Writes the world's messages into `sms_submissions` as the dispatch system would, in one transaction.
+    pub fn write_submissions(&self, conn: &mut rusqlite::Connection) -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                 submitted_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for m in &self.messages {
+                insert.execute((
+                    &m.tracking_id,
+                    &m.customer_id,
+                    &m.phone_number,
+                    &m.batch_id,
+                    timefmt::format(m.submitted_at),
+                ))?;
+            }
+        }
+        tx.commit()
+    }
+
     pub fn get(&self, tracking_id: &str) -> Option<&SimMessage> {
         self.by_id.get(tracking_id).map(|&i| &self.messages[i])
     }

@@ -138,22 +138,9 @@ impl TestDb {
 
     /// Writes sandbox messages into sms_submissions, as the dispatch system would.
     pub fn insert_world(&self, messages: &[SimMessage]) {
-        let mut conn = self.conn();
-        let tx = conn.transaction().unwrap();
-        for m in messages {
-            tx.execute(
-                "INSERT INTO sms_submissions VALUES (?1, ?2, ?3, ?4, ?5)",
-                (
-                    &m.tracking_id,
-                    &m.customer_id,
-                    &m.phone_number,
-                    &m.batch_id,
-                    timefmt::format(m.submitted_at),
-                ),
-            )
+        World::new(messages.to_vec())
+            .write_submissions(&mut self.conn())
             .unwrap();
-        }
-        tx.commit().unwrap();
     }
 
     pub fn audit(&self, tracking_id: &str) -> Vec<Audit> {
