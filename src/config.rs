@@ -211,7 +211,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration> {
 /// Formats a duration the way it is typed on the command line.
 pub fn humanize(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
