@@ -148,7 +148,7 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
 
 /// Nagios-style health check on the cycles recorded in the database.
 pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
-    let max_age = config::duration_flag(
+    let max_age = config::bounded_duration(
         max_age,
         "--max-age",
         Duration::from_secs(60),
@@ -213,7 +213,7 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
 }
 
 pub fn prune(db: &Db, older_than: &str, dry_run: bool, now: Option<&str>) -> Result<Exit> {
-    let age = config::duration_flag(
+    let age = config::bounded_duration(
         older_than,
         "--older-than",
         Duration::from_secs(86400),

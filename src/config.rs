@@ -85,11 +85,6 @@ impl PollConfig {
     }
 }
 
-/// Validates a duration flag that has no env var, naming the flag in the error.
-pub fn duration_flag(raw: &str, flag: &str, min: Duration, max: Duration) -> Result<Duration> {
-    bounded_duration(raw, flag, min, max)
-}
-
 /// Validates `--busy-timeout`.
 pub fn busy_timeout(raw: &str) -> Result<Duration> {
     bounded_duration(
@@ -158,7 +153,8 @@ fn bounded_int(raw: &str, name: &str, min: u64, max: u64) -> Result<u64> {
     Ok(n)
 }
 
-fn bounded_duration(raw: &str, name: &str, min: Duration, max: Duration) -> Result<Duration> {
+/// Parses a duration flag and checks it lies in `[min, max]`, naming `name` (the flag and its env var) in errors.
+pub fn bounded_duration(raw: &str, name: &str, min: Duration, max: Duration) -> Result<Duration> {
     let d = parse_duration(raw).with_context(|| format!("invalid {name} {raw:?}"))?;
     if d < min || d > max {
         bail!(
