@@ -46,12 +46,7 @@ fn truncated_bodies_are_retried_then_reported() {
     );
     assert_eq!(run.code, Some(69), "{}", run.stderr);
     no_panic(&run);
-    assert!(
-        run.stderr
-            .contains("batch \"B000\": GET /batches/B000/messages:"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("batch \"B000\": GET /batches/B000/messages:");
 }
 
 #[test]
@@ -70,12 +65,7 @@ fn huge_bodies_are_refused() {
     let run = db.poll_json(&server.url(), NOW, &[]);
     m.assert();
     assert_eq!(run.code, Some(69), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("response body larger than 16777216 bytes"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("response body larger than 16777216 bytes");
 }
 
 #[test]
@@ -168,17 +158,8 @@ fn duplicates_strangers_extra_fields_and_empty_statuses() {
         "DELIVERED",
         "the first report counts"
     );
-    assert!(
-        run.stderr.contains("listed 1 messages more than once"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr
-            .contains("carrier status \"\" is not in the mapping table"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("listed 1 messages more than once");
+    run.assert_stderr_has("carrier status \"\" is not in the mapping table");
     assert_eq!(db.audit("T2")[0].status, "PENDING");
     assert_eq!(
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations WHERE tracking_id = 'X999'"),
@@ -205,12 +186,7 @@ fn a_page_token_loop_fails_the_batch() {
     first.assert();
     again.assert();
     assert_eq!(run.code, Some(69), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("paging loops (page token \"again\" came back)"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("paging loops (page token \"again\" came back)");
     assert!(
         db.audit("T1").is_empty(),
         "a batch whose listing failed writes nothing"
@@ -238,11 +214,7 @@ fn an_endless_paging_chain_is_cut_off() {
     let run = db.poll_json(&server.url(), NOW, &[]);
     pages.assert();
     assert_eq!(run.code, Some(69), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("more than 1000 pages"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("more than 1000 pages");
 }
 
 #[test]
@@ -299,12 +271,7 @@ fn duplicate_submission_rows_are_tracked_once() {
     let run = db.poll_json(&server.url(), NOW, &[]);
     m.assert();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("submission \"T1\" appears twice in sms_submissions; tracked once"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("submission \"T1\" appears twice in sms_submissions; tracked once");
     assert_eq!(run.counts(&["new_submissions", "polled"]), [1, 1]);
 }
 
@@ -317,12 +284,7 @@ fn future_submissions_are_flagged_and_wait_for_their_time() {
     let run = db.poll_json(&server.url(), NOW, &[]);
     none.assert();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("submission \"T1\" has submitted_at 2030-01-01T00:00:00Z in the future"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("submission \"T1\" has submitted_at 2030-01-01T00:00:00Z in the future");
     assert_eq!(
         db.tracking("T1").unwrap().next_due_at.as_deref(),
         Some("2030-01-01T02:00:00Z")
@@ -337,12 +299,7 @@ fn a_missing_table_is_named() {
         .unwrap();
     let run = db.poll_json("http://127.0.0.1:9", NOW, &[]);
     assert_eq!(run.code, Some(74), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("table sms_submissions is missing from the database"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("table sms_submissions is missing from the database");
 }
 
 #[test]
@@ -353,7 +310,7 @@ fn a_database_locked_past_the_busy_timeout_is_a_database_error() {
     let started = std::time::Instant::now();
     let run = db.poll_json("http://127.0.0.1:9", NOW, &["--busy-timeout", "300ms"]);
     assert_eq!(run.code, Some(74), "{}", run.stderr);
-    assert!(run.stderr.contains("database is locked"), "{}", run.stderr);
+    run.assert_stderr_has("database is locked");
     assert!(run.stderr.contains(
         "hint: another process held a lock on the database for longer than --busy-timeout"
     ));
@@ -411,12 +368,7 @@ fn submissions_that_reuse_rowids_the_poller_passed_are_still_found() {
 
     let run = db.poll_json(&server.url(), "2025-12-01T12:00:00Z", &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("sms_submissions was rewritten since the last run"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("sms_submissions was rewritten since the last run");
     assert_eq!(
         run.counts(&["new_submissions", "invalid_submissions", "polled"]),
         [3, 0, 3]
@@ -446,7 +398,7 @@ fn a_read_only_database_is_a_database_error_naming_the_file() {
         .arg(&db.path)
         .status();
     assert_eq!(run.code, Some(74), "{}", run.stderr);
-    assert!(run.stderr.contains("readonly database"), "{}", run.stderr);
+    run.assert_stderr_has("readonly database");
     assert!(
         run.stderr
             .contains(&format!("hint: {} (and its directory", db.path.display())),

@@ -49,7 +49,7 @@ fn a_second_poll_during_a_cycle_exits_73_naming_the_holder_and_writes_nothing() 
         hostname(),
         first.pid()
     );
-    assert!(second.stderr.contains(&expected), "{}", second.stderr);
+    second.assert_stderr_has(&expected);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM poll_cycles"),
         1,
@@ -84,33 +84,19 @@ fn leases_of_crashed_runs_are_taken_over_and_live_ones_are_respected() {
     lease("other-host", 1, "2999-01-01T00:00:00.000Z");
     let run = db.poll_json(&server.url(), NOW, &[]);
     assert_eq!(run.code, Some(73), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("host other-host pid 1 since 2025-01-01T00:00:00.000Z"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("host other-host pid 1 since 2025-01-01T00:00:00.000Z");
 
     // A holder on this host whose process is gone: taken over at once.
     lease(&hostname(), 999_999_999, "2999-01-01T00:00:00.000Z");
     let run = db.poll_json(&server.url(), NOW, &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("took over the cycle lease of host"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("took over the cycle lease of host");
 
     // An expired lease elsewhere: taken over.
     lease("other-host", 1, "2000-01-01T00:00:00.000Z");
     let run = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("took over the cycle lease of host other-host pid 1"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("took over the cycle lease of host other-host pid 1");
     assert_eq!(
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
         6
@@ -192,11 +178,7 @@ fn sigterm_saves_what_was_obtained_records_the_cycle_and_releases_the_lease() {
         "exits well inside a 30 s grace period"
     );
     assert_eq!(run.code, Some(143), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("stopped by signal 15"),
-        "{}",
-        run.stderr
-    );
+    run.assert_stderr_has("stopped by signal 15");
     assert_eq!(run.summary["outcome"], "interrupted");
     let polled = run.summary["polled"].as_i64().unwrap();
     assert!((10..300).contains(&polled), "{polled}");
@@ -238,7 +220,7 @@ fn a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_o
         .wait(Duration::from_secs(20))
         .expect("exited after the grace");
     assert_eq!(run.code, Some(143), "{}", run.stderr);
-    assert!(run.stderr.contains("abandoned"), "{}", run.stderr);
+    run.assert_stderr_has("abandoned");
     assert_eq!(db.count("SELECT COUNT(*) FROM poller_lease"), 0);
 
     let run = db.spawn_poll(&server.url(), NOW, &[]);
@@ -323,7 +305,7 @@ fn a_carrier_going_down_halfway_keeps_what_was_obtained() {
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
         20
     );
-    assert!(run.stderr.contains("HTTP 503"), "{}", run.stderr);
+    run.assert_stderr_has("HTTP 503");
 }
 
 #[test]

@@ -241,12 +241,7 @@ fn rejected_credentials_stop_the_cycle_at_once() {
     let out = db.poll_json(&server.url(), FIRST_POLL, &["--concurrency", "1"]);
     assert_eq!(out.code, Some(77), "{}", out.stderr);
     rejected.assert();
-    assert!(
-        out.stderr
-            .contains("carrier rejected the credentials (HTTP 401)"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr_has("carrier rejected the credentials (HTTP 401)");
     assert_eq!(out.summary["outcome"], "credentials_rejected");
     assert_eq!(
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
@@ -277,11 +272,7 @@ fn a_failed_batch_is_partial_and_goes_first_next_cycle() {
         out.counts(&["polled", "batches_failed", "batches_ok"]),
         [1, 1, 1]
     );
-    assert!(
-        out.stderr.contains("its 1 messages stay due"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr_has("its 1 messages stay due");
 
     // Next cycle: A is overdue (11:00) and Z is due at 13:00; A is asked first, then Z.
     let mut server = mockito::Server::new();
@@ -332,11 +323,7 @@ fn redirects_are_not_followed() {
     let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
     assert_eq!(out.code, Some(69), "{}", out.stderr);
     redirect.assert();
-    assert!(
-        out.stderr.contains("redirects are not followed"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr_has("redirects are not followed");
 }
 
 #[test]

@@ -251,6 +251,15 @@ impl From<std::process::Output> for Run {
 }
 
 impl Run {
+    /// Fails, showing all of stderr, unless stderr contains `needle`.
+    pub fn assert_stderr_has(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr:\n{}",
+            self.stderr
+        );
+    }
+
     /// The summary's counters named by `keys`, in order.
     pub fn counts(&self, keys: &[&str]) -> Vec<u64> {
         keys.iter()
