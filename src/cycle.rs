@@ -1,15 +1,16 @@
-//! One poll cycle: take in new submissions, find what is due, ask the carrier on a bounded pool of worker
-//! threads, and write every result through one writer, a transaction per batch.
+//! One poll cycle: find what is due (tracked messages, then new submissions), ask the carrier on a bounded pool
+//! of worker threads, and write every result through one writer, a few batches per transaction.
 //!
 //! ```text
 //!  dispatcher (reads due set, batch by batch) --jobs--> N workers (blocking HTTP) --results--> writer (this thread)
+//!      \---------------------------- submissions to take in without a poll -------------------^
 //! ```
 //! Both channels are bounded, so a slow database slows the workers down instead of growing memory. Failures of
 //! one batch are counted, not fatal; the exit code is derived from the counts at the end.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,14 +23,15 @@ use crate::carrier::{FetchError, Report, StatusSource};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::exit::{Exit, ExitContext};
+use crate::intake::{self, LOOKUP_CHUNK, ReadEnd};
 use crate::schedule::{self, Next};
 use crate::status::{DeliveryStatus, map_status};
-use crate::store::{DueGroup, DueMessage, Lease, PollRecord, Store, TrackState};
+use crate::store::{
+    DueGroup, DueMessage, Intake, Lease, PollRecord, ReadStart, Store, TrackState, warn_repeated,
+};
 use crate::summary::Summary;
 use crate::timefmt;
 
-/// Messages without a batch id are asked for one by one, in jobs of this many.
-const LOOKUP_CHUNK: usize = 50;
 /// Once the cycle must stop (signal, deadline, abort), how long requests in flight may still finish before the
 /// cycle stops waiting for them and saves what it has. Well inside Kubernetes' default 30 s grace period.
 const GRACE: Duration = Duration::from_secs(5);
@@ -48,6 +50,14 @@ enum Answer {
     NotFound,
 }
 
+/// What reaches the writer.
+enum Output {
+    /// A worker's answers for one job.
+    Answers(Done),
+    /// New submissions to start tracking without a poll (from the dispatcher).
+    TakeIn(Vec<Intake>),
+}
+
 /// A worker's result for one job. `answers[i]` belongs to `messages[i]`; `None` means not polled (it stays due).
 struct Done {
     job: Job,
@@ -61,6 +71,9 @@ struct Done {
     /// Failed one-by-one lookups and the first reason.
     lookup_failures: u64,
     lookup_error: Option<FetchError>,
+    /// Tracking ids of new messages that were in the job twice (a tracking id repeated in sms_submissions):
+    /// dropped from the job, asked for once.
+    repeated: Vec<String>,
 }
 
 /// Runs one cycle against the database at `db`. `signal` is set by the signal handlers. Whole-cycle failures
@@ -132,7 +145,7 @@ fn leased(
 
     let result = poll(db, config, busy_timeout, control, store, now, &mut summary);
     let exit = match &result {
-        Ok(()) => exit_code(&summary, control.stopped()),
+        Ok(complete) => exit_code(&summary, control.stopped(), *complete),
         Err(e) => {
             summary.error = Some(format!("{e:#}"));
             Exit::Database
@@ -155,6 +168,8 @@ fn leased(
     Ok((summary, exit))
 }
 
+/// Polls what is due. Returns whether every new submission was read (false when the cycle stopped first:
+/// more may be due than the summary counts).
 fn poll(
     db: &Path,
     config: &PollConfig,
@@ -163,32 +178,17 @@ fn poll(
     store: &mut Store,
     now: DateTime<Utc>,
     summary: &mut Summary,
-) -> Result<()> {
+) -> Result<bool> {
     let step = Instant::now();
-    let discovery = store.discover(now)?;
-    summary.new_submissions = discovery.new;
-    summary.invalid_submissions = discovery.invalid;
-    if discovery.new > 0 || discovery.invalid > 0 {
-        log::info!(
-            "took in {} new submissions ({} invalid) in {:.1}s",
-            discovery.new,
-            discovery.invalid,
-            step.elapsed().as_secs_f64()
-        );
-    }
-    let step = Instant::now();
-    let cutoff = schedule::cutoff(now);
-    let groups = store.due_groups(cutoff)?;
-    summary.messages_due = groups.iter().map(|g| g.messages).sum();
+    let start = store.read_start()?;
+    let groups = store.due_groups(schedule::cutoff(now))?;
+    let tracked_due: u64 = groups.iter().map(|g| g.messages).sum();
     log::info!(
-        "{} messages due in {} groups (found in {:.1}s)",
-        summary.messages_due,
+        "{tracked_due} tracked messages due in {} groups (found in {:.1}s); reading new submissions after row {}",
         groups.len(),
-        step.elapsed().as_secs_f64()
+        step.elapsed().as_secs_f64(),
+        start.after
     );
-    if groups.is_empty() {
-        return Ok(());
-    }
 
     // Threads are detached, not scoped: after a signal the cycle must be able to stop waiting for a request
     // that hangs, save what it has and exit.
@@ -196,28 +196,36 @@ fn poll(
     let stats = Arc::new(Stats::default());
     let carrier = Arc::new(HttpCarrier::new(config, control.clone(), stats.clone()));
     let (job_tx, job_rx) = sync_channel::<Job>(config.concurrency);
-    let (done_tx, done_rx) = sync_channel::<Done>(config.concurrency * 2);
+    let (out_tx, out_rx) = sync_channel::<Output>(config.concurrency * 2);
     let job_rx = Arc::new(Mutex::new(job_rx));
+    let claimed = Arc::new(AtomicU64::new(0));
     let dispatcher = {
-        let control = control.clone();
+        let (control, claimed, out_tx) = (control.clone(), claimed.clone(), out_tx.clone());
         std::thread::Builder::new()
             .name("dispatch".into())
-            .spawn(move || dispatch(&reader, groups, cutoff, &control, job_tx))
+            .spawn(move || {
+                let to = Dispatch {
+                    control: &control,
+                    jobs: job_tx,
+                    out: out_tx,
+                };
+                dispatch(&reader, groups, start, now, &to, &claimed)
+            })
             .context("starting the dispatcher thread")?
     };
     for i in 0..config.concurrency {
-        let (carrier, control, job_rx, done_tx) = (
+        let (carrier, control, job_rx, out_tx) = (
             carrier.clone(),
             control.clone(),
             job_rx.clone(),
-            done_tx.clone(),
+            out_tx.clone(),
         );
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
-            .spawn(move || work(&*carrier, &control, &job_rx, done_tx))
+            .spawn(move || work(&*carrier, &control, &job_rx, out_tx))
             .context("starting a worker thread")?;
     }
-    drop(done_tx);
+    drop(out_tx);
 
     let mut writer = Writer {
         store,
@@ -226,66 +234,116 @@ fn poll(
         summary,
         unknown_words: HashSet::new(),
         pending: Vec::new(),
+        intakes: Vec::new(),
         pending_rows: 0,
+        settled_new: 0,
+        repeated: 0,
     };
-    let drained = writer.drain(&done_rx, control);
+    let drained = writer.drain(&out_rx, control);
+    let (settled_new, repeated) = (writer.settled_new, writer.repeated);
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
-    match drained? {
-        Drained::Abandoned => {
-            log::warn!(
-                "requests still in flight after {}s were abandoned; their messages stay due",
-                GRACE.as_secs()
-            );
-            Ok(())
-        }
-        Drained::All => dispatcher
-            .join()
-            .map_err(|_| anyhow!("the dispatcher thread panicked"))?,
+    let due = |claimed: u64| (tracked_due + claimed).saturating_sub(repeated);
+    summary.messages_due = due(claimed.load(Ordering::Relaxed));
+    if let Drained::Abandoned = drained? {
+        log::warn!(
+            "requests still in flight after {}s were abandoned; their messages stay due",
+            GRACE.as_secs()
+        );
+        return Ok(false);
+    }
+    let end: ReadEnd = dispatcher
+        .join()
+        .map_err(|_| anyhow!("the dispatcher thread panicked"))??;
+    let claimed = claimed.load(Ordering::Relaxed);
+    summary.messages_due = due(claimed);
+    summary.invalid_submissions = end.invalid;
+    if end.rows > 0 {
+        log::info!(
+            "read {} new rows of sms_submissions: {claimed} due now, {} due at a later cycle, {} invalid",
+            end.rows,
+            end.not_yet,
+            end.invalid
+        );
+    }
+    // The position moves over the rows handed out for polling only once every one of them is stored.
+    let position = if settled_new == claimed {
+        end.reached
+    } else {
+        end.passed
+    };
+    if let Some(row) = position.or_else(|| start.rescan.then(|| (0, String::new()))) {
+        store.set_read_position(&row)?;
+    }
+    Ok(end.complete)
+}
+
+/// Where the dispatcher sends its work.
+struct Dispatch<'a> {
+    control: &'a Control,
+    jobs: SyncSender<Job>,
+    out: SyncSender<Output>,
+}
+
+impl Dispatch<'_> {
+    /// Hands a job to the workers; false once the cycle is stopping.
+    fn send(&self, job: Job) -> bool {
+        self.control.stopped().is_none() && self.jobs.send(job).is_ok()
     }
 }
 
-/// Reads the due set group by group and hands out jobs until the groups run out or the cycle must stop.
+/// Reads the new submissions and hands out those due, then the tracked messages due, group by group, until
+/// both run out or the cycle must stop. Messages never polled go first: a batch that failed on its first poll is
+/// still new in the next cycle, and its first result is the one that says whether the send went out at all.
 fn dispatch(
     reader: &Store,
     groups: Vec<DueGroup>,
-    cutoff: DateTime<Utc>,
-    control: &Control,
-    jobs: SyncSender<Job>,
-) -> Result<()> {
+    start: ReadStart,
+    now: DateTime<Utc>,
+    to: &Dispatch,
+    claimed: &AtomicU64,
+) -> Result<ReadEnd> {
+    let end = intake::read(
+        reader,
+        start,
+        now,
+        to.control,
+        claimed,
+        |(batch_id, messages)| to.send(Job { batch_id, messages }),
+        |intakes| to.out.send(Output::TakeIn(intakes)).is_ok(),
+    )?;
+    let cutoff = schedule::cutoff(now);
     for group in groups {
-        if control.stopped().is_some() {
-            break;
-        }
         let chunk = if group.batch_id.is_some() {
             usize::MAX
         } else {
             LOOKUP_CHUNK
         };
         let mut messages = Vec::new();
-        let mut open = true;
-        reader.due_messages(group.batch_id.as_deref(), cutoff, |m| {
-            messages.push(m);
-            if messages.len() >= chunk {
-                let job = Job {
-                    batch_id: None,
-                    messages: std::mem::take(&mut messages),
-                };
-                open = control.stopped().is_none() && jobs.send(job).is_ok();
-            }
-            open
-        })?;
+        let mut open = to.control.stopped().is_none();
+        if open {
+            reader.due_messages(group.batch_id.as_deref(), cutoff, |m| {
+                messages.push(m);
+                if messages.len() >= chunk {
+                    open = to.send(Job {
+                        batch_id: None,
+                        messages: std::mem::take(&mut messages),
+                    });
+                }
+                open
+            })?;
+        }
         if open && !messages.is_empty() {
-            let job = Job {
+            open = to.send(Job {
                 batch_id: group.batch_id,
                 messages,
-            };
-            if jobs.send(job).is_err() {
-                break;
-            }
+            });
+        }
+        if !open {
+            break;
         }
     }
-    Ok(())
+    Ok(end)
 }
 
 /// A worker: takes jobs until there are none, asks the carrier, hands the answers to the writer.
@@ -293,7 +351,7 @@ fn work(
     carrier: &dyn StatusSource,
     control: &Control,
     jobs: &Mutex<Receiver<Job>>,
-    done: SyncSender<Done>,
+    done: SyncSender<Output>,
 ) {
     loop {
         let job = match jobs.lock() {
@@ -301,7 +359,10 @@ fn work(
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        if done.send(ask(carrier, control, job)).is_err() {
+        if done
+            .send(Output::Answers(ask(carrier, control, job)))
+            .is_err()
+        {
             return;
         }
     }
@@ -309,7 +370,8 @@ fn work(
 
 /// Asks the carrier about one job's messages: the batch listing first (when there is a batch), then one by
 /// one for the messages the listing lacks.
-fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
+fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
+    let repeated = drop_repeats(&mut job.messages);
     let mut done = Done {
         answers: job.messages.iter().map(|_| None).collect(),
         job,
@@ -318,6 +380,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
         malformed: Vec::new(),
         lookup_failures: 0,
         lookup_error: None,
+        repeated,
     };
     if control.stopped().is_some() {
         return done;
@@ -377,6 +440,31 @@ fn ask(carrier: &dyn StatusSource, control: &Control, job: Job) -> Done {
     done
 }
 
+/// Removes the second and later messages with one tracking id from a job of new messages (rows repeated in
+/// sms_submissions); returns their ids.
+fn drop_repeats(messages: &mut Vec<DueMessage>) -> Vec<String> {
+    if messages.iter().all(|m| m.intake.is_none()) {
+        return Vec::new();
+    }
+    let keep: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(messages.len());
+        messages
+            .iter()
+            .map(|m| seen.insert(m.tracking_id.as_str()))
+            .collect()
+    };
+    let mut repeated = Vec::new();
+    let mut keep = keep.into_iter();
+    messages.retain(|m| {
+        let kept = keep.next().unwrap_or(true);
+        if !kept {
+            repeated.push(m.tracking_id.clone());
+        }
+        kept
+    });
+    repeated
+}
+
 /// How a job is named in logs and errors.
 fn label(job: &Job) -> String {
     match &job.batch_id {
@@ -399,7 +487,13 @@ struct Writer<'a> {
     unknown_words: HashSet<String>,
     /// Results waiting for the next transaction.
     pending: Vec<Done>,
+    /// Submissions to take in, waiting for the next transaction.
+    intakes: Vec<Intake>,
     pending_rows: usize,
+    /// New messages settled: their first result stored, or found to repeat a tracking id.
+    settled_new: u64,
+    /// New messages found to repeat a tracking id: not messages of their own, so not due.
+    repeated: u64,
 }
 
 /// How the writer's loop ended.
@@ -413,14 +507,14 @@ enum Drained {
 impl Writer<'_> {
     /// Receives the workers' results and writes them until every worker is done, or until the grace after a stop
     /// runs out. After a write fails, it stops the cycle, receives without writing, and returns the error.
-    fn drain(&mut self, results: &Receiver<Done>, control: &Control) -> Result<Drained> {
+    fn drain(&mut self, results: &Receiver<Output>, control: &Control) -> Result<Drained> {
         let started = Instant::now();
         let mut writing = Duration::ZERO;
         let mut failure = None;
         let mut give_up_at = None;
         let drained = loop {
             // While results wait to be written, take whatever else is ready without blocking, then write them.
-            let next = if self.pending.is_empty() {
+            let next = if self.pending_rows == 0 {
                 results.recv_timeout(Duration::from_millis(50))
             } else {
                 results.try_recv().map_err(|e| match e {
@@ -429,9 +523,15 @@ impl Writer<'_> {
                 })
             };
             let (idle, finished) = match next {
-                Ok(done) => {
+                Ok(output) => {
                     if failure.is_none() {
-                        self.accept(done);
+                        match output {
+                            Output::Answers(done) => self.accept(done),
+                            Output::TakeIn(intakes) => {
+                                self.pending_rows += intakes.len();
+                                self.intakes.extend(intakes);
+                            }
+                        }
                     }
                     (false, false)
                 }
@@ -474,6 +574,11 @@ impl Writer<'_> {
     /// flush.
     fn accept(&mut self, done: Done) {
         let label = label(&done.job);
+        for id in &done.repeated {
+            warn_repeated(id);
+        }
+        self.repeated += done.repeated.len() as u64;
+        self.settled_new += done.repeated.len() as u64;
         if let Some(e) = &done.batch_error {
             if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
                 self.summary.batches_failed += 1;
@@ -524,13 +629,18 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes every pending result in one transaction: whole batches only, never half of one.
+    /// Takes in the waiting submissions, then writes every pending result in one transaction: whole batches
+    /// only, never half of one.
     fn flush(&mut self) -> Result<()> {
+        self.pending_rows = 0;
+        if !self.intakes.is_empty() {
+            let intakes = std::mem::take(&mut self.intakes);
+            self.summary.new_submissions += self.store.take_in(&intakes)? as u64;
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        self.pending_rows = 0;
         let mut records = Vec::new();
         for done in &pending {
             for (message, answer) in done.job.messages.iter().zip(&done.answers) {
@@ -546,8 +656,16 @@ impl Writer<'_> {
                 let batches: Vec<String> = pending.iter().map(|d| label(&d.job)).collect();
                 e.context(format!("storing the results of {}", batches.join(", ")))
             })?;
-        self.summary.polled += written as u64;
-        for r in &records {
+        self.repeated += written.repeated as u64;
+        for (r, &stored) in records.iter().zip(&written.stored) {
+            if r.message.intake.is_some() {
+                self.settled_new += 1;
+                self.summary.new_submissions += u64::from(stored);
+            }
+            if !stored {
+                continue;
+            }
+            self.summary.polled += 1;
             match r.status {
                 DeliveryStatus::Delivered => self.summary.delivered += 1,
                 DeliveryStatus::Failed => self.summary.failed += 1,
@@ -608,13 +726,14 @@ impl Writer<'_> {
 
 /// The exit code from the counts: everything polled is success; nothing polled because the carrier kept failing
 /// is "unavailable"; anything in between is partial.
-fn exit_code(s: &Summary, stop: Option<Stop>) -> Exit {
+/// `complete`: every new submission was read, so that `messages_due` is the whole count.
+fn exit_code(s: &Summary, stop: Option<Stop>, complete: bool) -> Exit {
     match stop {
         Some(Stop::Signal(signal)) => return Exit::Interrupted(signal),
         Some(Stop::CredentialsRejected) => return Exit::CredentialsRejected,
         _ => {}
     }
-    if s.polled >= s.messages_due {
+    if complete && s.polled >= s.messages_due {
         return Exit::Ok;
     }
     if s.polled == 0 && s.batches_failed + s.lookups_failed > 0 {
@@ -635,14 +754,23 @@ mod tests {
             batches_failed,
             ..Summary::default()
         };
-        assert_eq!(exit_code(&s(0, 0, 0), None), Exit::Ok);
-        assert_eq!(exit_code(&s(10, 10, 0), None), Exit::Ok);
-        assert_eq!(exit_code(&s(10, 4, 1), None), Exit::Partial);
-        assert_eq!(exit_code(&s(10, 0, 2), None), Exit::CarrierUnavailable);
-        assert_eq!(exit_code(&s(10, 3, 0), Some(Stop::Deadline)), Exit::Partial);
-        assert_eq!(exit_code(&s(10, 0, 0), Some(Stop::Deadline)), Exit::Partial);
+        assert_eq!(exit_code(&s(0, 0, 0), None, true), Exit::Ok);
+        assert_eq!(exit_code(&s(10, 10, 0), None, true), Exit::Ok);
+        assert_eq!(exit_code(&s(10, 4, 1), None, true), Exit::Partial);
         assert_eq!(
-            exit_code(&s(10, 9, 0), Some(Stop::CredentialsRejected)),
+            exit_code(&s(10, 0, 2), None, true),
+            Exit::CarrierUnavailable
+        );
+        assert_eq!(
+            exit_code(&s(10, 3, 0), Some(Stop::Deadline), true),
+            Exit::Partial
+        );
+        assert_eq!(
+            exit_code(&s(10, 0, 0), Some(Stop::Deadline), true),
+            Exit::Partial
+        );
+        assert_eq!(
+            exit_code(&s(10, 9, 0), Some(Stop::CredentialsRejected), true),
             Exit::CredentialsRejected
         );
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod cycle;
 pub mod exit;
+pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod rate;

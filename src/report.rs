@@ -9,7 +9,7 @@ pub fn history_text(h: &History) -> String {
     let mut out = String::new();
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
     let state = match h.state.as_deref() {
-        None => "NOT YET SEEN (taken in by the next poll cycle)".to_string(),
+        None => "NOT YET POLLED (taken in by the first cycle at which it is due: two hours after submission)".to_string(),
         Some("OPEN") => format!("OPEN, next poll due {}", opt(&h.next_due_at)),
         Some("UNCONFIRMED") => format!(
             "UNCONFIRMED: still pending after the 72-hour window, tracking closed {}",

@@ -19,8 +19,6 @@ use crate::timefmt;
 /// The schema, version by version. Append; never edit a released entry. `schema.sql` is version 1.
 const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
 
-/// Submissions read per transaction when the poller takes in new ones.
-const DISCOVERY_CHUNK: usize = 10_000;
 const WATERMARK_KEY: &str = "submissions_rowid";
 /// Every table the poller reads or writes.
 const TABLES: [&str; 7] = [
@@ -75,6 +73,9 @@ pub struct DueMessage {
     pub submitted_at: DateTime<Utc>,
     /// Polls so far; this poll is number `polls + 1`.
     pub polls: i64,
+    /// For a message not tracked yet: its sms_submissions rowid. Its tracking row is written with its first
+    /// result.
+    pub intake: Option<i64>,
 }
 
 /// The tracking state after a poll.
@@ -111,14 +112,47 @@ pub struct PollRecord<'a> {
     pub next_due_at: Option<DateTime<Utc>>,
 }
 
-/// A row of sms_submissions not yet taken in: rowid, tracking_id, carrier_batch_id, submitted_at as text.
-type NewSubmission = (i64, Option<String>, Option<String>, Option<String>);
+/// Where a cycle starts reading sms_submissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadStart {
+    /// Rows after this rowid are read.
+    pub after: i64,
+    /// The table was rewritten since the last run: it is read from the start.
+    pub rescan: bool,
+}
 
-/// What taking in new submissions found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Discovery {
-    pub new: u64,
-    pub invalid: u64,
+/// A row of sms_submissions, as the poller reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    pub rowid: i64,
+    pub tracking_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub batch_id: Option<String>,
+    /// As stored, not yet parsed.
+    pub submitted_at: Option<String>,
+    /// When the message is tracked already: the row its tracking row came from.
+    pub tracked_from: Option<i64>,
+}
+
+/// A submission to start tracking without polling it: not due yet (`submitted_at` set), or unusable (`note`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intake {
+    pub rowid: i64,
+    pub tracking_id: String,
+    pub batch_id: Option<String>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+}
+
+/// What [`Store::record`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Whether each record was stored.
+    pub stored: Vec<bool>,
+    /// First results of messages that turned out to be tracked already (their tracking id appears twice in
+    /// sms_submissions): not stored, not counted.
+    pub repeated: usize,
 }
 
 /// Database facts behind the metrics.
@@ -281,19 +315,35 @@ impl Store {
         run().exit_code(Exit::Database)
     }
 
-    /// Takes in submissions written since the last run: each gets a tracking row, due two hours after its
-    /// submission. Rows that cannot be tracked are recorded as INVALID (or skipped when they have no tracking
-    /// id) with a warning, once. Reads in chunks by rowid, each committed with the position reached.
+    /// Where this cycle starts reading sms_submissions: after the returned rowid. Every row up to the stored
+    /// position is tracked already (or cannot be tracked), so only the rows after it are read.
     ///
     /// SQLite may hand out rowids again (after the newest rows are deleted) or renumber them (VACUUM); the
-    /// position remembers the tracking id at its rowid, and when that no longer matches, the whole table is
-    /// rescanned once for rows not yet tracked.
-    pub fn discover(&mut self, now: DateTime<Utc>) -> Result<Discovery> {
-        let rescan = self
-            .position_moved()
-            .context("checking the read position in sms_submissions")
-            .exit_code(Exit::Database)?;
-        if rescan {
+    /// position remembers the tracking id at its rowid, and when that no longer matches, the whole table is read
+    /// again (rows already tracked are passed over) and the tracked messages' links to their rows are renewed.
+    pub fn read_start(&mut self) -> Result<ReadStart> {
+        let run = || -> Result<ReadStart> {
+            let (rowid, tracking_id) = Store::position(&self.conn)?;
+            if rowid == 0 {
+                return Ok(ReadStart {
+                    after: 0,
+                    rescan: false,
+                });
+            }
+            let there: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
+                    [rowid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if there.as_deref() == Some(tracking_id.as_str()) {
+                return Ok(ReadStart {
+                    after: rowid,
+                    rescan: false,
+                });
+            }
             log::warn!(
                 "sms_submissions was rewritten since the last run (rows deleted or rowids renumbered); rescanning \
                  it for submissions not yet tracked"
@@ -305,25 +355,18 @@ impl Store {
                      WHERE state = 'OPEN'",
                     [],
                 )
-                .context("refreshing the links to sms_submissions")
-                .exit_code(Exit::Database)?;
-        }
-        let mut found = Discovery::default();
-        let mut start = rescan.then_some(0);
-        loop {
-            let (chunk, more) = self
-                .discover_chunk(now, start.take(), rescan)
-                .context("taking in new rows of sms_submissions")
-                .exit_code(Exit::Database)?;
-            found.new += chunk.new;
-            found.invalid += chunk.invalid;
-            if !more {
-                return Ok(found);
-            }
-        }
+                .context("refreshing the links to sms_submissions")?;
+            Ok(ReadStart {
+                after: 0,
+                rescan: true,
+            })
+        };
+        run()
+            .context("checking the read position in sms_submissions")
+            .exit_code(Exit::Database)
     }
 
-    /// The position reached in sms_submissions: the last rowid taken in and the tracking id it had.
+    /// The position reached in sms_submissions: a rowid and the tracking id it had.
     fn position(conn: &Connection) -> rusqlite::Result<(i64, String)> {
         let value: Option<String> = conn
             .query_row(
@@ -337,131 +380,91 @@ impl Store {
         Ok((rowid.parse().unwrap_or(0), tracking_id.to_string()))
     }
 
-    /// True when the row at the remembered position no longer carries the remembered tracking id.
-    fn position_moved(&self) -> rusqlite::Result<bool> {
-        let (rowid, tracking_id) = Store::position(&self.conn)?;
-        if rowid == 0 {
-            return Ok(false);
-        }
-        let there: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
-                [rowid],
-                |r| r.get(0),
+    /// Moves the read position to `row` (a rowid and its tracking id): every row up to it is tracked, or cannot
+    /// be tracked.
+    pub fn set_read_position(&mut self, row: &(i64, String)) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![WATERMARK_KEY, format!("{}:{}", row.0, row.1)],
             )
-            .optional()?;
-        Ok(there.as_deref() != Some(tracking_id.as_str()))
+            .context("saving the read position in sms_submissions")
+            .exit_code(Exit::Database)?;
+        Ok(())
     }
 
-    /// Takes in one chunk after the stored position (or after rowid `start`); on a rescan, rows already tracked
-    /// are passed over silently. Returns what it found and whether more rows may follow.
-    fn discover_chunk(
-        &mut self,
-        now: DateTime<Utc>,
-        start: Option<i64>,
-        rescan: bool,
-    ) -> Result<(Discovery, bool)> {
-        let tx = self.conn.transaction()?;
-        let watermark = match start {
-            Some(rowid) => rowid,
-            None => Store::position(&tx)?.0,
-        };
-        let rows: Vec<NewSubmission> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT rowid, tracking_id, carrier_batch_id, CAST(submitted_at AS TEXT) FROM sms_submissions \
-                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+    /// Up to `limit` rows of sms_submissions after rowid `after`, in rowid order, each with the row its tracking
+    /// row came from when the message is tracked already.
+    pub fn submissions_after(&self, after: i64, limit: usize) -> Result<Vec<Submission>> {
+        let run = || -> Result<Vec<Submission>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT s.rowid, s.tracking_id, s.customer_id, s.phone_number, s.carrier_batch_id, \
+                 CAST(s.submitted_at AS TEXT), t.submission_rowid FROM sms_submissions s \
+                 LEFT JOIN message_tracking t ON t.tracking_id = s.tracking_id \
+                 WHERE s.rowid > ?1 ORDER BY s.rowid LIMIT ?2",
             )?;
-            stmt.query_map(params![watermark, DISCOVERY_CHUNK as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?
+            let rows = stmt
+                .query_map(params![after, limit as i64], |r| {
+                    Ok(Submission {
+                        rowid: r.get(0)?,
+                        tracking_id: r.get(1)?,
+                        customer_id: r.get(2)?,
+                        phone_number: r.get(3)?,
+                        batch_id: r.get(4)?,
+                        submitted_at: r.get(5)?,
+                        tracked_from: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         };
-        let mut found = Discovery::default();
-        let Some(last) = rows.last() else {
-            return Ok((found, false));
-        };
-        let position = format!("{}:{}", last.0, last.1.as_deref().unwrap_or(""));
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO message_tracking \
-                 (tracking_id, carrier_batch_id, submitted_at, state, next_due_at, note, submission_rowid) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut tracked = tx.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM message_tracking WHERE tracking_id = ?1)",
-            )?;
-            for (rowid, tracking_id, batch_id, submitted_at) in &rows {
-                if rescan
-                    && let Some(id) = tracking_id
-                    && tracked.query_row([id], |r| r.get::<_, bool>(0))?
-                {
-                    continue;
-                }
-                let Some(tracking_id) = tracking_id.as_deref().filter(|t| !t.trim().is_empty())
-                else {
-                    log::warn!(
-                        "sms_submissions row {rowid} has no tracking_id; it cannot be tracked"
-                    );
-                    found.invalid += 1;
-                    continue;
-                };
-                let batch_id = batch_id.as_deref().filter(|b| !b.trim().is_empty());
-                let parsed = submitted_at
-                    .as_deref()
-                    .context("submitted_at is NULL")
-                    .and_then(timefmt::parse);
-                let valid = parsed.is_ok();
-                let inserted = match parsed {
-                    Ok(at) => {
-                        if at > now + chrono::TimeDelta::hours(1) {
-                            log::warn!(
-                                "submission {tracking_id:?} has submitted_at {} in the future (clock {}); it is \
-                                 first due two hours after that",
-                                timefmt::format(at),
-                                timefmt::format(now)
-                            );
-                        }
-                        insert.execute(params![
-                            tracking_id,
-                            batch_id,
-                            timefmt::format(at),
-                            "OPEN",
-                            timefmt::format(schedule::first_due(at)),
-                            None::<String>,
-                            rowid,
-                        ])?
+        run()
+            .with_context(|| format!("reading sms_submissions after row {after}"))
+            .exit_code(Exit::Database)
+    }
+
+    /// Starts tracking submissions that are not polled in this cycle: OPEN and due at their first slot, or
+    /// INVALID with the reason. A tracking id tracked already is left as it is, with a warning. Returns how many
+    /// were taken in as OPEN.
+    pub fn take_in(&mut self, intakes: &[Intake]) -> Result<usize> {
+        let mut run = || -> Result<usize> {
+            let tx = self.conn.transaction()?;
+            Store::check_lease(&tx, self.lease.as_deref())?;
+            let mut added = 0;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO message_tracking \
+                     (tracking_id, carrier_batch_id, submitted_at, state, next_due_at, note, submission_rowid) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for i in intakes {
+                    let (state, next_due_at) = match i.submitted_at {
+                        Some(at) => ("OPEN", Some(timefmt::format(schedule::first_due(at)))),
+                        None => ("INVALID", None),
+                    };
+                    let inserted = insert.execute(params![
+                        i.tracking_id,
+                        i.batch_id,
+                        i.submitted_at.map(timefmt::format),
+                        state,
+                        next_due_at,
+                        i.note,
+                        i.rowid,
+                    ])?;
+                    if inserted == 0 {
+                        warn_repeated(&i.tracking_id);
+                    } else if i.submitted_at.is_some() {
+                        added += 1;
                     }
-                    Err(e) => {
-                        log::warn!("submission {tracking_id:?} cannot be tracked: {e:#}");
-                        found.invalid += 1;
-                        insert.execute(params![
-                            tracking_id,
-                            batch_id,
-                            None::<String>,
-                            "INVALID",
-                            None::<String>,
-                            format!("{e:#}"),
-                            rowid,
-                        ])?
-                    }
-                };
-                if inserted == 0 {
-                    log::warn!(
-                        "submission {tracking_id:?} appears twice in sms_submissions; tracked once"
-                    );
-                } else if valid {
-                    found.new += 1;
                 }
             }
-        }
-        tx.execute(
-            "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![WATERMARK_KEY, position],
-        )?;
-        tx.commit()?;
-        Ok((found, rows.len() == DISCOVERY_CHUNK))
+            tx.commit()?;
+            Ok(added)
+        };
+        run()
+            .context("taking in new submissions")
+            .exit_code(Exit::Database)
     }
 
     /// The batches with messages due at `cutoff`, the longest-waiting first (so that batches that failed last
@@ -619,57 +622,69 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
-    /// Writes one batch's results in one transaction: an audit row per result and the tracking update. A message
-    /// whose tracking row has moved on (closed, or polled by someone else) is skipped, never counted twice.
-    /// Returns how many results were written.
+    /// Writes results in one transaction: an audit row per result and the tracking update, or for a message not
+    /// tracked yet, its tracking row. A message whose tracking row has moved on (closed, or polled by someone
+    /// else), or that turns out to be tracked already, is skipped, never counted twice.
     pub fn record(
         &mut self,
         cycle_id: i64,
         polled_at: DateTime<Utc>,
         records: &[PollRecord],
-    ) -> Result<usize> {
-        let mut run = || -> Result<usize> {
+    ) -> Result<Written> {
+        let mut run = || -> Result<Written> {
             let polled_at = timefmt::format(polled_at);
             let created_at = timefmt::format_millis(Utc::now());
             let tx = self.conn.transaction()?;
-            if let Some(me) = &self.lease {
-                let holder: Option<String> = tx
-                    .query_row("SELECT holder FROM poller_lease WHERE id = 1", [], |r| {
-                        r.get(0)
-                    })
-                    .optional()?;
-                if holder.as_ref() != Some(me) {
-                    bail!(
-                        "this run no longer holds the cycle lease (now held by {}); not writing",
-                        holder.as_deref().unwrap_or("nobody")
-                    );
-                }
-            }
+            Store::check_lease(&tx, self.lease.as_deref())?;
+            let mut written = Written::default();
             let mut accepted = Vec::with_capacity(records.len());
+            written.stored.reserve(records.len());
             {
                 let mut update = tx.prepare_cached(
                     "UPDATE message_tracking SET polls = polls + 1, state = ?3, next_due_at = ?4, last_status = ?5, \
                      last_polled_at = ?6, closed_at = CASE WHEN ?3 = 'OPEN' THEN NULL ELSE ?6 END \
                      WHERE tracking_id = ?1 AND polls = ?2 AND state = 'OPEN'",
                 )?;
+                let mut first = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO message_tracking (tracking_id, submission_rowid, carrier_batch_id, \
+                     submitted_at, state, polls, next_due_at, last_status, last_polled_at, closed_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, CASE WHEN ?5 = 'OPEN' THEN NULL ELSE ?8 END)",
+                )?;
                 for r in records {
                     let m = r.message;
-                    let changed = update.execute(params![
-                        m.tracking_id,
-                        m.polls,
-                        r.state.as_str(),
-                        r.next_due_at.map(timefmt::format),
-                        r.status.as_str(),
-                        polled_at,
-                    ])?;
-                    if changed == 0 {
+                    let next_due_at = r.next_due_at.map(timefmt::format);
+                    let changed = match m.intake {
+                        Some(rowid) => first.execute(params![
+                            m.tracking_id,
+                            rowid,
+                            m.batch_id,
+                            timefmt::format(m.submitted_at),
+                            r.state.as_str(),
+                            next_due_at,
+                            r.status.as_str(),
+                            polled_at,
+                        ])?,
+                        None => update.execute(params![
+                            m.tracking_id,
+                            m.polls,
+                            r.state.as_str(),
+                            next_due_at,
+                            r.status.as_str(),
+                            polled_at,
+                        ])?,
+                    };
+                    written.stored.push(changed == 1);
+                    if changed == 1 {
+                        accepted.push(r);
+                    } else if m.intake.is_some() {
+                        warn_repeated(&m.tracking_id);
+                        written.repeated += 1;
+                    } else {
                         log::warn!(
                             "message {:?} was updated by another run since it was read; its result is not recorded twice",
                             m.tracking_id
                         );
-                        continue;
                     }
-                    accepted.push(r);
                 }
             }
             {
@@ -699,13 +714,29 @@ impl Store {
                     ])?;
                 }
             }
-            let written = accepted.len();
             tx.commit()?;
             Ok(written)
         };
         run()
             .context("writing poll results")
             .exit_code(Exit::Database)
+    }
+
+    /// Fails unless this run still holds the cycle lease (when it took one).
+    fn check_lease(tx: &Connection, me: Option<&str>) -> Result<()> {
+        let Some(me) = me else { return Ok(()) };
+        let holder: Option<String> = tx
+            .query_row("SELECT holder FROM poller_lease WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if holder.as_deref() != Some(me) {
+            bail!(
+                "this run no longer holds the cycle lease (now held by {}); not writing",
+                holder.as_deref().unwrap_or("nobody")
+            );
+        }
+        Ok(())
     }
 
     /// Records how a cycle ended, adds its counts to the running totals, and remembers a success.
@@ -998,6 +1029,11 @@ impl Store {
     }
 }
 
+/// Warns about a submission whose tracking id is tracked already, from another row of sms_submissions.
+pub fn warn_repeated(tracking_id: &str) {
+    log::warn!("submission {tracking_id:?} appears twice in sms_submissions; tracked once");
+}
+
 fn due_message(row: &Row) -> Result<DueMessage> {
     let tracking_id: String = row.get(0)?;
     let submitted_at: String = row.get(4)?;
@@ -1011,6 +1047,7 @@ fn due_message(row: &Row) -> Result<DueMessage> {
         batch_id: row.get(3)?,
         submitted_at,
         polls: row.get(5)?,
+        intake: None,
     })
 }
 

@@ -276,7 +276,7 @@ fn history_of_a_message_not_yet_polled() {
     let out = db.cmd().args(["history", "T1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("NOT YET SEEN"), "{text}");
+    assert!(text.contains("NOT YET POLLED"), "{text}");
     assert!(text.contains("+49********678"), "phone is masked: {text}");
 }
 

@@ -218,12 +218,21 @@ fn malformed_bodies_exhaust_the_attempts_and_nothing_is_polled() {
         [0, 1, 69]
     );
     assert!(db.audit("T1").is_empty());
-    let t = db.tracking("T1").unwrap();
-    assert_eq!(
-        (t.polls, t.next_due_at.as_deref()),
-        (0, Some(FIRST_POLL)),
-        "the message stays due"
+    assert!(
+        db.tracking("T1").is_none(),
+        "a message is taken in with its first result"
     );
+
+    // It stays due: the next run asks again.
+    let good = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(listing("B1", &[wire("T1", "DELIVERED")], None))
+        .expect(1)
+        .create();
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    good.assert();
+    assert_eq!(db.audit("T1")[0].status, "DELIVERED");
 }
 
 #[test]
@@ -429,7 +438,9 @@ fn nothing_due_is_success_without_requests() {
     let out = db.poll_json(&server.url(), "2025-12-01T10:00:00Z", &[]);
     assert_eq!(out.code, Some(0));
     none.assert();
-    assert_eq!(out.counts(&["messages_due", "new_submissions"]), [0, 1]);
+    // Not due yet: read again by the next run, taken in when it is polled.
+    assert_eq!(out.counts(&["messages_due", "new_submissions"]), [0, 0]);
+    assert!(db.tracking("T1").is_none());
 }
 
 #[test]
@@ -547,4 +558,100 @@ fn unusable_submission_rows_are_reported_once_and_skipped() {
     let out = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &[]);
     assert_eq!(out.summary["invalid_submissions"].as_u64(), Some(0));
     assert!(!out.stderr.contains("cannot be tracked"));
+}
+
+#[test]
+fn new_submissions_are_taken_in_when_first_due_and_read_once_tracked() {
+    let db = TestDb::new();
+    db.submit("A1", Some("A"), SUBMITTED); // due 11:00
+    db.submit("B1", Some("B"), "2025-12-01T10:30:00Z"); // due 12:30
+    db.submit("C1", Some("C"), SUBMITTED); // due 11:00, after a row that is not due yet
+    let mut server = mockito::Server::new();
+    let batch = |server: &mut mockito::Server, b: &str, id: &str, n: usize| {
+        server
+            .mock("GET", format!("/batches/{b}/messages").as_str())
+            .with_body(listing(b, &[wire(id, "SENT")], None))
+            .expect(n)
+            .create()
+    };
+    let (a, b, c) = (
+        batch(&mut server, "A", "A1", 2),
+        batch(&mut server, "B", "B1", 1),
+        batch(&mut server, "C", "C1", 2),
+    );
+
+    let out = db.poll_json(&server.url(), FIRST_POLL, &["-v"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.counts(&["messages_due", "polled", "new_submissions"]),
+        [2, 2, 2]
+    );
+    out.assert_stderr_has("read 3 new rows of sms_submissions: 2 due now, 1 due at a later cycle");
+    assert!(db.tracking("B1").is_none(), "B1 is not due: only read");
+
+    // B1 is due: it is taken in; the rows before and after it are tracked already and passed over.
+    let out = db.poll_json(&server.url(), "2025-12-01T12:30:00Z", &["-v"]);
+    assert_eq!(
+        out.counts(&["messages_due", "polled", "new_submissions"]),
+        [1, 1, 1]
+    );
+    out.assert_stderr_has("read 2 new rows of sms_submissions: 1 due now, 0 due at a later cycle");
+
+    // Every row is tracked now: the next cycle reads none of them, and polls A1 and C1 from their tracking rows.
+    let out = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &["-v"]);
+    assert_eq!(
+        out.counts(&["messages_due", "polled", "new_submissions"]),
+        [2, 2, 0]
+    );
+    assert!(
+        !out.stderr.contains("new rows of sms_submissions"),
+        "{}",
+        out.stderr
+    );
+    for m in [&a, &b, &c] {
+        m.assert();
+    }
+    let attempts = |id| -> Vec<i64> { db.audit(id).iter().map(|r| r.attempt).collect() };
+    assert_eq!(
+        (attempts("A1"), attempts("B1"), attempts("C1")),
+        (vec![1, 2], vec![1], vec![1, 2])
+    );
+}
+
+#[test]
+fn interleaved_rows_of_a_batch_are_asked_for_in_one_listing() {
+    let db = TestDb::new();
+    let ids = ["A1", "B1", "A2", "B2", "A3"];
+    for id in ids {
+        db.submit(id, Some(&id[..1]), SUBMITTED);
+    }
+    let mut server = mockito::Server::new();
+    let a = server
+        .mock("GET", "/batches/A/messages")
+        .with_body(listing(
+            "A",
+            &[wire("A1", "SENT"), wire("A2", "SENT"), wire("A3", "SENT")],
+            None,
+        ))
+        .expect(1)
+        .create();
+    let b = server
+        .mock("GET", "/batches/B/messages")
+        .with_body(listing(
+            "B",
+            &[wire("B1", "SENT"), wire("B2", "SENT")],
+            None,
+        ))
+        .expect(1)
+        .create();
+    let one_by_one = server
+        .mock("GET", Matcher::Regex("^/messages/".into()))
+        .expect(0)
+        .create();
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.counts(&["polled", "http_requests"]), [5, 2]);
+    a.assert();
+    b.assert();
+    one_by_one.assert();
 }
