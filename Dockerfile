@@ -4,6 +4,7 @@
 FROM rust:1.88-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo ./.cargo
 COPY src ./src
 COPY schema.sql ./
 RUN cargo build --release --locked --bin dlr-poller

@@ -32,6 +32,8 @@ use crate::store::{
 use crate::summary::Summary;
 use crate::timefmt;
 
+/// Results that may wait for the writer, at least (each is one job: a batch, or a chunk of lookups).
+const RESULTS_WAITING: usize = 64;
 /// Once the cycle must stop (signal, deadline, abort), how long requests in flight may still finish before the
 /// cycle stops waiting for them and saves what it has. Well inside Kubernetes' default 30 s grace period.
 const GRACE: Duration = Duration::from_secs(5);
@@ -196,7 +198,8 @@ fn poll(
     let stats = Arc::new(Stats::default());
     let carrier = Arc::new(HttpCarrier::new(config, control.clone(), stats.clone()));
     let (job_tx, job_rx) = sync_channel::<Job>(config.concurrency);
-    let (out_tx, out_rx) = sync_channel::<Output>(config.concurrency * 2);
+    // Room for a few dozen results, so that the workers go on asking while the writer commits a transaction.
+    let (out_tx, out_rx) = sync_channel::<Output>((config.concurrency * 2).max(RESULTS_WAITING));
     let job_rx = Arc::new(Mutex::new(job_rx));
     let claimed = Arc::new(AtomicU64::new(0));
     let dispatcher = {
@@ -272,8 +275,8 @@ fn poll(
     } else {
         end.passed
     };
-    if let Some(row) = position.or_else(|| start.rescan.then(|| (0, String::new()))) {
-        store.set_read_position(&row)?;
+    if let Some(rowid) = position.or(start.rescan.then_some(0)) {
+        store.set_read_position(rowid)?;
     }
     Ok(end.complete)
 }

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::control::Control;
@@ -61,21 +61,16 @@ pub fn fate(row: Submission, now: DateTime<Utc>, rescan: bool) -> Fate {
         return Fate::Tracked;
     }
     let batch_id = row.batch_id.filter(|b| !b.trim().is_empty());
-    let submitted_at = match row
-        .submitted_at
-        .as_deref()
-        .context("submitted_at is NULL")
-        .and_then(timefmt::parse)
-    {
+    let submitted_at = match row.submitted_at {
         Ok(at) => at,
         Err(e) => {
-            log::warn!("submission {tracking_id:?} cannot be tracked: {e:#}");
+            log::warn!("submission {tracking_id:?} cannot be tracked: {e}");
             return Fate::TakeIn(Intake {
                 rowid: row.rowid,
                 tracking_id,
                 batch_id,
                 submitted_at: None,
-                note: Some(format!("{e:#}")),
+                note: Some(e),
             });
         }
     };
@@ -119,12 +114,12 @@ pub struct ReadEnd {
     pub invalid: u64,
     /// Rows due at a later cycle.
     pub not_yet: u64,
-    /// The last of the leading rows that are all tracked, or cannot be tracked, or are taken in by this cycle:
-    /// where the read position may move.
-    pub passed: Option<(i64, String)>,
+    /// The rowid of the last of the leading rows that are all tracked, or cannot be tracked, or are taken in
+    /// by this cycle: where the read position may move.
+    pub passed: Option<i64>,
     /// The same, counting also rows handed out for polling: where the position may move once every one of
     /// them is stored.
-    pub reached: Option<(i64, String)>,
+    pub reached: Option<i64>,
 }
 
 /// A job of new messages: their batch id (`None`: look them up one by one) and the messages.
@@ -158,8 +153,7 @@ pub fn read(
         let mut intakes = Vec::new();
         for row in rows {
             end.rows += 1;
-            let at = (passing || reaching)
-                .then(|| (row.rowid, row.tracking_id.clone().unwrap_or_default()));
+            let rowid = row.rowid;
             match fate(row, now, start.rescan) {
                 Fate::Tracked => {}
                 Fate::Untrackable => end.invalid += 1,
@@ -179,13 +173,11 @@ pub fn read(
                     end.not_yet += 1;
                 }
             }
-            if let Some(at) = at {
-                if passing {
-                    end.passed = Some(at.clone());
-                }
-                if reaching {
-                    end.reached = Some(at);
-                }
+            if passing {
+                end.passed = Some(rowid);
+            }
+            if reaching {
+                end.reached = Some(rowid);
             }
         }
         if !intakes.is_empty() && !take_in(intakes) {
@@ -278,7 +270,10 @@ mod tests {
             customer_id: None,
             phone_number: None,
             batch_id: batch.map(str::to_string),
-            submitted_at: submitted.map(str::to_string),
+            submitted_at: match submitted {
+                None => Err("submitted_at is NULL".to_string()),
+                Some(s) => timefmt::parse(s).map_err(|e| format!("{e:#}")),
+            },
             tracked_from: None,
         }
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use crate::exit::{Exit, ExitContext};
@@ -129,8 +130,8 @@ pub struct Submission {
     pub customer_id: Option<String>,
     pub phone_number: Option<String>,
     pub batch_id: Option<String>,
-    /// As stored, not yet parsed.
-    pub submitted_at: Option<String>,
+    /// Parsed, or why it cannot be.
+    pub submitted_at: Result<DateTime<Utc>, String>,
     /// When the message is tracked already: the row its tracking row came from.
     pub tracked_from: Option<i64>,
 }
@@ -380,14 +381,15 @@ impl Store {
         Ok((rowid.parse().unwrap_or(0), tracking_id.to_string()))
     }
 
-    /// Moves the read position to `row` (a rowid and its tracking id): every row up to it is tracked, or cannot
-    /// be tracked.
-    pub fn set_read_position(&mut self, row: &(i64, String)) -> Result<()> {
+    /// Moves the read position to `rowid` (0: the start), remembering the tracking id there: every row up to it
+    /// is tracked, or cannot be tracked.
+    pub fn set_read_position(&mut self, rowid: i64) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
+                "INSERT INTO poller_state (key, value) \
+                 SELECT ?1, ?2 || ':' || COALESCE((SELECT tracking_id FROM sms_submissions WHERE rowid = ?2), '') \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![WATERMARK_KEY, format!("{}:{}", row.0, row.1)],
+                params![WATERMARK_KEY, rowid],
             )
             .context("saving the read position in sms_submissions")
             .exit_code(Exit::Database)?;
@@ -398,25 +400,32 @@ impl Store {
     /// row came from when the message is tracked already.
     pub fn submissions_after(&self, after: i64, limit: usize) -> Result<Vec<Submission>> {
         let run = || -> Result<Vec<Submission>> {
+            let mut rows = Vec::with_capacity(limit);
             let mut stmt = self.conn.prepare_cached(
                 "SELECT s.rowid, s.tracking_id, s.customer_id, s.phone_number, s.carrier_batch_id, \
                  CAST(s.submitted_at AS TEXT), t.submission_rowid FROM sms_submissions s \
                  LEFT JOIN message_tracking t ON t.tracking_id = s.tracking_id \
                  WHERE s.rowid > ?1 ORDER BY s.rowid LIMIT ?2",
             )?;
-            let rows = stmt
-                .query_map(params![after, limit as i64], |r| {
-                    Ok(Submission {
-                        rowid: r.get(0)?,
-                        tracking_id: r.get(1)?,
-                        customer_id: r.get(2)?,
-                        phone_number: r.get(3)?,
-                        batch_id: r.get(4)?,
-                        submitted_at: r.get(5)?,
-                        tracked_from: r.get(6)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
+            let mut query = stmt.query(params![after, limit as i64])?;
+            while let Some(r) = query.next()? {
+                let submitted_at = match r.get_ref(5)? {
+                    ValueRef::Null => Err("submitted_at is NULL".to_string()),
+                    value => std::str::from_utf8(value.as_bytes()?)
+                        .context("submitted_at is not UTF-8")
+                        .and_then(timefmt::parse)
+                        .map_err(|e| format!("{e:#}")),
+                };
+                rows.push(Submission {
+                    rowid: r.get(0)?,
+                    tracking_id: r.get(1)?,
+                    customer_id: r.get(2)?,
+                    phone_number: r.get(3)?,
+                    batch_id: r.get(4)?,
+                    submitted_at,
+                    tracked_from: r.get(6)?,
+                });
+            }
             Ok(rows)
         };
         run()
@@ -650,15 +659,17 @@ impl Store {
                      submitted_at, state, polls, next_due_at, last_status, last_polled_at, closed_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, CASE WHEN ?5 = 'OPEN' THEN NULL ELSE ?8 END)",
                 )?;
+                // A batch's messages mostly share their times: format each once.
+                let (mut submitted, mut due) = (Formatted::default(), Formatted::default());
                 for r in records {
                     let m = r.message;
-                    let next_due_at = r.next_due_at.map(timefmt::format);
+                    let next_due_at = r.next_due_at.map(|t| due.of(t));
                     let changed = match m.intake {
                         Some(rowid) => first.execute(params![
                             m.tracking_id,
                             rowid,
                             m.batch_id,
-                            timefmt::format(m.submitted_at),
+                            submitted.of(m.submitted_at),
                             r.state.as_str(),
                             next_due_at,
                             r.status.as_str(),
@@ -1026,6 +1037,19 @@ impl Store {
         run()
             .with_context(|| format!("reading the history of {tracking_id:?}"))
             .exit_code(Exit::Database)
+    }
+}
+
+/// The stored form of the last time asked for.
+#[derive(Default)]
+struct Formatted(Option<(DateTime<Utc>, String)>);
+
+impl Formatted {
+    fn of(&mut self, t: DateTime<Utc>) -> &str {
+        if self.0.as_ref().is_none_or(|(last, _)| *last != t) {
+            self.0 = Some((t, timefmt::format(t)));
+        }
+        self.0.as_ref().map_or("", |(_, s)| s.as_str())
     }
 }
 
