@@ -53,39 +53,66 @@ pub struct SimMessage {
 impl SimMessage {
     /// What the carrier says about this message at `now`; `None` when it does not know the message.
     pub fn report_at(&self, now: DateTime<Utc>) -> Option<Report> {
+        self.wire_at(now).map(|w| Report {
+            tracking_id: w.tracking_id.to_string(),
+            status: w.status.to_string(),
+            error_code: w.error_code.map(str::to_string),
+            error_message: w.error_message.map(str::to_string),
+            status_updated_at: w.status_updated_at,
+        })
+    }
+
+    /// The same, as it goes on the wire, borrowed from the message (a listing of thousands is serialised without
+    /// building a value per message).
+    fn wire_at(&self, now: DateTime<Utc>) -> Option<Wire<'_>> {
         if !self.known {
             return None;
         }
-        let report = |status: &str,
-                      code: Option<&str>,
-                      reason: Option<&str>,
-                      at: Option<DateTime<Utc>>| Report {
-            tracking_id: self.tracking_id.clone(),
-            status: status.to_string(),
-            error_code: code.map(str::to_string),
-            error_message: reason.map(str::to_string),
+        let wire = |status, code, reason, at: Option<DateTime<Utc>>| Wire {
+            tracking_id: &self.tracking_id,
+            status,
+            error_code: code,
+            error_message: reason,
             status_updated_at: at.map(timefmt::format),
         };
         Some(match &self.fate {
             Fate::Deliver { after } if now >= self.submitted_at + *after => {
-                report("DELIVERED", None, None, Some(self.submitted_at + *after))
+                wire("DELIVERED", None, None, Some(self.submitted_at + *after))
             }
-            Fate::Deliver { .. } => report("SENT", None, None, None),
+            Fate::Deliver { .. } => wire("SENT", None, None, None),
             Fate::Fail {
                 after,
                 word,
                 code,
                 reason,
-            } if now >= self.submitted_at + *after => report(
+            } if now >= self.submitted_at + *after => wire(
                 word,
                 Some(code),
                 Some(reason),
                 Some(self.submitted_at + *after),
             ),
-            Fate::Fail { .. } => report("QUEUED", None, None, None),
-            Fate::Stuck { word } => report(word, None, None, None),
+            Fate::Fail { .. } => wire("QUEUED", None, None, None),
+            Fate::Stuck { word } => wire(word, None, None, None),
         })
     }
+}
+
+/// One message in the generic wire format.
+#[derive(serde::Serialize)]
+struct Wire<'a> {
+    tracking_id: &'a str,
+    status: &'a str,
+    error_code: Option<&'a str>,
+    error_message: Option<&'a str>,
+    status_updated_at: Option<String>,
+}
+
+/// One page of a batch listing in the generic wire format.
+#[derive(serde::Serialize)]
+struct Page<'a> {
+    batch_id: &'a str,
+    messages: Vec<Wire<'a>>,
+    next_page_token: Option<String>,
 }
 
 /// The simulated messages, indexed by tracking id and by batch.
@@ -427,19 +454,20 @@ impl Sandbox {
                     .and_then(|t| t.strip_prefix("p").and_then(|n| n.parse::<usize>().ok()));
                 let offset = offset.unwrap_or(0).min(listed.len());
                 let end = (offset + self.page_size).min(listed.len());
-                let messages: Vec<_> = listed[offset..end]
-                    .iter()
-                    .filter_map(|m| m.report_at(now))
-                    .map(|r| report_json(&r))
-                    .collect();
-                let next = (end < listed.len()).then(|| format!("p{end}"));
-                let body = serde_json::json!({"batch_id": batch_id, "messages": messages, "next_page_token": next});
-                (200, vec![], body.to_string())
+                let page = Page {
+                    batch_id,
+                    messages: listed[offset..end]
+                        .iter()
+                        .filter_map(|m| m.wire_at(now))
+                        .collect(),
+                    next_page_token: (end < listed.len()).then(|| format!("p{end}")),
+                };
+                (200, vec![], to_json(&page))
             }
             ["messages", tracking_id] => {
                 self.stats.message_lookups.fetch_add(1, Ordering::Relaxed);
-                match world.get(tracking_id).and_then(|m| m.report_at(now)) {
-                    Some(r) => (200, vec![], report_json(&r).to_string()),
+                match world.get(tracking_id).and_then(|m| m.wire_at(now)) {
+                    Some(w) => (200, vec![], to_json(&w)),
                     None => (404, vec![], error_body("unknown message")),
                 }
             }
@@ -448,14 +476,8 @@ impl Sandbox {
     }
 }
 
-fn report_json(r: &Report) -> serde_json::Value {
-    serde_json::json!({
-        "tracking_id": r.tracking_id,
-        "status": r.status,
-        "error_code": r.error_code,
-        "error_message": r.error_message,
-        "status_updated_at": r.status_updated_at,
-    })
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| error_body(&e.to_string()))
 }
 
 fn error_body(message: &str) -> String {
