@@ -8,7 +8,8 @@
 //! indexes, in batched transactions). Results go in BENCHMARKS.md.
 //!
 //! Options: --messages N (100000), --batch-size N (500; 0 = no batch ids, one lookup per message),
-//! --latency-ms N (20), --concurrency N (8), --page-size N (1000).
+//! --latency-ms N (20), --concurrency N (8), --page-size N (1000), --ids sequential|random (sequential: ids that
+//! sort in submission order; random: UUID-shaped ids in no order).
 
 use std::path::Path;
 use std::process::Command;
@@ -20,7 +21,7 @@ use anyhow::{Context, Result, bail};
 #[path = "support/mod.rs"]
 mod support;
 use chrono::TimeDelta;
-use dlr_poller::sandbox::{Sandbox, SandboxServer, World};
+use dlr_poller::sandbox::{Sandbox, SandboxServer, World, random_id, sequential_id};
 use dlr_poller::{schedule, timefmt};
 
 const TOKEN: &str = "bench-token";
@@ -31,6 +32,7 @@ struct Options {
     latency_ms: u64,
     concurrency: usize,
     page_size: usize,
+    random_ids: bool,
 }
 
 fn options() -> Result<Options> {
@@ -40,12 +42,21 @@ fn options() -> Result<Options> {
         latency_ms: 20,
         concurrency: 8,
         page_size: 1000,
+        random_ids: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let [flag, value] = pair else {
             bail!("expected --flag value pairs, got {pair:?}")
         };
+        if flag == "--ids" {
+            o.random_ids = match value.as_str() {
+                "sequential" => false,
+                "random" => true,
+                _ => bail!("--ids takes sequential or random, not {value:?}"),
+            };
+            continue;
+        }
         let n: usize = value.parse().with_context(|| format!("{flag} {value:?}"))?;
         match flag.as_str() {
             "--messages" => o.messages = n,
@@ -74,7 +85,12 @@ fn main() -> Result<()> {
 
     // Every message is listed in its batch (batch mode) or has no batch (per-message mode), and stays SENT, so
     // the first cycle polls all of them and the second has nothing due.
-    let world = World::uniform(o.messages, o.batch_size, start);
+    let id = if o.random_ids {
+        random_id
+    } else {
+        sequential_id
+    };
+    let world = World::uniform_with(o.messages, o.batch_size, start, id);
     let setup = Instant::now();
     poller(&bin, &db, &["migrate"], None)?;
     world.write_submissions(&mut rusqlite::Connection::open(&db)?)?;
@@ -114,15 +130,18 @@ fn main() -> Result<()> {
     let requests = first.summary["http_requests"].as_u64().unwrap_or(0);
     let polled = first.summary["polled"].as_u64().unwrap_or(0);
     let network_floor = requests as f64 * o.latency_ms as f64 / 1000.0 / o.concurrency as f64;
-    let sqlite_floor = sqlite_floor(dir.path(), o.messages, o.batch_size.max(50))?;
+    let sqlite_floor = sqlite_floor(dir.path(), o.messages, o.batch_size.max(50), id)?;
     let wall = first.wall.as_secs_f64();
     let floor = network_floor.max(sqlite_floor);
 
-    let mode = if o.batch_size > 0 {
+    let mut mode = if o.batch_size > 0 {
         format!("batch {}", o.batch_size)
     } else {
         "per-message".into()
     };
+    if o.random_ids {
+        mode.push_str(", random ids");
+    }
     println!(
         "| mode | messages | latency | concurrency | cycle 1 | msg/s | req/s | peak RSS | cycle 2 (nothing due) | DB size | network floor | SQLite floor | cycle / floor |"
     );
@@ -193,7 +212,12 @@ fn poller(bin: &Path, db: &Path, args: &[&str], token: Option<&str>) -> Result<R
 
 /// The SQLite floor: the same number of audit rows, with the audit table's indexes, inserted with one prepared
 /// statement in transactions of `batch` rows, on a database set up as the poller sets it up (WAL, NORMAL sync).
-fn sqlite_floor(dir: &Path, rows: usize, batch: usize) -> Result<f64> {
+fn sqlite_floor(
+    dir: &Path,
+    rows: usize,
+    batch: usize,
+    id: impl Fn(usize) -> String,
+) -> Result<f64> {
     let path = dir.join("floor.db");
     let mut conn = rusqlite::Connection::open(&path)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
@@ -212,7 +236,7 @@ fn sqlite_floor(dir: &Path, rows: usize, batch: usize) -> Result<f64> {
             )?;
             for &i in chunk {
                 stmt.execute((
-                    format!("T{i:08}"),
+                    id(i),
                     format!("C{:06}", i % 100_000),
                     format!("+4915{i:09}"),
                     format!("B{:06}", i / batch),

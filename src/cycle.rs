@@ -230,6 +230,7 @@ fn poll(
     }
     drop(out_tx);
 
+    store.set_cache_size(WRITER_CACHE)?;
     let mut writer = Writer {
         store,
         cycle_id: summary.cycle_id,
@@ -476,9 +477,13 @@ fn label(job: &Job) -> String {
     }
 }
 
-/// Results written per transaction, at least: a few batches at a time, so that the index pages they share are
-/// written to the WAL once rather than once per batch. Fewer are written when no more results are waiting.
-const FLUSH_ROWS: usize = 5_000;
+/// Results written per transaction, at least: many batches at a time, so that the index pages they share are
+/// written to the WAL once rather than once per batch. That matters most when tracking ids come in no order (UUIDs):
+/// every result then lands on another page of the indexes on tracking_id. Fewer are written when no more results
+/// are waiting.
+const FLUSH_ROWS: usize = 25_000;
+/// The writer's page cache, in bytes: it holds the index pages a transaction of [`FLUSH_ROWS`] results touches.
+const WRITER_CACHE: i64 = 64 << 20;
 
 /// The single writer: maps answers to statuses and schedule steps and stores them, whole batches per
 /// transaction.

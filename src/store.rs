@@ -283,6 +283,14 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
+    /// Sets this connection's page cache size, in bytes (SQLite's default is 2 MiB).
+    pub fn set_cache_size(&self, bytes: i64) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -(bytes / 1024))
+            .context("setting the page cache size")
+            .exit_code(Exit::Database)
+    }
+
     /// Fails unless the schema is exactly the version this build writes and its tables are all there.
     pub fn check_schema(&self) -> Result<()> {
         let run = || -> Result<()> {

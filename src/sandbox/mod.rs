@@ -115,6 +115,30 @@ struct Page<'a> {
     next_page_token: Option<String>,
 }
 
+/// Tracking ids in the order of submission (`T00000042`): each new id sorts after the last.
+pub fn sequential_id(i: usize) -> String {
+    format!("T{i:08}")
+}
+
+/// Tracking ids in no order, shaped like UUIDs: distinct for distinct `i`, so that every insert lands somewhere
+/// else in the indexes on tracking_id.
+pub fn random_id(i: usize) -> String {
+    // splitmix64's finaliser: a bijection on u64, so the ids never collide.
+    let mut z = (i as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let low = (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        z >> 32,
+        (z >> 16) & 0xffff,
+        z & 0xfff,
+        (low >> 52) & 0xfff,
+        low & 0xffff_ffff_ffff
+    )
+}
+
 /// The simulated messages, indexed by tracking id and by batch.
 #[derive(Debug, Default)]
 pub struct World {
@@ -184,10 +208,21 @@ impl World {
     /// `n` messages that all stay SENT, submitted at `start`: in batches of `batch_size` (all listed), or without
     /// batch ids when `batch_size` is 0. For benchmarks: every message is due in the same cycles.
     pub fn uniform(n: usize, batch_size: usize, start: DateTime<Utc>) -> World {
+        World::uniform_with(n, batch_size, start, sequential_id)
+    }
+
+    /// The same, with tracking ids made by `id` from the message's number (see [`sequential_id`] and
+    /// [`random_id`]).
+    pub fn uniform_with(
+        n: usize,
+        batch_size: usize,
+        start: DateTime<Utc>,
+        id: impl Fn(usize) -> String,
+    ) -> World {
         World::new(
             (0..n)
                 .map(|i| SimMessage {
-                    tracking_id: format!("T{i:08}"),
+                    tracking_id: id(i),
                     customer_id: format!("C{:06}", i % 100_000),
                     phone_number: format!("+4915{i:09}"),
                     batch_id: (batch_size > 0).then(|| format!("B{:06}", i / batch_size)),
@@ -632,6 +667,25 @@ mod tests {
         );
         let again = World::generate(2000, 100, t("2025-12-01T09:00:00Z"), 1);
         assert_eq!(again.messages()[1234].fate, m[1234].fate);
+    }
+
+    #[test]
+    fn random_ids_are_distinct_unordered_and_uuid_shaped() {
+        let ids: Vec<String> = (0..10_000).map(random_id).collect();
+        assert_eq!(
+            ids.iter().collect::<std::collections::HashSet<_>>().len(),
+            ids.len()
+        );
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 36 && id.matches('-').count() == 4)
+        );
+        let ascending = ids.windows(2).filter(|w| w[0] < w[1]).count();
+        assert!(
+            (4_000..6_000).contains(&ascending),
+            "{ascending} of 9999 pairs in order"
+        );
+        assert!(sequential_id(9) < sequential_id(10));
     }
 
     #[test]
