@@ -276,9 +276,8 @@ fn poll(
     } else {
         end.passed
     };
-    if let Some(rowid) = position.or(start.rescan.then_some(0)) {
-        store.set_read_position(rowid)?;
-    }
+    let reported = end.last_read.unwrap_or(0).max(start.reported);
+    store.save_read(position.or(start.rescan.then_some(0)), reported)?;
     Ok(end.complete)
 }
 

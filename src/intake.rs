@@ -44,18 +44,22 @@ pub enum Fate {
     NotYet,
 }
 
-/// Decides what becomes of a row read at `now`. Logs what is wrong with the row, if anything.
-pub fn fate(row: Submission, now: DateTime<Utc>, rescan: bool) -> Fate {
+/// Decides what becomes of a row read at `now`. Logs what is wrong with the row, unless an earlier cycle that
+/// read the row has (`start.reported`).
+pub fn fate(row: Submission, now: DateTime<Utc>, start: ReadStart) -> Fate {
+    let report = row.rowid > start.reported;
     let Some(tracking_id) = row.tracking_id.filter(|t| !t.trim().is_empty()) else {
-        log::warn!(
-            "sms_submissions row {} has no tracking_id; it cannot be tracked",
-            row.rowid
-        );
+        if report {
+            log::warn!(
+                "sms_submissions row {} has no tracking_id; it cannot be tracked",
+                row.rowid
+            );
+        }
         return Fate::Untrackable;
     };
     if let Some(from) = row.tracked_from {
         // On a rescan every tracked row is met again; otherwise this is a second row with the same id.
-        if !rescan && from != row.rowid {
+        if report && !start.rescan && from != row.rowid {
             crate::store::warn_repeated(&tracking_id);
         }
         return Fate::Tracked;
@@ -110,7 +114,10 @@ pub struct ReadEnd {
     /// Every row after the start was read (the cycle did not stop first).
     pub complete: bool,
     pub rows: u64,
-    /// Rows without a tracking id or with an unusable submission time.
+    /// The last rowid read.
+    pub last_read: Option<i64>,
+    /// Rows without a tracking id or with an unusable submission time (not counting those an earlier cycle
+    /// reported).
     pub invalid: u64,
     /// Rows due at a later cycle.
     pub not_yet: u64,
@@ -154,11 +161,13 @@ pub fn read(
         for row in rows {
             end.rows += 1;
             let rowid = row.rowid;
-            match fate(row, now, start.rescan) {
+            end.last_read = Some(rowid);
+            let new = rowid > start.reported;
+            match fate(row, now, start) {
                 Fate::Tracked => {}
-                Fate::Untrackable => end.invalid += 1,
+                Fate::Untrackable => end.invalid += u64::from(new),
                 Fate::TakeIn(intake) => {
-                    end.invalid += u64::from(intake.submitted_at.is_none());
+                    end.invalid += u64::from(new && intake.submitted_at.is_none());
                     intakes.push(intake);
                 }
                 Fate::Due(message) => {
@@ -279,6 +288,11 @@ mod tests {
     }
 
     const NOW: &str = "2025-12-01T11:00:00Z";
+    const START: ReadStart = ReadStart {
+        after: 0,
+        rescan: false,
+        reported: 0,
+    };
 
     #[test]
     fn each_kind_of_row_has_its_fate() {
@@ -286,7 +300,7 @@ mod tests {
         let due = fate(
             row(1, Some("T1"), Some(" "), Some("2025-12-01T09:00:00+00:00")),
             now,
-            false,
+            START,
         );
         let Fate::Due(m) = due else { panic!("{due:?}") };
         assert_eq!((m.intake, m.polls, m.batch_id), (Some(1), 0, None));
@@ -295,7 +309,7 @@ mod tests {
             fate(
                 row(2, Some("T2"), None, Some("2025-12-01T09:04:00Z")),
                 now,
-                false
+                START
             ),
             Fate::Due(_)
         ));
@@ -303,19 +317,19 @@ mod tests {
             fate(
                 row(3, Some("T3"), None, Some("2025-12-01T09:06:00Z")),
                 now,
-                false
+                START
             ),
             Fate::NotYet
         );
         assert_eq!(
-            fate(row(4, None, None, Some("2025-12-01T09:00:00Z")), now, false),
+            fate(row(4, None, None, Some("2025-12-01T09:00:00Z")), now, START),
             Fate::Untrackable
         );
         assert_eq!(
-            fate(row(5, Some("  "), None, None), now, false),
+            fate(row(5, Some("  "), None, None), now, START),
             Fate::Untrackable
         );
-        let Fate::TakeIn(bad) = fate(row(6, Some("T6"), Some("B"), Some("soon")), now, false)
+        let Fate::TakeIn(bad) = fate(row(6, Some("T6"), Some("B"), Some("soon")), now, START)
         else {
             panic!()
         };
@@ -328,14 +342,14 @@ mod tests {
                 .unwrap()
                 .contains("\"soon\" is not an RFC 3339 timestamp")
         );
-        let Fate::TakeIn(null) = fate(row(7, Some("T7"), None, None), now, false) else {
+        let Fate::TakeIn(null) = fate(row(7, Some("T7"), None, None), now, START) else {
             panic!()
         };
         assert_eq!(null.note.as_deref(), Some("submitted_at is NULL"));
         let Fate::TakeIn(future) = fate(
             row(8, Some("T8"), None, Some("2025-12-01T12:01:00Z")),
             now,
-            false,
+            START,
         ) else {
             panic!()
         };
@@ -345,13 +359,13 @@ mod tests {
             fate(
                 row(9, Some("T9"), None, Some("2025-12-01T11:59:00Z")),
                 now,
-                false
+                START
             ),
             Fate::NotYet
         );
         let mut tracked = row(10, Some("T10"), None, Some("2025-12-01T09:00:00Z"));
         tracked.tracked_from = Some(3);
-        assert_eq!(fate(tracked, now, false), Fate::Tracked);
+        assert_eq!(fate(tracked, now, START), Fate::Tracked);
     }
 
     fn message(id: usize, batch: Option<&str>) -> DueMessage {

@@ -21,6 +21,8 @@ use crate::timefmt;
 const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
 
 const WATERMARK_KEY: &str = "submissions_rowid";
+/// The last sms_submissions rowid a cycle has read: problems of rows up to it have been reported already.
+const REPORTED_KEY: &str = "submissions_reported";
 /// Every table the poller reads or writes.
 const TABLES: [&str; 7] = [
     "sms_submissions",
@@ -120,6 +122,8 @@ pub struct ReadStart {
     pub after: i64,
     /// The table was rewritten since the last run: it is read from the start.
     pub rescan: bool,
+    /// Rows up to this rowid were read by an earlier cycle, which reported their problems.
+    pub reported: i64,
 }
 
 /// A row of sms_submissions, as the poller reads it.
@@ -333,10 +337,20 @@ impl Store {
     pub fn read_start(&mut self) -> Result<ReadStart> {
         let run = || -> Result<ReadStart> {
             let (rowid, tracking_id) = Store::position(&self.conn)?;
+            let reported: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT value FROM poller_state WHERE key = ?1",
+                    [REPORTED_KEY],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let reported = reported.and_then(|v| v.parse().ok()).unwrap_or(0);
             if rowid == 0 {
                 return Ok(ReadStart {
                     after: 0,
                     rescan: false,
+                    reported,
                 });
             }
             let there: Option<String> = self
@@ -351,6 +365,7 @@ impl Store {
                 return Ok(ReadStart {
                     after: rowid,
                     rescan: false,
+                    reported,
                 });
             }
             log::warn!(
@@ -365,9 +380,11 @@ impl Store {
                     [],
                 )
                 .context("refreshing the links to sms_submissions")?;
+            // Renumbered rows are reported afresh.
             Ok(ReadStart {
                 after: 0,
                 rescan: true,
+                reported: 0,
             })
         };
         run()
@@ -389,19 +406,33 @@ impl Store {
         Ok((rowid.parse().unwrap_or(0), tracking_id.to_string()))
     }
 
-    /// Moves the read position to `rowid` (0: the start), remembering the tracking id there: every row up to it
-    /// is tracked, or cannot be tracked.
-    pub fn set_read_position(&mut self, rowid: i64) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO poller_state (key, value) \
-                 SELECT ?1, ?2 || ':' || COALESCE((SELECT tracking_id FROM sms_submissions WHERE rowid = ?2), '') \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![WATERMARK_KEY, rowid],
-            )
+    /// Remembers how far sms_submissions has been read: `position` (a rowid, 0 for the start; `None` leaves it
+    /// as it is), up to which every row is tracked or cannot be tracked, and `reported`, up to which every row
+    /// has been read and its problems reported.
+    pub fn save_read(&mut self, position: Option<i64>, reported: i64) -> Result<()> {
+        let mut run = || -> Result<()> {
+            let tx = self.conn.transaction()?;
+            let set = "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
+                       ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+            if let Some(rowid) = position {
+                // The tracking id there tells a later run whether the rowids were renumbered since.
+                let tracking_id: Option<String> = tx
+                    .query_row(
+                        "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
+                        [rowid],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let value = format!("{rowid}:{}", tracking_id.unwrap_or_default());
+                tx.execute(set, params![WATERMARK_KEY, value])?;
+            }
+            tx.execute(set, params![REPORTED_KEY, reported.to_string()])?;
+            tx.commit()?;
+            Ok(())
+        };
+        run()
             .context("saving the read position in sms_submissions")
-            .exit_code(Exit::Database)?;
-        Ok(())
+            .exit_code(Exit::Database)
     }
 
     /// Up to `limit` rows of sms_submissions after rowid `after`, in rowid order, each with the row its tracking

@@ -530,6 +530,8 @@ fn pending_after_the_72h_slot_closes_unconfirmed_and_history_says_so() {
 fn unusable_submission_rows_are_reported_once_and_skipped() {
     let db = TestDb::new();
     db.submit("T1", None, SUBMITTED);
+    // Not due until 12:30: the rows after it are read again by the 11:30 run.
+    db.submit("LATE", None, "2025-12-01T10:30:00Z");
     db.submit("BAD", None, "yesterday morning");
     db.conn()
         .execute("INSERT INTO sms_submissions (tracking_id, submitted_at) VALUES ('', '2025-12-01T09:00:00Z')", []).unwrap();
@@ -554,10 +556,14 @@ fn unusable_submission_rows_are_reported_once_and_skipped() {
         .into_owned();
     assert!(text.contains("INVALID, not tracked"), "{text}");
 
-    // The next run does not report them again.
-    let out = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &[]);
+    // The next run reads them again (LATE is still waiting for its first poll) but does not report them again.
+    let out = db.poll_json(&server.url(), "2025-12-01T11:30:00Z", &["-v"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.assert_stderr_has(
+        "read 3 new rows of sms_submissions: 0 due now, 1 due at a later cycle, 0 invalid",
+    );
     assert_eq!(out.summary["invalid_submissions"].as_u64(), Some(0));
-    assert!(!out.stderr.contains("cannot be tracked"));
+    assert!(!out.stderr.contains("cannot be tracked"), "{}", out.stderr);
 }
 
 #[test]
