@@ -337,15 +337,9 @@ impl Store {
     pub fn read_start(&mut self) -> Result<ReadStart> {
         let run = || -> Result<ReadStart> {
             let (rowid, tracking_id) = Store::position(&self.conn)?;
-            let reported: Option<String> = self
-                .conn
-                .query_row(
-                    "SELECT value FROM poller_state WHERE key = ?1",
-                    [REPORTED_KEY],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let reported = reported.and_then(|v| v.parse().ok()).unwrap_or(0);
+            let reported = state(&self.conn, REPORTED_KEY)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             if rowid == 0 {
                 return Ok(ReadStart {
                     after: 0,
@@ -353,14 +347,7 @@ impl Store {
                     reported,
                 });
             }
-            let there: Option<String> = self
-                .conn
-                .query_row(
-                    "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
-                    [rowid],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let there = tracking_id_at(&self.conn, rowid)?;
             if there.as_deref() == Some(tracking_id.as_str()) {
                 return Ok(ReadStart {
                     after: rowid,
@@ -394,14 +381,7 @@ impl Store {
 
     /// The position reached in sms_submissions: a rowid and the tracking id it had.
     fn position(conn: &Connection) -> rusqlite::Result<(i64, String)> {
-        let value: Option<String> = conn
-            .query_row(
-                "SELECT value FROM poller_state WHERE key = ?1",
-                [WATERMARK_KEY],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let value = value.unwrap_or_default();
+        let value = state(conn, WATERMARK_KEY)?.unwrap_or_default();
         let (rowid, tracking_id) = value.split_once(':').unwrap_or((value.as_str(), ""));
         Ok((rowid.parse().unwrap_or(0), tracking_id.to_string()))
     }
@@ -416,14 +396,10 @@ impl Store {
                        ON CONFLICT (key) DO UPDATE SET value = excluded.value";
             if let Some(rowid) = position {
                 // The tracking id there tells a later run whether the rowids were renumbered since.
-                let tracking_id: Option<String> = tx
-                    .query_row(
-                        "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
-                        [rowid],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let value = format!("{rowid}:{}", tracking_id.unwrap_or_default());
+                let value = format!(
+                    "{rowid}:{}",
+                    tracking_id_at(&tx, rowid)?.unwrap_or_default()
+                );
                 tx.execute(set, params![WATERMARK_KEY, value])?;
             }
             tx.execute(set, params![REPORTED_KEY, reported.to_string()])?;
@@ -862,14 +838,7 @@ impl Store {
                     Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            let last_success: Option<String> = self
-                .conn
-                .query_row(
-                    "SELECT value FROM poller_state WHERE key = ?1",
-                    [LAST_SUCCESS_KEY],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let last_success = state(&self.conn, LAST_SUCCESS_KEY)?;
             let mut stmt = self.conn.prepare(
                 "SELECT state, COUNT(*) FROM message_tracking WHERE closed_at IS NOT NULL AND closed_at > ?1 \
                  AND state IN ('DELIVERED', 'FAILED', 'UNCONFIRMED') GROUP BY state",
@@ -1077,6 +1046,26 @@ impl Store {
             .with_context(|| format!("reading the history of {tracking_id:?}"))
             .exit_code(Exit::Database)
     }
+}
+
+/// A value of poller_state.
+fn state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM poller_state WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// The tracking id of an sms_submissions row ('' when it has none); `None` when there is no such row.
+fn tracking_id_at(conn: &Connection, rowid: i64) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
+        [rowid],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// The stored form of the last time asked for.
