@@ -754,6 +754,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn repeated_new_messages_are_dropped_from_a_job() {
+        let message = |id: &str, intake: Option<i64>| DueMessage {
+            tracking_id: id.to_string(),
+            customer_id: None,
+            phone_number: None,
+            batch_id: None,
+            submitted_at: DateTime::UNIX_EPOCH,
+            polls: 0,
+            intake,
+        };
+        let mut job = vec![
+            message("A", Some(1)),
+            message("B", Some(2)),
+            message("A", Some(3)),
+            message("C", Some(4)),
+            message("B", Some(5)),
+        ];
+        assert_eq!(drop_repeats(&mut job), ["A", "B"]);
+        let kept: Vec<_> = job.iter().map(|m| m.intake).collect();
+        assert_eq!(kept, [Some(1), Some(2), Some(4)]);
+        // Tracked messages are unique by their primary key: nothing to look for.
+        let mut tracked = vec![message("A", None), message("B", None)];
+        assert!(drop_repeats(&mut tracked).is_empty());
+        assert_eq!(tracked.len(), 2);
+    }
+
+    #[test]
     fn exit_codes_from_counts() {
         let s = |due, polled, batches_failed| Summary {
             messages_due: due,

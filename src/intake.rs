@@ -426,6 +426,22 @@ mod tests {
     }
 
     #[test]
+    fn the_oldest_batch_goes_when_too_many_messages_are_held() {
+        let mut out = Vec::new();
+        let mut gatherer = Gatherer::default();
+        let (a, b) = (MAX_HELD * 3 / 5, MAX_HELD / 2);
+        for i in 0..a + b {
+            let batch = if i < a { "A" } else { "B" };
+            assert!(gatherer.add(message(i, Some(batch)), &mut |g: Group| {
+                out.push((g.0, g.1.len()));
+                true
+            }));
+        }
+        assert_eq!(out, [(Some("A".to_string()), a)]);
+        assert_eq!(gatherer.held, b);
+    }
+
+    #[test]
     fn a_stop_is_passed_on() {
         let mut gatherer = Gatherer::default();
         let mut refuse = |_: Group| false;
