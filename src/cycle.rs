@@ -656,6 +656,9 @@ impl Writer<'_> {
                 }
             }
         }
+        // In tracking id order, each index on tracking_id is walked once per transaction instead of jumped about
+        // in: with ids in no order (UUIDs), a page is then written once per transaction, not once per result.
+        records.sort_unstable_by(|a, b| a.message.tracking_id.cmp(&b.message.tracking_id));
         let written = self
             .store
             .record(self.cycle_id, self.now, &records)
