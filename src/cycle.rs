@@ -517,6 +517,7 @@ impl Writer<'_> {
     fn drain(&mut self, results: &Receiver<Output>, control: &Control) -> Result<Drained> {
         let started = Instant::now();
         let mut writing = Duration::ZERO;
+        let mut last_result = Duration::ZERO;
         let mut failure = None;
         let mut give_up_at = None;
         let drained = loop {
@@ -531,6 +532,7 @@ impl Writer<'_> {
             };
             let (idle, finished) = match next {
                 Ok(output) => {
+                    last_result = started.elapsed();
                     if failure.is_none() {
                         match output {
                             Output::Answers(done) => self.accept(done),
@@ -567,8 +569,9 @@ impl Writer<'_> {
             }
         };
         log::debug!(
-            "polling took {:.1}s, of which {:.1}s writing results",
+            "polling took {:.2}s (the last result arrived after {:.2}s), of which {:.2}s writing results",
             started.elapsed().as_secs_f64(),
+            last_result.as_secs_f64(),
             writing.as_secs_f64()
         );
         match failure {

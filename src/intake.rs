@@ -19,8 +19,9 @@ use crate::timefmt;
 
 /// Rows read per query: each query is a short read, so the WAL can be checkpointed while a cycle reads.
 const READ_CHUNK: usize = 10_000;
-/// Messages without a batch id are asked for one by one, in jobs of this many.
-pub const LOOKUP_CHUNK: usize = 50;
+/// Messages without a batch id are asked for one by one, in jobs of this many: small, so that the last jobs
+/// of a cycle spread over every worker.
+pub const LOOKUP_CHUNK: usize = 10;
 /// Batches gathered at once. The dispatch system usually writes a batch's rows together; when batches are
 /// interleaved, gathering several keeps them whole (one listing per batch) within this bound.
 const OPEN_BATCHES: usize = 64;
@@ -405,8 +406,13 @@ mod tests {
 
     #[test]
     fn messages_without_a_batch_go_in_chunks() {
-        let messages = (0..120).map(|i| message(i, None)).collect();
-        assert_eq!(gather(messages), [(None, 50), (None, 50), (None, 20)]);
+        let messages = (0..LOOKUP_CHUNK * 2 + 3)
+            .map(|i| message(i, None))
+            .collect();
+        assert_eq!(
+            gather(messages),
+            [(None, LOOKUP_CHUNK), (None, LOOKUP_CHUNK), (None, 3)]
+        );
     }
 
     #[test]
