@@ -1,5 +1,5 @@
-//! One poll cycle: find what is due (tracked messages, then new submissions), ask the carrier on a bounded pool
-//! of worker threads, and write every result through one writer, a few batches per transaction.
+//! One poll cycle: find what is due (new submissions first, then tracked messages), ask the carrier on a bounded
+//! pool of worker threads, and write every result through one writer, many batches per transaction.
 //!
 //! ```text
 //!  dispatcher (reads due set, batch by batch) --jobs--> N workers (blocking HTTP) --results--> writer (this thread)

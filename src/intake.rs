@@ -163,12 +163,12 @@ pub fn read(
             end.rows += 1;
             let rowid = row.rowid;
             end.last_read = Some(rowid);
-            let new = rowid > start.reported;
+            let unreported = rowid > start.reported;
             match fate(row, now, start) {
                 Fate::Tracked => {}
-                Fate::Untrackable => end.invalid += u64::from(new),
+                Fate::Untrackable => end.invalid += u64::from(unreported),
                 Fate::TakeIn(intake) => {
-                    end.invalid += u64::from(new && intake.submitted_at.is_none());
+                    end.invalid += u64::from(unreported && intake.submitted_at.is_none());
                     intakes.push(intake);
                 }
                 Fate::Due(message) => {
