@@ -23,7 +23,7 @@ use crate::carrier::{FetchError, Report, StatusSource};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::exit::{Exit, ExitContext};
-use crate::intake::{self, LOOKUP_CHUNK, ReadEnd};
+use crate::intake::{self, Gatherer, ReadEnd};
 use crate::schedule::{self, Next};
 use crate::status::{DeliveryStatus, map_status};
 use crate::store::{
@@ -306,43 +306,28 @@ fn dispatch(
     to: &Dispatch,
     claimed: &AtomicU64,
 ) -> Result<ReadEnd> {
+    let mut send = |(batch_id, messages)| to.send(Job { batch_id, messages });
     let end = intake::read(
         reader,
         start,
         now,
         to.control,
         claimed,
-        |(batch_id, messages)| to.send(Job { batch_id, messages }),
+        &mut send,
         |intakes| to.out.send(Output::TakeIn(intakes)).is_ok(),
     )?;
     let cutoff = schedule::cutoff(now);
     for group in groups {
-        let chunk = if group.batch_id.is_some() {
-            usize::MAX
-        } else {
-            LOOKUP_CHUNK
-        };
-        let mut messages = Vec::new();
+        // One group at a time: its batch is handed out whole, or its lookups in chunks.
+        let mut gather = Gatherer::default();
         let mut open = to.control.stopped().is_none();
         if open {
             reader.due_messages(group.batch_id.as_deref(), cutoff, |m| {
-                messages.push(m);
-                if messages.len() >= chunk {
-                    open = to.send(Job {
-                        batch_id: None,
-                        messages: std::mem::take(&mut messages),
-                    });
-                }
+                open = gather.add(m, &mut send);
                 open
             })?;
         }
-        if open && !messages.is_empty() {
-            open = to.send(Job {
-                batch_id: group.batch_id,
-                messages,
-            });
-        }
-        if !open {
+        if !(open && gather.finish(&mut send)) {
             break;
         }
     }

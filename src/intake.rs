@@ -21,7 +21,7 @@ use crate::timefmt;
 const READ_CHUNK: usize = 10_000;
 /// Messages without a batch id are asked for one by one, in jobs of this many: small, so that the last jobs
 /// of a cycle spread over every worker.
-pub const LOOKUP_CHUNK: usize = 10;
+const LOOKUP_CHUNK: usize = 10;
 /// Batches gathered at once. The dispatch system usually writes a batch's rows together; when batches are
 /// interleaved, gathering several keeps them whole (one listing per batch) within this bound.
 const OPEN_BATCHES: usize = 64;
@@ -142,7 +142,7 @@ pub fn read(
     now: DateTime<Utc>,
     control: &Control,
     claimed: &AtomicU64,
-    mut poll: impl FnMut(Group) -> bool,
+    poll: &mut impl FnMut(Group) -> bool,
     mut take_in: impl FnMut(Vec<Intake>) -> bool,
 ) -> Result<ReadEnd> {
     let mut end = ReadEnd::default();
@@ -175,7 +175,7 @@ pub fn read(
                     passing = false;
                     claimed.fetch_add(1, Ordering::Relaxed);
                     if open {
-                        open = gather.add(message, &mut poll);
+                        open = gather.add(message, poll);
                     }
                 }
                 Fate::NotYet => {
@@ -197,20 +197,20 @@ pub fn read(
             break;
         }
     }
-    end.complete = open && gather.finish(&mut poll);
+    end.complete = open && gather.finish(poll);
     Ok(end)
 }
 
 /// Gathers due messages into jobs: a batch's messages together, messages without a batch in chunks.
 #[derive(Default)]
-struct Gatherer {
+pub struct Gatherer {
     open: VecDeque<Group>,
     held: usize,
 }
 
 impl Gatherer {
     /// Adds a message; hands out the groups that are complete or that no longer fit. False once `poll` is.
-    fn add(&mut self, message: DueMessage, poll: &mut impl FnMut(Group) -> bool) -> bool {
+    pub fn add(&mut self, message: DueMessage, poll: &mut impl FnMut(Group) -> bool) -> bool {
         let at = match self.open.iter().rposition(|g| g.0 == message.batch_id) {
             Some(at) => at,
             None => {
@@ -250,7 +250,7 @@ impl Gatherer {
     }
 
     /// Hands out every group still open.
-    fn finish(&mut self, poll: &mut impl FnMut(Group) -> bool) -> bool {
+    pub fn finish(&mut self, poll: &mut impl FnMut(Group) -> bool) -> bool {
         while !self.open.is_empty() {
             if !self.hand_out_oldest(poll) {
                 return false;
