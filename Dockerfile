@@ -1,7 +1,7 @@
 # dlr-poller container image for the Kubernetes CronJob (examples/kubernetes/cronjob.yaml).
 # Not built in CI: the CI machines have no container engine. Build with `docker build -t dlr-poller .`.
 
-FROM rust:1.88-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo

@@ -1,5 +1,6 @@
--- dlr-poller schema, version 1. `dlr-poller migrate` applies exactly this text (src/store.rs includes it);
--- later versions are appended as new migrations, never by editing this one.
+-- dlr-poller schema, version 2: the current schema. `dlr-poller migrate` applies exactly this text to a new
+-- database (src/store.rs includes it); a database made by an older version is brought here by the upgrades in
+-- src/migrations/ instead, and a test checks that both end in the same schema.
 -- Times are RFC 3339 UTC text in one fixed-width form (2025-12-01T09:00:00Z) so that they compare as text.
 
 -- Written by the dispatch system, read by the poller. Created here only when absent.
@@ -10,6 +11,9 @@ CREATE TABLE IF NOT EXISTS sms_submissions (
   carrier_batch_id TEXT,          -- NULL: this message must be queried by tracking id
   submitted_at     TEXT NOT NULL  -- RFC 3339 UTC, e.g. 2025-12-01T09:00:00Z
 );
+-- The poller reads the submissions of the last days by submitted_at: the one index it needs on the dispatcher's
+-- table (see the README).
+CREATE INDEX IF NOT EXISTS idx_sms_submissions_submitted_at ON sms_submissions (submitted_at);
 
 -- The audit trail: one row per poll result, append-only, never updated.
 CREATE TABLE IF NOT EXISTS sms_delivery_confirmations (
@@ -31,31 +35,36 @@ CREATE TABLE IF NOT EXISTS sms_delivery_confirmations (
   -- Beyond the story's columns:
   cycle_id              INTEGER NOT NULL,  -- poll_cycles.id (no foreign key: pruning cycle records keeps results)
   carrier_status        TEXT,     -- the carrier's word as it said it; NULL when the carrier did not know the message
-  carrier_found         INTEGER NOT NULL DEFAULT 1 CHECK (carrier_found IN (0, 1))  -- 0: the carrier answered 404
+  carrier_found         INTEGER NOT NULL DEFAULT 1 CHECK (carrier_found IN (0, 1)),  -- 0: no status from the carrier
+                                  -- (404, or it refused the question: failure_code says which)
+  entry                 TEXT NOT NULL DEFAULT 'poll' CHECK (entry = 'poll' OR entry = 'close')
+                                  -- poll: the carrier's answer; close: tracking ended without one (failure_reason)
 );
 -- Unique: a message's poll numbers never repeat, so a result can never be counted twice.
 CREATE UNIQUE INDEX IF NOT EXISTS idx_sdc_tracking_id ON sms_delivery_confirmations (tracking_id, poll_attempt);
 CREATE INDEX IF NOT EXISTS idx_sdc_polled_at ON sms_delivery_confirmations (polled_at);
 CREATE INDEX IF NOT EXISTS idx_sdc_delivery_status ON sms_delivery_confirmations (delivery_status);
 
--- Per-message tracking state: one row per submission the poller has seen.
+-- Per-message tracking state: one row per submission the poller has taken in.
 CREATE TABLE IF NOT EXISTS message_tracking (
   tracking_id       TEXT PRIMARY KEY,
-  submission_rowid  INTEGER NOT NULL,  -- the sms_submissions row it came from (the first, if the id repeats)
+  customer_id       TEXT,           -- copied from the submission when taken in, for the audit rows
+  phone_number      TEXT,
   carrier_batch_id  TEXT,
   submitted_at      TEXT,           -- normalised to UTC; NULL when the submission's value was unusable
   state             TEXT NOT NULL CHECK (state = 'OPEN' OR state = 'DELIVERED' OR state = 'FAILED'
-                                         OR state = 'UNCONFIRMED' OR state = 'INVALID'),
-  polls             INTEGER NOT NULL DEFAULT 0,
+                                         OR state = 'UNCONFIRMED' OR state = 'INVALID' OR state = 'TOO_OLD'),
+  polls             INTEGER NOT NULL DEFAULT 0,  -- audit rows of the message (its polls, and a closing entry)
   next_due_at       TEXT,           -- next slot; NULL once tracking has ended
   last_status       TEXT,           -- DELIVERED | FAILED | PENDING of the latest poll
   last_polled_at    TEXT,
   closed_at         TEXT,           -- the cycle clock when tracking ended
-  note              TEXT            -- why a submission is INVALID
+  note              TEXT            -- why a submission is INVALID or TOO_OLD, or why tracking ended without an answer
 ) WITHOUT ROWID;  -- one B-tree keyed by tracking_id instead of a table plus its key index: half the writes
--- The due query: open messages by batch and slot. Closed messages leave the index.
-CREATE INDEX IF NOT EXISTS idx_message_tracking_due
-  ON message_tracking (carrier_batch_id, next_due_at) WHERE state = 'OPEN';
+-- The due query: open messages by batch, read in tracking id order a chunk at a time. Closed messages leave the
+-- index.
+CREATE INDEX IF NOT EXISTS idx_message_tracking_open
+  ON message_tracking (carrier_batch_id, tracking_id, next_due_at) WHERE state = 'OPEN';
 -- The delivery rate of the last 24 hours, over messages whose tracking ended.
 CREATE INDEX IF NOT EXISTS idx_message_tracking_closed
   ON message_tracking (closed_at) WHERE closed_at IS NOT NULL;
@@ -89,12 +98,15 @@ CREATE TABLE IF NOT EXISTS poll_cycles (
   retries            INTEGER NOT NULL DEFAULT 0,
   new_submissions    INTEGER NOT NULL DEFAULT 0,
   invalid_submissions INTEGER NOT NULL DEFAULT 0,
-  error              TEXT
+  error              TEXT,
+  too_old            INTEGER NOT NULL DEFAULT 0,  -- submissions first seen after the window: not tracked
+  closed_unanswered  INTEGER NOT NULL DEFAULT 0,  -- closed after their +72h slot without an answer
+  lookups_rejected   INTEGER NOT NULL DEFAULT 0   -- messages the carrier refused to answer about (400, 410, 422...)
 );
 
--- The lease that keeps two cycles from running on one database at once (one row while a cycle runs). A lease
--- whose holder crashed is taken over once it expires, or at once when the holder was on the same host and its
--- process is gone.
+-- The lease of the running cycle (one row while a cycle runs). Two cycles are kept apart by an OS lock on the file
+-- `{database}-lock`, which the kernel releases when the holder dies; this row names the holder for reports and
+-- fences every write of a cycle (a write checks that its run still holds it).
 CREATE TABLE IF NOT EXISTS poller_lease (
   id          INTEGER PRIMARY KEY CHECK (id = 1),
   holder      TEXT NOT NULL,     -- host/pid/start, unique per run
@@ -111,7 +123,8 @@ CREATE TABLE IF NOT EXISTS poller_totals (
   value INTEGER NOT NULL
 );
 
--- Small facts the poller keeps between runs: how far it has read sms_submissions, when a cycle last succeeded.
+-- Small facts the poller keeps between runs: how far back sms_submissions has been read, when a cycle last
+-- succeeded.
 CREATE TABLE IF NOT EXISTS poller_state (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL

@@ -22,7 +22,7 @@ Exit codes:
   74  database error (including a schema that needs `dlr-poller migrate`)
   75  partial: some batches failed or the deadline hit; the next run finishes the work
   77  credentials rejected by the carrier (401/403)
-  78  configuration error: missing or invalid URL, token or value
+  78  configuration error: a missing or invalid URL, token, flag or env value
   130 stopped by SIGINT, 143 stopped by SIGTERM: what was obtained is saved"
     };
 }
@@ -120,6 +120,9 @@ pub enum Command {
         /// The time the cutoff is counted from, RFC 3339. Default: the system clock.
         #[arg(long, value_name = "RFC3339")]
         now: Option<String>,
+        /// Accept a --now later than the system clock.
+        #[arg(long)]
+        allow_future_now: bool,
     },
     /// Show a message's tracking state and every poll result, oldest first.
     History {
@@ -128,6 +131,15 @@ pub enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// End the tracking of a message by hand: it is closed UNCONFIRMED and never polled again, and the audit
+    /// trail gets a closing entry with the reason. For a message the carrier will never answer about.
+    Close {
+        /// The message's tracking id, as in sms_submissions.
+        tracking_id: String,
+        /// Why, for the audit trail (e.g. "carrier ticket 4711: message unknown after migration").
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
     },
     /// Show recent poll cycles with their counts, outcome and success rate.
     Cycles {
@@ -193,9 +205,26 @@ pub struct PollArgs {
     pub max_rps: Option<String>,
 
     /// The cycle's clock, RFC 3339 (e.g. 2025-12-01T11:00:00Z): replays a missed cycle or drives tests.
-    /// Default: the system clock.
+    /// Default: the system clock. Refused when later than the system clock (by more than 5 minutes) unless
+    /// --allow-future-now is given.
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<String>,
+
+    /// Accept a --now later than the system clock. Such a cycle polls and closes messages ahead of their time:
+    /// every open message whose last slot is before that clock is closed for good.
+    #[arg(long)]
+    pub allow_future_now: bool,
+
+    /// How long past its 72-hour window a submission the poller first sees is still polled, once: a first run
+    /// on a database with history, or a run after an outage. Older ones are recorded as too old to track, with
+    /// no carrier request. Raise it to backfill older messages.
+    #[arg(
+        long,
+        env = "DLR_POLLER_CATCH_UP",
+        default_value = "24h",
+        value_name = "DURATION"
+    )]
+    pub catch_up: String,
 
     /// Allow an http:// carrier URL on a host other than loopback (the token would travel in clear).
     #[arg(long)]

@@ -14,7 +14,7 @@ use crate::config::{self, PollConfig, TOKEN_ENV};
 use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
 use crate::redact::mask_phone;
-use crate::store::Store;
+use crate::store::{Closed, Store};
 use crate::{cycle, metrics, report, signals, timefmt};
 
 /// The tracking id `doctor` asks the carrier about: any answer but 401/403 shows the credentials work.
@@ -39,12 +39,11 @@ impl Db {
     }
 }
 
-/// The time a command judges by: `--now` when given, else the system clock.
-fn clock(now: Option<&str>) -> Result<DateTime<Utc>> {
+/// The time a command judges by: `--now` when given, else the system clock. A bad value is a configuration
+/// error (78), as in every command.
+fn clock(now: Option<&str>, allow_future: bool) -> Result<DateTime<Utc>> {
     match now {
-        Some(raw) => timefmt::parse(raw)
-            .context("invalid --now")
-            .exit_code(Exit::Usage),
+        Some(raw) => config::clock(raw, allow_future, Utc::now()).exit_code(Exit::Config),
         None => Ok(Utc::now()),
     }
 }
@@ -72,19 +71,23 @@ fn resolve(args: &PollArgs) -> Result<PollConfig> {
     Ok(config)
 }
 
+/// Runs one cycle. The process exits with the code the cycle recorded: metrics that cannot be written or pushed
+/// afterwards are a warning, never another outcome.
 pub fn poll(db: &Db, args: &PollArgs) -> Result<Exit> {
     let config = resolve(args)?;
     let signal = signals::install()?;
     let (summary, exit) = cycle::run(&db.path, &config, db.busy_timeout, signal)?;
     log::info!("{}", summary.line());
-    if args.metrics_file.is_some() || args.pushgateway.is_some() {
-        export_metrics(db, args, &config, &summary)?;
-    }
     if config.json {
         println!(
             "{}",
             serde_json::to_string(&summary).context("encoding the summary")?
         );
+    }
+    if (args.metrics_file.is_some() || args.pushgateway.is_some())
+        && let Err(e) = export_metrics(db, args, &config, &summary)
+    {
+        log::warn!("{e:#}; the cycle itself is unaffected");
     }
     Ok(exit)
 }
@@ -98,15 +101,16 @@ fn export_metrics(
     let now = timefmt::parse(&summary.cycle_now)?;
     let data = db.open(false)?.metrics_data(now)?;
     let text = metrics::render(summary, config.deadline, &data);
-    if let Some(path) = &args.metrics_file {
-        metrics::write_file(path, &text).exit_code(Exit::Config)?;
-    }
+    let written = match &args.metrics_file {
+        Some(path) => metrics::write_file(path, &text),
+        None => Ok(()),
+    };
     if let Some(gateway) = &args.pushgateway
         && let Err(e) = metrics::push(gateway, &text)
     {
         log::warn!("{e:#}; the cycle itself is unaffected");
     }
-    Ok(())
+    written
 }
 
 /// Validates the configuration, the database and the credentials without polling or writing anything.
@@ -146,25 +150,31 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
     }
 }
 
-/// Nagios-style health check on the cycles recorded in the database.
+/// Nagios-style health check on the cycles recorded in the database. It exits only 0-3: any problem of its
+/// own (a bad flag, a database it cannot read) is UNKNOWN (3), with the reason on stdout.
 pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
-    let max_age = config::bounded_duration(
-        max_age,
-        "--max-age",
-        Duration::from_secs(60),
-        Duration::from_secs(30 * 86400),
-    )
-    .exit_code(Exit::Usage)?;
-    let now = clock(now)?;
-    let verdict = db
-        .open_checked()
-        .and_then(|store| Ok((store.last_finished_cycle()?, store.metrics_data(now)?)));
-    let (last, data) = match verdict {
+    let verdict = (|| {
+        let max_age = config::bounded_duration(
+            max_age,
+            "--max-age",
+            Duration::from_secs(60),
+            Duration::from_secs(30 * 86400),
+        )?;
+        let now = match now {
+            Some(raw) => timefmt::parse(raw).context("invalid --now")?,
+            None => Utc::now(),
+        };
+        let store = db.open_checked()?;
+        anyhow::Ok((
+            max_age,
+            now,
+            store.last_finished_cycle()?,
+            store.metrics_data(now)?,
+        ))
+    })();
+    let (max_age, now, last, data) = match verdict {
         Ok(v) => v,
-        Err(e) => {
-            println!("UNKNOWN: {e:#}");
-            return Ok(Exit::Unknown);
-        }
+        Err(e) => return Ok(unknown(&e)),
     };
     let age = data
         .last_success
@@ -212,19 +222,31 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
     Ok(exit)
 }
 
-pub fn prune(db: &Db, older_than: &str, dry_run: bool, now: Option<&str>) -> Result<Exit> {
+/// `check`'s answer when it cannot tell: UNKNOWN and the reason, exit 3.
+pub fn unknown(e: &anyhow::Error) -> Exit {
+    println!("UNKNOWN: {e:#}");
+    Exit::Unknown
+}
+
+pub fn prune(
+    db: &Db,
+    older_than: &str,
+    dry_run: bool,
+    now: Option<&str>,
+    allow_future_now: bool,
+) -> Result<Exit> {
     let age = config::bounded_duration(
         older_than,
         "--older-than",
         Duration::from_secs(86400),
         Duration::from_secs(100 * 365 * 86400),
     )
-    .exit_code(Exit::Usage)?;
-    let now = clock(now)?;
+    .exit_code(Exit::Config)?;
+    let now = clock(now, allow_future_now)?;
     let cutoff = now
         - chrono::TimeDelta::from_std(age)
             .context("--older-than is too large")
-            .exit_code(Exit::Usage)?;
+            .exit_code(Exit::Config)?;
     let mut store = db.open_checked()?;
     let (audit, cycles) = store.prune(cutoff, dry_run, 5_000)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
@@ -258,7 +280,7 @@ pub fn cycles(db: &Db, last: &str, json: bool) -> Result<Exit> {
         .ok()
         .filter(|n| *n > 0)
         .with_context(|| format!("invalid --last {last:?}: expected a whole number above 0"))
-        .exit_code(Exit::Usage)?;
+        .exit_code(Exit::Config)?;
     let cycles = db.open_checked()?.cycles(last)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&cycles)?);
@@ -266,4 +288,33 @@ pub fn cycles(db: &Db, last: &str, json: bool) -> Result<Exit> {
         print!("{}", report::cycles_text(&cycles));
     }
     Ok(Exit::Ok)
+}
+
+/// Ends the tracking of one message by hand (UNCONFIRMED, with the reason in the audit trail).
+pub fn close(db: &Db, tracking_id: &str, reason: &str) -> Result<Exit> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(anyhow::anyhow!(
+            "--reason is empty: say why the message is closed, for the audit trail"
+        ))
+        .exit_code(Exit::Config);
+    }
+    let now = Utc::now();
+    match db.open_checked()?.close(tracking_id, reason, now)? {
+        Closed::Now => {
+            println!(
+                "closed {tracking_id}: UNCONFIRMED at {}, reason: {reason}",
+                timefmt::format(now)
+            );
+            Ok(Exit::Ok)
+        }
+        Closed::Ended(state) => {
+            println!("{tracking_id} is not being tracked any more ({state}); nothing changed");
+            Ok(Exit::Ok)
+        }
+        Closed::Unknown => Err(anyhow::anyhow!(
+            "no message with tracking id {tracking_id:?} in sms_submissions"
+        ))
+        .exit_code(Exit::Usage),
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::cli::PollArgs;
 use crate::redact::CarrierToken;
@@ -28,6 +28,8 @@ pub struct PollConfig {
     pub max_rps: Option<u32>,
     /// `None`: the system clock.
     pub now: Option<DateTime<Utc>>,
+    /// How long past its 72-hour window a submission first seen is still polled (once).
+    pub catch_up: TimeDelta,
     pub json: bool,
 }
 
@@ -68,9 +70,15 @@ impl PollConfig {
             None => None,
         };
         let now = match &args.now {
-            Some(s) => Some(timefmt::parse(s).context("invalid --now")?),
+            Some(raw) => Some(clock(raw, args.allow_future_now, Utc::now())?),
             None => None,
         };
+        let catch_up = bounded_duration(
+            &args.catch_up,
+            "--catch-up (env DLR_POLLER_CATCH_UP)",
+            Duration::ZERO,
+            Duration::from_secs(3650 * 86400),
+        )?;
         Ok(PollConfig {
             carrier_url,
             token,
@@ -80,9 +88,29 @@ impl PollConfig {
             max_attempts: max_attempts as u32,
             max_rps,
             now,
+            catch_up: TimeDelta::from_std(catch_up).context("--catch-up is too large")?,
             json: args.json,
         })
     }
+}
+
+/// How far `--now` may be ahead of the system clock without `--allow-future-now`: a scheduler firing a little
+/// early, or two hosts' clocks a little apart.
+pub const FUTURE_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
+
+/// Validates `--now` against the system clock `system`: a clock in the future would close every open message
+/// for good today (their last slots would all be past), so it is refused unless `allow_future` says it is meant.
+pub fn clock(raw: &str, allow_future: bool, system: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let now = timefmt::parse(raw).context("invalid --now")?;
+    if now > system + FUTURE_TOLERANCE && !allow_future {
+        bail!(
+            "--now {} is later than the system clock ({}); a cycle in the future would poll and close messages \
+             ahead of their time. Pass --allow-future-now if that is meant (a test, a clock known to be behind)",
+            timefmt::format(now),
+            timefmt::format(system)
+        );
+    }
+    Ok(now)
 }
 
 /// Validates `--busy-timeout`.
@@ -247,6 +275,8 @@ mod tests {
             max_attempts: "4".into(),
             max_rps: None,
             now: None,
+            allow_future_now: false,
+            catch_up: "24h".into(),
             allow_insecure_http: false,
             json: false,
             metrics_file: None,

@@ -23,11 +23,11 @@ use crate::carrier::{FetchError, Report, StatusSource};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::exit::{Exit, ExitContext};
-use crate::intake::{self, Gatherer, ReadEnd};
+use crate::intake::{self, Gatherer, ReadEnd, Window};
 use crate::schedule::{self, Next};
 use crate::status::{DeliveryStatus, map_status};
 use crate::store::{
-    DueGroup, DueMessage, Intake, Lease, PollRecord, ReadStart, Store, TrackState, warn_repeated,
+    DueGroup, DueMessage, Entry, Intake, Lease, PollRecord, Store, TrackState, warn_repeated,
 };
 use crate::summary::Summary;
 use crate::timefmt;
@@ -37,6 +37,8 @@ const RESULTS_WAITING: usize = 64;
 /// Once the cycle must stop (signal, deadline, abort), how long requests in flight may still finish before the
 /// cycle stops waiting for them and saves what it has. Well inside Kubernetes' default 30 s grace period.
 const GRACE: Duration = Duration::from_secs(5);
+/// Tracked messages of one group read per query.
+const DUE_CHUNK: usize = 10_000;
 /// The lease outlives the deadline and the grace by this much, in case the clock or the disk is slow.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
@@ -46,16 +48,24 @@ struct Job {
     messages: Vec<DueMessage>,
 }
 
-/// What the carrier said about a message.
+/// What became of a message in this cycle.
 enum Answer {
     Reported(Report),
     NotFound,
+    /// The carrier refused the question about it (a 400, 410, 422..., or an answer about another id): its
+    /// outcome for this cycle. `code` is the HTTP status, when there is one.
+    Refused {
+        code: Option<String>,
+        reason: String,
+    },
+    /// Not answered, and its +72h slot has passed: tracking ends without an answer, for this reason.
+    Closed(String),
 }
 
 /// What reaches the writer.
 enum Output {
-    /// A worker's answers for one job.
-    Answers(Done),
+    /// A worker's answers for one job (boxed: a job's result is far larger than a list of intakes).
+    Answers(Box<Done>),
     /// New submissions to start tracking without a poll (from the dispatcher).
     TakeIn(Vec<Intake>),
 }
@@ -73,6 +83,8 @@ struct Done {
     /// Failed one-by-one lookups and the first reason.
     lookup_failures: u64,
     lookup_error: Option<FetchError>,
+    /// Why each message was not answered, where it was asked about and the asking failed.
+    errors: Vec<Option<String>>,
     /// Tracking ids of new messages that were in the job twice (a tracking id repeated in sms_submissions):
     /// dropped from the job, asked for once.
     repeated: Vec<String>,
@@ -146,11 +158,13 @@ fn leased(
     );
 
     let result = poll(db, config, busy_timeout, control, store, now, &mut summary);
-    let exit = match &result {
-        Ok(complete) => exit_code(&summary, control.stopped(), *complete),
+    // The code recorded is the code the process exits with: an error that carries none is a database error.
+    let (result, exit) = match result {
+        Ok(complete) => (Ok(()), exit_code(&summary, control.stopped(), complete)),
         Err(e) => {
             summary.error = Some(format!("{e:#}"));
-            Exit::Database
+            let exit = crate::exit::tagged(&e).unwrap_or(Exit::Database);
+            (Err(e).exit_code(exit), exit)
         }
     };
     if let Exit::Interrupted(signal) = exit {
@@ -182,14 +196,19 @@ fn poll(
     summary: &mut Summary,
 ) -> Result<bool> {
     let step = Instant::now();
-    let start = store.read_start()?;
+    let window = Window::new(now, config.catch_up, store.read_horizon()?);
     let groups = store.due_groups(schedule::cutoff(now))?;
     let tracked_due: u64 = groups.iter().map(|g| g.messages).sum();
     log::info!(
-        "{tracked_due} tracked messages due in {} groups (found in {:.1}s); reading new submissions after row {}",
+        "{tracked_due} tracked messages due in {} groups (found in {:.1}s); reading new submissions since {}{}",
         groups.len(),
         step.elapsed().as_secs_f64(),
-        start.after
+        window.floor,
+        match &window.horizon {
+            None => " and, this once, every older row".to_string(),
+            Some(h) if *h < window.floor => format!(" and the older rows since {h}"),
+            Some(_) => String::new(),
+        }
     );
 
     // Threads are detached, not scoped: after a signal the cycle must be able to stop waiting for a request
@@ -204,6 +223,7 @@ fn poll(
     let claimed = Arc::new(AtomicU64::new(0));
     let dispatcher = {
         let (control, claimed, out_tx) = (control.clone(), claimed.clone(), out_tx.clone());
+        let window = window.clone();
         std::thread::Builder::new()
             .name("dispatch".into())
             .spawn(move || {
@@ -212,7 +232,7 @@ fn poll(
                     jobs: job_tx,
                     out: out_tx,
                 };
-                dispatch(&reader, groups, start, now, &to, &claimed)
+                dispatch(&reader, groups, &window, now, &to, &claimed)
             })
             .context("starting the dispatcher thread")?
     };
@@ -237,14 +257,15 @@ fn poll(
         now,
         summary,
         unknown_words: HashSet::new(),
+        refusal: None,
         pending: Vec::new(),
         intakes: Vec::new(),
         pending_rows: 0,
-        settled_new: 0,
         repeated: 0,
     };
     let drained = writer.drain(&out_rx, control);
-    let (settled_new, repeated) = (writer.settled_new, writer.repeated);
+    writer.log_refusals();
+    let repeated = writer.repeated;
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
     let due = |claimed: u64| (tracked_due + claimed).saturating_sub(repeated);
@@ -262,22 +283,24 @@ fn poll(
     let claimed = claimed.load(Ordering::Relaxed);
     summary.messages_due = due(claimed);
     summary.invalid_submissions = end.invalid;
-    if end.rows > 0 {
-        log::info!(
-            "read {} new rows of sms_submissions: {claimed} due now, {} due at a later cycle, {} invalid",
-            end.rows,
-            end.not_yet,
-            end.invalid
+    log::info!(
+        "read {} rows of sms_submissions: {claimed} new due now, {} due at a later cycle, {} too old to track, \
+         {} invalid",
+        end.rows,
+        end.not_yet,
+        summary.too_old,
+        end.invalid
+    );
+    if let Some(first) = end.first_untrackable {
+        log::warn!(
+            "{} rows of sms_submissions have no tracking_id (the first: rowid {first}); they are left out, and \
+             read again each cycle in case the dispatcher sets one",
+            end.untrackable
         );
     }
-    // The position moves over the rows handed out for polling only once every one of them is stored.
-    let position = if settled_new == claimed {
-        end.reached
-    } else {
-        end.passed
-    };
-    let reported = end.last_read.unwrap_or(0).max(start.reported);
-    store.save_read(position.or(start.rescan.then_some(0)), reported)?;
+    if end.complete {
+        store.save_horizon(&window.floor)?;
+    }
     Ok(end.complete)
 }
 
@@ -301,7 +324,7 @@ impl Dispatch<'_> {
 fn dispatch(
     reader: &Store,
     groups: Vec<DueGroup>,
-    start: ReadStart,
+    window: &Window,
     now: DateTime<Utc>,
     to: &Dispatch,
     claimed: &AtomicU64,
@@ -309,7 +332,7 @@ fn dispatch(
     let mut send = |(batch_id, messages)| to.send(Job { batch_id, messages });
     let end = intake::read(
         reader,
-        start,
+        window,
         now,
         to.control,
         claimed,
@@ -319,15 +342,27 @@ fn dispatch(
     let cutoff = schedule::cutoff(now);
     for group in groups {
         // One group at a time: its batch is handed out whole, or its lookups in chunks.
+        // Read in chunks, each a short read: a group may hold a whole send.
         let mut gather = Gatherer::default();
-        let mut open = to.control.stopped().is_none();
-        if open {
-            reader.due_messages(group.batch_id.as_deref(), cutoff, |m| {
-                open = gather.add(m, &mut send);
-                open
-            })?;
+        let mut open = true;
+        let mut after: Option<String> = None;
+        while open && to.control.stopped().is_none() {
+            let chunk = reader.due_messages(
+                group.batch_id.as_deref(),
+                cutoff,
+                after.as_deref(),
+                DUE_CHUNK,
+            )?;
+            let more = chunk.len() == DUE_CHUNK;
+            after = chunk.last().map(|m| m.tracking_id.clone());
+            for m in chunk {
+                open = open && gather.add(m, &mut send);
+            }
+            if !more {
+                break;
+            }
         }
-        if !(open && gather.finish(&mut send)) {
+        if !(open && to.control.stopped().is_none() && gather.finish(&mut send)) {
             break;
         }
     }
@@ -348,7 +383,7 @@ fn work(
         };
         let Ok(job) = job else { return };
         if done
-            .send(Output::Answers(ask(carrier, control, job)))
+            .send(Output::Answers(Box::new(ask(carrier, control, job))))
             .is_err()
         {
             return;
@@ -357,11 +392,13 @@ fn work(
 }
 
 /// Asks the carrier about one job's messages: the batch listing first (when there is a batch), then one by
-/// one for the messages the listing lacks.
+/// one for the messages the listing lacks. A listing that fails for good (a 4xx, a listing past the page cap)
+/// falls back to one-by-one lookups; one that keeps failing (the carrier is unwell) fails the batch.
 fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
     let repeated = drop_repeats(&mut job.messages);
     let mut done = Done {
         answers: job.messages.iter().map(|_| None).collect(),
+        errors: job.messages.iter().map(|_| None).collect(),
         job,
         batch_error: None,
         duplicates: 0,
@@ -384,21 +421,38 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
                     .enumerate()
                     .map(|(i, m)| (m.tracking_id.as_str(), i))
                     .collect();
-                // Reports about messages not due now (closed ones, other slots) are ignored; a message listed
-                // twice keeps its first report.
+                // Reports about messages not due now (closed ones, other slots) are ignored; of a message listed
+                // twice, the newer report counts.
                 for report in listing.reports {
-                    if let Some(&i) = index.get(report.tracking_id.as_str()) {
-                        match done.answers[i] {
-                            None => done.answers[i] = Some(Answer::Reported(report)),
-                            Some(_) => done.duplicates += 1,
+                    let Some(&i) = index.get(report.tracking_id.as_str()) else {
+                        continue;
+                    };
+                    match &done.answers[i] {
+                        None => done.answers[i] = Some(Answer::Reported(report)),
+                        Some(Answer::Reported(kept)) => {
+                            done.duplicates += 1;
+                            if newer(&report, kept) {
+                                done.answers[i] = Some(Answer::Reported(report));
+                            }
                         }
+                        Some(_) => {}
                     }
                 }
             }
             Ok(None) => log::info!(
                 "carrier does not know batch {batch_id:?}; asking for its messages one by one"
             ),
+            Err(e) if e.is_permanent() => log::warn!(
+                "batch {batch_id:?}: {e}; asking for its {} messages one by one",
+                done.job.messages.len()
+            ),
             Err(e) => {
+                if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
+                    let reason = format!("batch {batch_id:?}: {e}");
+                    done.errors
+                        .iter_mut()
+                        .for_each(|r| *r = Some(reason.clone()));
+                }
                 done.batch_error = Some(e);
                 return done;
             }
@@ -411,6 +465,9 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
         match carrier.message(&done.job.messages[i].tracking_id) {
             Ok(Some(report)) => done.answers[i] = Some(Answer::Reported(report)),
             Ok(None) => done.answers[i] = Some(Answer::NotFound),
+            Err(FetchError::Refused { code, reason }) => {
+                done.answers[i] = Some(Answer::Refused { code, reason })
+            }
             Err(e @ (FetchError::Deadline | FetchError::Stopped)) => {
                 done.lookup_error.get_or_insert(e);
                 break;
@@ -418,6 +475,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
             Err(e) => {
                 let fatal = matches!(e, FetchError::CredentialsRejected { .. });
                 done.lookup_failures += 1;
+                done.errors[i] = Some(e.to_string());
                 done.lookup_error.get_or_insert(e);
                 if fatal {
                     break;
@@ -426,6 +484,21 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
         }
     }
     done
+}
+
+/// Whether `report` is newer than `kept`: its status_updated_at is later (a report with a time beats one
+/// without).
+fn newer(report: &Report, kept: &Report) -> bool {
+    let at = |r: &Report| {
+        r.status_updated_at
+            .as_deref()
+            .and_then(|t| timefmt::parse(t).ok())
+    };
+    match (at(report), at(kept)) {
+        (Some(a), Some(b)) => a > b,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 /// Removes the second and later messages with one tracking id from a job of new messages (rows repeated in
@@ -477,13 +550,13 @@ struct Writer<'a> {
     now: DateTime<Utc>,
     summary: &'a mut Summary,
     unknown_words: HashSet<String>,
+    /// The first refusal of the cycle (message and reason), logged once at the end with the count.
+    refusal: Option<(String, String)>,
     /// Results waiting for the next transaction.
     pending: Vec<Done>,
     /// Submissions to take in, waiting for the next transaction.
     intakes: Vec<Intake>,
     pending_rows: usize,
-    /// New messages settled: their first result stored, or found to repeat a tracking id.
-    settled_new: u64,
     /// New messages found to repeat a tracking id: not messages of their own, so not due.
     repeated: u64,
 }
@@ -520,7 +593,7 @@ impl Writer<'_> {
                     last_result = started.elapsed();
                     if failure.is_none() {
                         match output {
-                            Output::Answers(done) => self.accept(done),
+                            Output::Answers(done) => self.accept(*done),
                             Output::TakeIn(intakes) => {
                                 self.pending_rows += intakes.len();
                                 self.intakes.extend(intakes);
@@ -566,16 +639,16 @@ impl Writer<'_> {
     }
 
     /// Takes a worker's result: failures are counted and logged at once; answers wait in `pending` for the next
-    /// flush.
-    fn accept(&mut self, done: Done) {
+    /// flush. A message that was not answered and whose +72h slot has passed is closed without an answer.
+    fn accept(&mut self, mut done: Done) {
         let label = label(&done.job);
         for id in &done.repeated {
             warn_repeated(id);
         }
         self.repeated += done.repeated.len() as u64;
-        self.settled_new += done.repeated.len() as u64;
-        if let Some(e) = &done.batch_error {
-            if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
+        match &done.batch_error {
+            Some(FetchError::Deadline | FetchError::Stopped) => {}
+            Some(e) => {
                 self.summary.batches_failed += 1;
                 log::warn!(
                     "{label}: {e}; its {} messages stay due",
@@ -585,10 +658,16 @@ impl Writer<'_> {
                     .error
                     .get_or_insert_with(|| format!("{label}: {e}"));
             }
-            return;
-        }
-        if done.job.batch_id.is_some() && done.answers.iter().any(Option::is_some) {
-            self.summary.batches_ok += 1;
+            None => {
+                if done.job.batch_id.is_some()
+                    && done
+                        .answers
+                        .iter()
+                        .any(|a| matches!(a, Some(Answer::Reported(_))))
+                {
+                    self.summary.batches_ok += 1;
+                }
+            }
         }
         if let Some(first) = done.malformed.first() {
             self.summary.malformed_reports += done.malformed.len() as u64;
@@ -601,7 +680,7 @@ impl Writer<'_> {
         if done.duplicates > 0 {
             self.summary.duplicate_reports += done.duplicates;
             log::warn!(
-                "{label}: the carrier listed {} messages more than once; the first report counts",
+                "{label}: the carrier listed {} messages more than once; the newer report counts",
                 done.duplicates
             );
         }
@@ -617,6 +696,21 @@ impl Writer<'_> {
                     .get_or_insert_with(|| format!("{label}: {e}"));
             }
         }
+        for ((message, answer), error) in done
+            .job
+            .messages
+            .iter()
+            .zip(&mut done.answers)
+            .zip(&done.errors)
+        {
+            if let (None, Some(error)) = (&answer, error)
+                && schedule::past_last_slot(message.submitted_at, self.now)
+            {
+                *answer = Some(Answer::Closed(format!(
+                    "closed after its +72h slot without an answer; last error: {error}"
+                )));
+            }
+        }
         let answered = done.answers.iter().filter(|a| a.is_some()).count();
         if answered > 0 {
             self.pending_rows += answered;
@@ -630,7 +724,9 @@ impl Writer<'_> {
         self.pending_rows = 0;
         if !self.intakes.is_empty() {
             let intakes = std::mem::take(&mut self.intakes);
-            self.summary.new_submissions += self.store.take_in(&intakes)? as u64;
+            let (open, too_old) = self.store.take_in(&intakes)?;
+            self.summary.new_submissions += open as u64;
+            self.summary.too_old += too_old as u64;
         }
         if self.pending.is_empty() {
             return Ok(());
@@ -656,11 +752,14 @@ impl Writer<'_> {
             })?;
         self.repeated += written.repeated as u64;
         for (r, &stored) in records.iter().zip(&written.stored) {
-            if r.message.intake.is_some() {
-                self.settled_new += 1;
-                self.summary.new_submissions += u64::from(stored);
-            }
             if !stored {
+                continue;
+            }
+            if r.message.intake.is_some() {
+                self.summary.new_submissions += 1;
+            }
+            if r.entry == Entry::Close {
+                self.summary.closed_unanswered += 1;
                 continue;
             }
             self.summary.polled += 1;
@@ -672,6 +771,15 @@ impl Writer<'_> {
             if r.state == TrackState::Unconfirmed {
                 self.summary.closed_unconfirmed += 1;
             }
+            if r.carrier_status.is_none() && r.failure_reason.is_some() {
+                self.summary.lookups_rejected += 1;
+                if self.refusal.is_none() {
+                    self.refusal = Some((
+                        r.message.tracking_id.clone(),
+                        r.failure_reason.unwrap_or_default().to_string(),
+                    ));
+                }
+            }
         }
         for done in &pending {
             let stored = done.answers.iter().filter(|a| a.is_some()).count();
@@ -681,11 +789,28 @@ impl Writer<'_> {
     }
 
     fn record<'m>(&mut self, message: &'m DueMessage, answer: &'m Answer) -> PollRecord<'m> {
-        let (status, report) = match answer {
+        let closing = |reason: &'m str| PollRecord {
+            message,
+            entry: Entry::Close,
+            status: DeliveryStatus::Pending,
+            carrier_status: None,
+            failure_code: None,
+            failure_reason: Some(reason),
+            confirmed_at: None,
+            state: TrackState::Unconfirmed,
+            next_due_at: None,
+        };
+        let (status, report, refusal) = match answer {
+            Answer::Closed(reason) => return closing(reason),
             Answer::NotFound => {
                 self.summary.not_found += 1;
-                (DeliveryStatus::Pending, None)
+                (DeliveryStatus::Pending, None, None)
             }
+            Answer::Refused { code, reason } => (
+                DeliveryStatus::Pending,
+                None,
+                Some((code.as_deref(), reason.as_str())),
+            ),
             Answer::Reported(report) => {
                 let mapped = map_status(&report.status);
                 if !mapped.known {
@@ -697,7 +822,7 @@ impl Writer<'_> {
                         );
                     }
                 }
-                (mapped.status, Some(report))
+                (mapped.status, Some(report), None)
             }
         };
         let (state, next_due_at) =
@@ -709,15 +834,35 @@ impl Writer<'_> {
             };
         PollRecord {
             message,
+            entry: Entry::Poll,
             status,
             carrier_status: report.map(|r| r.status.as_str()),
-            failure_code: report.and_then(|r| r.error_code.as_deref()),
-            failure_reason: report.and_then(|r| r.error_message.as_deref()),
+            failure_code: report
+                .and_then(|r| r.error_code.as_deref())
+                .or(refusal.and_then(|(code, _)| code)),
+            failure_reason: report
+                .and_then(|r| r.error_message.as_deref())
+                .or(refusal.map(|(_, reason)| reason)),
+            // Stored in the schema's one UTC form, whatever offset the carrier used; a time that cannot be
+            // read is left out (the carrier's word is kept).
             confirmed_at: report
                 .filter(|_| status.is_final())
-                .and_then(|r| r.status_updated_at.as_deref()),
+                .and_then(|r| r.status_updated_at.as_deref())
+                .and_then(|t| timefmt::parse(t).ok())
+                .map(timefmt::format),
             state,
             next_due_at,
+        }
+    }
+
+    /// Logs the cycle's refusals once: how many, and the first with the carrier's message.
+    fn log_refusals(&self) {
+        if let Some((id, reason)) = &self.refusal {
+            log::warn!(
+                "the carrier refused to answer about {} messages (first: {id:?}: {reason}); recorded as their \
+                 result, they are polled again at their next slot",
+                self.summary.lookups_rejected
+            );
         }
     }
 }
@@ -731,10 +876,10 @@ fn exit_code(s: &Summary, stop: Option<Stop>, complete: bool) -> Exit {
         Some(Stop::CredentialsRejected) => return Exit::CredentialsRejected,
         _ => {}
     }
-    if complete && s.polled >= s.messages_due {
+    if complete && s.settled() >= s.messages_due {
         return Exit::Ok;
     }
-    if s.polled == 0 && s.batches_failed + s.lookups_failed > 0 {
+    if s.settled() == 0 && s.batches_failed + s.lookups_failed > 0 {
         return Exit::CarrierUnavailable;
     }
     Exit::Partial

@@ -119,9 +119,13 @@ impl<T, E: Into<anyhow::Error>> ExitContext<T> for Result<T, E> {
 /// The exit code an error asks for; untagged errors are internal failures of the run, reported as database
 /// errors only when they are tagged so, otherwise as configuration errors.
 pub fn exit_of(err: &anyhow::Error) -> Exit {
+    tagged(err).unwrap_or(Exit::Config)
+}
+
+/// The exit code an error was tagged with, if any.
+pub fn tagged(err: &anyhow::Error) -> Option<Exit> {
     err.chain()
         .find_map(|e| e.downcast_ref::<Failure>().map(|f| f.exit))
-        .unwrap_or(Exit::Config)
 }
 
 #[cfg(test)]

@@ -1,10 +1,16 @@
-//! Reading new submissions: the rows of sms_submissions after the read position, sorted into messages to poll
-//! now, submissions to start tracking without a poll, and rows to read again next cycle.
+//! Reading new submissions: the rows of sms_submissions not tracked yet, sorted into messages to poll now,
+//! submissions to start tracking without a poll, and rows to read again next cycle.
+//!
+//! There is no read position to go wrong: a cycle reads every submission of the tracking window (by
+//! submitted_at) and takes in those whose tracking id it does not track yet. Whatever the dispatcher did
+//! meanwhile (rows committed late or out of id order, deleted and inserted again, replaced, a tracking id filled
+//! in later, the table vacuumed), a row of the window that is not tracked is found by the next cycle. Rows older
+//! than the window are read once, the first time they are below it (all of them on the first run): a row first
+//! seen there is recorded as too old to track and never polled. Every read is a short one of
+//! [`READ_CHUNK`] rows.
 //!
 //! A submission is taken in when it is first due: its tracking row is written together with its first result,
-//! one write instead of an insert now and an update two hours later. Until then it is only read. The read
-//! position moves over a row once it is tracked (or cannot be tracked), so a row not yet due, or whose batch
-//! failed, is read again by the next cycle.
+//! one write instead of an insert now and an update two hours later. Until then it is only read.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::config::humanize;
 use crate::control::Control;
 use crate::schedule;
-use crate::store::{DueMessage, Intake, ReadStart, Store, Submission};
+use crate::store::{Cursor, DueMessage, Intake, IntakeKind, Span, Store, Submission};
 use crate::timefmt;
 
 /// Rows read per query: each query is a short read, so the WAL can be checkpointed while a cycle reads.
@@ -29,15 +36,56 @@ const OPEN_BATCHES: usize = 64;
 const MAX_HELD: usize = 100_000;
 /// A submission dated further ahead than this is reported as being in the future.
 const FUTURE_MARGIN: TimeDelta = TimeDelta::hours(1);
+/// submitted_at is compared as stored in the queries: a value with an offset (`+02:00`) sorts up to 14 hours
+/// away from its instant, so the queries reach this much further back, and the parsed time decides.
+const OFFSET_MARGIN: TimeDelta = TimeDelta::days(1);
+
+/// Which submissions a cycle reads, and which of them are too old to track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// A submission first seen with a submitted_at before this is too old to track: 72 h + the catch-up margin
+    /// before the cycle's clock.
+    pub start: DateTime<Utc>,
+    /// The catch-up margin, for the notes.
+    pub catch_up: TimeDelta,
+    /// The queries' lower bound on submitted_at as stored: `start` less the offset margin.
+    pub floor: String,
+    /// How far back earlier cycles have read every row (`None`: never).
+    pub horizon: Option<String>,
+}
+
+impl Window {
+    pub fn new(now: DateTime<Utc>, catch_up: TimeDelta, horizon: Option<String>) -> Window {
+        let start = now - schedule::INTERVAL * schedule::SLOTS as i32 - catch_up;
+        Window {
+            start,
+            catch_up,
+            floor: timefmt::format(start - OFFSET_MARGIN),
+            horizon,
+        }
+    }
+
+    /// The reads of a cycle: the window first (current messages never wait behind old ones), then what is
+    /// older than it and was not read before.
+    pub fn spans(&self) -> Vec<Span> {
+        let mut spans = vec![Span::From(self.floor.clone())];
+        match &self.horizon {
+            None => spans.push(Span::NotFrom(self.floor.clone())),
+            Some(h) if *h < self.floor => spans.push(Span::Between(h.clone(), self.floor.clone())),
+            Some(_) => {}
+        }
+        spans
+    }
+}
 
 /// What becomes of one row of sms_submissions in this cycle.
 #[derive(Debug, PartialEq)]
 pub enum Fate {
-    /// Tracked already (or a second row with a tracking id tracked already): nothing to do.
+    /// Tracked already: nothing to do.
     Tracked,
-    /// No tracking id: it cannot be tracked or polled.
+    /// No tracking id: it cannot be tracked or polled (read again next cycle, in case it gets one).
     Untrackable,
-    /// Start tracking it without a poll: its submission time is unusable, or in the future.
+    /// Start tracking it without a poll.
     TakeIn(Intake),
     /// Due now: poll it; its tracking row is written with the result.
     Due(DueMessage),
@@ -45,45 +93,46 @@ pub enum Fate {
     NotYet,
 }
 
-/// Decides what becomes of a row read at `now`. Logs what is wrong with the row, unless an earlier cycle that
-/// read the row has (`start.reported`).
-pub fn fate(row: Submission, now: DateTime<Utc>, start: ReadStart) -> Fate {
-    let report = row.rowid > start.reported;
+/// Decides what becomes of a row read at `now`. Logs what is wrong with a row that is taken in as INVALID (once:
+/// it is tracked afterwards).
+pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
     let Some(tracking_id) = row.tracking_id.filter(|t| !t.trim().is_empty()) else {
-        if report {
-            log::warn!(
-                "sms_submissions row {} has no tracking_id; it cannot be tracked",
-                row.rowid
-            );
-        }
         return Fate::Untrackable;
     };
-    if let Some(from) = row.tracked_from {
-        // On a rescan every tracked row is met again; otherwise this is a second row with the same id.
-        if report && !start.rescan && from != row.rowid {
-            crate::store::warn_repeated(&tracking_id);
-        }
+    if row.tracked {
         return Fate::Tracked;
     }
     let batch_id = row.batch_id.filter(|b| !b.trim().is_empty());
+    let intake = |submitted_at, kind| {
+        Fate::TakeIn(Intake {
+            tracking_id: tracking_id.clone(),
+            customer_id: row.customer_id.clone(),
+            phone_number: row.phone_number.clone(),
+            batch_id: batch_id.clone(),
+            submitted_at,
+            kind,
+        })
+    };
     let submitted_at = match row.submitted_at {
         Ok(at) => at,
         Err(e) => {
             log::warn!("submission {tracking_id:?} cannot be tracked: {e}");
-            return Fate::TakeIn(Intake {
-                rowid: row.rowid,
-                tracking_id,
-                batch_id,
-                submitted_at: None,
-                note: Some(e),
-            });
+            return intake(None, IntakeKind::Invalid(e));
         }
     };
+    if submitted_at < window.start {
+        let note = format!(
+            "first seen at {}, more than 72h + the catch-up margin ({}) after submission: too old to track",
+            timefmt::format(now),
+            humanize(window.catch_up.to_std().unwrap_or_default())
+        );
+        return intake(Some(submitted_at), IntakeKind::TooOld(note));
+    }
     if schedule::first_due(submitted_at) <= schedule::cutoff(now) {
         return Fate::Due(DueMessage {
-            tracking_id,
             customer_id: row.customer_id,
             phone_number: row.phone_number,
+            tracking_id,
             batch_id,
             submitted_at,
             polls: 0,
@@ -91,20 +140,14 @@ pub fn fate(row: Submission, now: DateTime<Utc>, start: ReadStart) -> Fate {
         });
     }
     if submitted_at > now + FUTURE_MARGIN {
-        // Taken in now, so that the read position does not wait for it.
+        // Taken in now, with a warning: it would otherwise be read again every cycle until it is due.
         log::warn!(
             "submission {tracking_id:?} has submitted_at {} in the future (clock {}); it is first due two hours \
              after that",
             timefmt::format(submitted_at),
             timefmt::format(now)
         );
-        return Fate::TakeIn(Intake {
-            rowid: row.rowid,
-            tracking_id,
-            batch_id,
-            submitted_at: Some(submitted_at),
-            note: None,
-        });
+        return intake(Some(submitted_at), IntakeKind::Future);
     }
     Fate::NotYet
 }
@@ -112,33 +155,28 @@ pub fn fate(row: Submission, now: DateTime<Utc>, start: ReadStart) -> Fate {
 /// How reading the new submissions ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadEnd {
-    /// Every row after the start was read (the cycle did not stop first).
+    /// Every row was read (the cycle did not stop first): the horizon may move.
     pub complete: bool,
     pub rows: u64,
-    /// The last rowid read.
-    pub last_read: Option<i64>,
-    /// Rows without a tracking id or with an unusable submission time (not counting those an earlier cycle
-    /// reported).
+    /// Rows without a tracking id, or with an unusable submission time (taken in as INVALID now).
     pub invalid: u64,
+    /// Rows without a tracking id.
+    pub untrackable: u64,
+    /// The first of them, for the log.
+    pub first_untrackable: Option<i64>,
     /// Rows due at a later cycle.
     pub not_yet: u64,
-    /// The rowid of the last of the leading rows that are all tracked, or cannot be tracked, or are taken in
-    /// by this cycle: where the read position may move.
-    pub passed: Option<i64>,
-    /// The same, counting also rows handed out for polling: where the position may move once every one of
-    /// them is stored.
-    pub reached: Option<i64>,
 }
 
 /// A job of new messages: their batch id (`None`: look them up one by one) and the messages.
 pub type Group = (Option<String>, Vec<DueMessage>);
 
-/// Reads the rows after `start`, hands due messages to `poll` a batch at a time and submissions to take in to
-/// `take_in` a chunk at a time; each returns false when the cycle is stopping. `claimed` counts the due
-/// messages found, as they are found.
+/// Reads the submissions of `window` not tracked yet, hands due messages to `poll` a batch at a time and
+/// submissions to take in to `take_in` a chunk at a time; each returns false when the cycle is stopping.
+/// `claimed` counts the due messages found, as they are found.
 pub fn read(
     store: &Store,
-    start: ReadStart,
+    window: &Window,
     now: DateTime<Utc>,
     control: &Control,
     claimed: &AtomicU64,
@@ -147,54 +185,46 @@ pub fn read(
 ) -> Result<ReadEnd> {
     let mut end = ReadEnd::default();
     let mut gather = Gatherer::default();
-    let (mut passing, mut reaching) = (true, true);
-    let mut after = start.after;
     let mut open = true;
-    while open {
-        if control.stopped().is_some() {
-            return Ok(end);
-        }
-        let rows = store.submissions_after(after, READ_CHUNK)?;
-        let Some(last) = rows.last() else { break };
-        after = last.rowid;
-        let more = rows.len() == READ_CHUNK;
-        let mut intakes = Vec::new();
-        for row in rows {
-            end.rows += 1;
-            let rowid = row.rowid;
-            end.last_read = Some(rowid);
-            let unreported = rowid > start.reported;
-            match fate(row, now, start) {
-                Fate::Tracked => {}
-                Fate::Untrackable => end.invalid += u64::from(unreported),
-                Fate::TakeIn(intake) => {
-                    end.invalid += u64::from(unreported && intake.submitted_at.is_none());
-                    intakes.push(intake);
-                }
-                Fate::Due(message) => {
-                    passing = false;
-                    claimed.fetch_add(1, Ordering::Relaxed);
-                    if open {
-                        open = gather.add(message, poll);
+    for span in window.spans() {
+        let mut cursor = Cursor::default();
+        loop {
+            if control.stopped().is_some() {
+                return Ok(end);
+            }
+            let rows = store.submissions(&span, &cursor, READ_CHUNK)?;
+            let more = rows.len() == READ_CHUNK;
+            let mut intakes = Vec::new();
+            for (row, at) in rows {
+                end.rows += 1;
+                let rowid = row.rowid;
+                cursor = at;
+                match fate(row, now, window) {
+                    Fate::Tracked => {}
+                    Fate::Untrackable => {
+                        end.invalid += 1;
+                        end.untrackable += 1;
+                        end.first_untrackable.get_or_insert(rowid);
                     }
+                    Fate::TakeIn(intake) => {
+                        end.invalid += u64::from(matches!(intake.kind, IntakeKind::Invalid(_)));
+                        intakes.push(intake);
+                    }
+                    Fate::Due(message) => {
+                        claimed.fetch_add(1, Ordering::Relaxed);
+                        if open {
+                            open = gather.add(message, poll);
+                        }
+                    }
+                    Fate::NotYet => end.not_yet += 1,
                 }
-                Fate::NotYet => {
-                    (passing, reaching) = (false, false);
-                    end.not_yet += 1;
-                }
             }
-            if passing {
-                end.passed = Some(rowid);
+            if !intakes.is_empty() && !take_in(intakes) {
+                return Ok(end);
             }
-            if reaching {
-                end.reached = Some(rowid);
+            if !more {
+                break;
             }
-        }
-        if !intakes.is_empty() && !take_in(intakes) {
-            return Ok(end);
-        }
-        if !more {
-            break;
         }
     }
     end.complete = open && gather.finish(poll);
@@ -277,96 +307,136 @@ mod tests {
         Submission {
             rowid,
             tracking_id: id.map(str::to_string),
-            customer_id: None,
+            customer_id: Some("C1".into()),
             phone_number: None,
             batch_id: batch.map(str::to_string),
             submitted_at: match submitted {
                 None => Err("submitted_at is NULL".to_string()),
                 Some(s) => timefmt::parse(s).map_err(|e| format!("{e:#}")),
             },
-            tracked_from: None,
+            tracked: false,
         }
     }
 
     const NOW: &str = "2025-12-01T11:00:00Z";
-    const START: ReadStart = ReadStart {
-        after: 0,
-        rescan: false,
-        reported: 0,
-    };
+
+    fn window() -> Window {
+        Window::new(at(NOW), TimeDelta::hours(24), None)
+    }
 
     #[test]
     fn each_kind_of_row_has_its_fate() {
-        let now = at(NOW);
-        let due = fate(
-            row(1, Some("T1"), Some(" "), Some("2025-12-01T09:00:00+00:00")),
-            now,
-            START,
-        );
+        let (now, w) = (at(NOW), window());
+        let fate = |r| fate(r, now, &w);
+        let due = fate(row(
+            1,
+            Some("T1"),
+            Some(" "),
+            Some("2025-12-01T09:00:00+00:00"),
+        ));
         let Fate::Due(m) = due else { panic!("{due:?}") };
         assert_eq!((m.intake, m.polls, m.batch_id), (Some(1), 0, None));
+        assert_eq!(m.customer_id.as_deref(), Some("C1"));
         // Due within the schedule's grace.
         assert!(matches!(
-            fate(
-                row(2, Some("T2"), None, Some("2025-12-01T09:04:00Z")),
-                now,
-                START
-            ),
+            fate(row(2, Some("T2"), None, Some("2025-12-01T09:04:00Z"))),
             Fate::Due(_)
         ));
         assert_eq!(
-            fate(
-                row(3, Some("T3"), None, Some("2025-12-01T09:06:00Z")),
-                now,
-                START
-            ),
+            fate(row(3, Some("T3"), None, Some("2025-12-01T09:06:00Z"))),
             Fate::NotYet
         );
         assert_eq!(
-            fate(row(4, None, None, Some("2025-12-01T09:00:00Z")), now, START),
+            fate(row(4, None, None, Some("2025-12-01T09:00:00Z"))),
             Fate::Untrackable
         );
-        assert_eq!(
-            fate(row(5, Some("  "), None, None), now, START),
-            Fate::Untrackable
-        );
-        let Fate::TakeIn(bad) = fate(row(6, Some("T6"), Some("B"), Some("soon")), now, START)
-        else {
+        assert_eq!(fate(row(5, Some("  "), None, None)), Fate::Untrackable);
+        let Fate::TakeIn(bad) = fate(row(6, Some("T6"), Some("B"), Some("soon"))) else {
             panic!()
         };
         assert_eq!(
             (bad.submitted_at, bad.batch_id.as_deref()),
             (None, Some("B"))
         );
-        assert!(
-            bad.note
-                .unwrap()
-                .contains("\"soon\" is not an RFC 3339 timestamp")
-        );
-        let Fate::TakeIn(null) = fate(row(7, Some("T7"), None, None), now, START) else {
+        let IntakeKind::Invalid(note) = bad.kind else {
             panic!()
         };
-        assert_eq!(null.note.as_deref(), Some("submitted_at is NULL"));
-        let Fate::TakeIn(future) = fate(
-            row(8, Some("T8"), None, Some("2025-12-01T12:01:00Z")),
-            now,
-            START,
-        ) else {
+        assert!(
+            note.contains("\"soon\" is not an RFC 3339 timestamp"),
+            "{note}"
+        );
+        let Fate::TakeIn(null) = fate(row(7, Some("T7"), None, None)) else {
+            panic!()
+        };
+        assert_eq!(
+            null.kind,
+            IntakeKind::Invalid("submitted_at is NULL".into())
+        );
+        let Fate::TakeIn(future) = fate(row(8, Some("T8"), None, Some("2025-12-01T12:01:00Z")))
+        else {
             panic!()
         };
         assert_eq!(future.submitted_at, Some(at("2025-12-01T12:01:00Z")));
+        assert_eq!(future.kind, IntakeKind::Future);
         // Up to an hour ahead is clock skew, not the future: it waits for its slot like any other.
         assert_eq!(
-            fate(
-                row(9, Some("T9"), None, Some("2025-12-01T11:59:00Z")),
-                now,
-                START
-            ),
+            fate(row(9, Some("T9"), None, Some("2025-12-01T11:59:00Z"))),
             Fate::NotYet
         );
         let mut tracked = row(10, Some("T10"), None, Some("2025-12-01T09:00:00Z"));
-        tracked.tracked_from = Some(3);
-        assert_eq!(fate(tracked, now, START), Fate::Tracked);
+        tracked.tracked = true;
+        assert_eq!(fate(tracked), Fate::Tracked);
+    }
+
+    #[test]
+    fn the_window_is_72_hours_and_the_catch_up_margin() {
+        let (now, w) = (at(NOW), window());
+        assert_eq!(w.start, at("2025-11-27T11:00:00Z"));
+        // 95 hours old: past its last slot, but inside the margin: one overdue poll.
+        let overdue = row(1, Some("T1"), None, Some("2025-11-27T12:00:00Z"));
+        assert!(matches!(fate(overdue, now, &w), Fate::Due(_)));
+        // 97 hours old when first seen: recorded, never polled.
+        let old = row(2, Some("T2"), Some("B"), Some("2025-11-27T10:00:00Z"));
+        let Fate::TakeIn(old) = fate(old, now, &w) else {
+            panic!()
+        };
+        let IntakeKind::TooOld(note) = old.kind else {
+            panic!()
+        };
+        assert_eq!(
+            note,
+            "first seen at 2025-12-01T11:00:00Z, more than 72h + the catch-up margin (24h) after submission: \
+             too old to track"
+        );
+        // A larger margin backfills it.
+        let wide = Window::new(now, TimeDelta::days(30), None);
+        let old = row(2, Some("T2"), Some("B"), Some("2025-11-27T10:00:00Z"));
+        assert!(matches!(fate(old, now, &wide), Fate::Due(_)));
+    }
+
+    #[test]
+    fn the_first_read_covers_the_whole_table_and_later_ones_what_fell_out_of_the_window() {
+        let w = window();
+        // A day more than the window, for values stored with an offset.
+        assert_eq!(w.floor, "2025-11-26T11:00:00Z");
+        assert_eq!(
+            w.spans(),
+            [Span::From(w.floor.clone()), Span::NotFrom(w.floor.clone())]
+        );
+        let later = Window::new(
+            at(NOW),
+            TimeDelta::hours(24),
+            Some("2025-11-26T09:00:00Z".into()),
+        );
+        assert_eq!(
+            later.spans(),
+            [
+                Span::From(later.floor.clone()),
+                Span::Between("2025-11-26T09:00:00Z".into(), later.floor.clone())
+            ]
+        );
+        let same = Window::new(at(NOW), TimeDelta::hours(24), Some(w.floor.clone()));
+        assert_eq!(same.spans(), [Span::From(w.floor.clone())]);
     }
 
     fn message(id: usize, batch: Option<&str>) -> DueMessage {

@@ -15,10 +15,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage.into()
-            } else {
+            return if !e.use_stderr() {
                 Exit::Ok.into()
+            } else if is_check(std::env::args().skip(1)) {
+                // `check` speaks the Nagios convention only: its own problems are UNKNOWN.
+                Exit::Unknown.into()
+            } else {
+                Exit::Usage.into()
             };
         }
     };
@@ -57,22 +60,53 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether the command line asks for `check`: its first word that is not a global flag or a global flag's value.
+fn is_check(args: impl Iterator<Item = String>) -> bool {
+    let mut args = args;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--db" | "--busy-timeout" | "--log-format" => {
+                args.next();
+            }
+            a if a.starts_with('-') => {}
+            a => return a == "check",
+        }
+    }
+    false
+}
+
 fn run(cli: Cli) -> Result<Exit> {
-    let db = Db {
-        busy_timeout: config::busy_timeout(&cli.busy_timeout).exit_code(Exit::Config)?,
-        path: cli.db,
+    let busy_timeout = config::busy_timeout(&cli.busy_timeout).exit_code(Exit::Config);
+    let db = |busy_timeout| Db {
+        busy_timeout,
+        path: cli.db.clone(),
     };
     match cli.command {
-        Command::Migrate => commands::migrate(&db),
-        Command::Poll(args) => commands::poll(&db, &args),
-        Command::Doctor(args) => commands::doctor(&db, &args),
-        Command::Check { max_age, now } => commands::check(&db, &max_age, now.as_deref()),
+        Command::Check { max_age, now } => Ok(busy_timeout
+            .and_then(|b| commands::check(&db(b), &max_age, now.as_deref()))
+            .unwrap_or_else(|e| commands::unknown(&e))),
+        Command::Migrate => commands::migrate(&db(busy_timeout?)),
+        Command::Poll(args) => commands::poll(&db(busy_timeout?), &args),
+        Command::Doctor(args) => commands::doctor(&db(busy_timeout?), &args),
         Command::Prune {
             older_than,
             dry_run,
             now,
-        } => commands::prune(&db, &older_than, dry_run, now.as_deref()),
-        Command::History { tracking_id, json } => commands::history(&db, &tracking_id, json),
-        Command::Cycles { last, json } => commands::cycles(&db, &last, json),
+            allow_future_now,
+        } => commands::prune(
+            &db(busy_timeout?),
+            &older_than,
+            dry_run,
+            now.as_deref(),
+            allow_future_now,
+        ),
+        Command::Close {
+            tracking_id,
+            reason,
+        } => commands::close(&db(busy_timeout?), &tracking_id, &reason),
+        Command::History { tracking_id, json } => {
+            commands::history(&db(busy_timeout?), &tracking_id, json)
+        }
+        Command::Cycles { last, json } => commands::cycles(&db(busy_timeout?), &last, json),
     }
 }

@@ -148,8 +148,13 @@ pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
     }
     f.gauge(
         "dlr_poller_last_run_messages_not_polled",
-        "Messages due in the last cycle that were not polled (they stay due).",
-        s.messages_due.saturating_sub(s.polled) as f64,
+        "Messages due in the last cycle that were neither polled nor closed (they stay due).",
+        s.messages_due.saturating_sub(s.settled()) as f64,
+    );
+    f.gauge(
+        "dlr_poller_last_run_submissions_too_old",
+        "New submissions the last cycle recorded as too old to track (first seen after 72h + --catch-up).",
+        s.too_old as f64,
     );
     f.gauge(
         "dlr_poller_last_run_batches_failed",
@@ -194,6 +199,22 @@ pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
             "dlr_poller_lookups_failed_total",
             "lookups_failed:",
             "One-by-one lookups that failed after retries.",
+        ),
+        (
+            "dlr_poller_lookups_rejected_total",
+            "lookups_rejected:",
+            "Lookups the carrier refused for good (400, 410, 422, an answer about another message): stored as \
+             that poll's result.",
+        ),
+        (
+            "dlr_poller_messages_closed_unanswered_total",
+            "messages_closed_unanswered:",
+            "Messages closed after their +72h slot without an answer from the carrier.",
+        ),
+        (
+            "dlr_poller_submissions_too_old_total",
+            "submissions_too_old:",
+            "Submissions first seen after 72h + --catch-up: recorded, never polled.",
         ),
         (
             "dlr_poller_http_requests_total",

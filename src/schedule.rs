@@ -54,6 +54,12 @@ pub fn after_poll(submitted_at: DateTime<Utc>, now: DateTime<Utc>, status: Deliv
     }
 }
 
+/// Whether a message's last slot (+72h) is due at `now`: a poll now would be its last, and a message that cannot
+/// be polled now is closed without an answer.
+pub fn past_last_slot(submitted_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    slot(submitted_at, SLOTS) <= cutoff(now)
+}
+
 /// The first slot strictly after `t`, or `None` when `t` is at or past the last slot.
 fn next_slot_after(submitted_at: DateTime<Utc>, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let elapsed = (t - submitted_at).num_milliseconds();
@@ -75,6 +81,23 @@ mod tests {
     }
 
     const SUBMITTED: &str = "2025-12-01T09:00:00Z";
+
+    #[test]
+    fn the_last_slot_is_past_from_72_hours_on() {
+        let submitted = t(SUBMITTED);
+        assert!(!past_last_slot(submitted, t("2025-12-04T08:54:59Z")));
+        assert!(past_last_slot(submitted, t("2025-12-04T08:55:00Z")));
+        assert!(past_last_slot(submitted, t("2025-12-10T00:00:00Z")));
+        // The same instant at which a pending poll closes the message.
+        assert_eq!(
+            after_poll(submitted, t("2025-12-04T08:55:00Z"), Pending),
+            Next::Unconfirmed
+        );
+        assert_ne!(
+            after_poll(submitted, t("2025-12-04T08:54:59Z"), Pending),
+            Next::Unconfirmed
+        );
+    }
 
     #[test]
     fn first_poll_is_two_hours_after_submission() {

@@ -3,12 +3,11 @@
 //!
 //! Every error from this module is tagged as a database error (exit 74).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use crate::exit::{Exit, ExitContext};
@@ -17,12 +16,19 @@ use crate::status::DeliveryStatus;
 use crate::summary::Summary;
 use crate::timefmt;
 
-/// The schema, version by version. Append; never edit a released entry. `schema.sql` is version 1.
-const MIGRATIONS: &[&str] = &[include_str!("../schema.sql")];
+/// The current schema, applied as a whole to a new database.
+const SCHEMA: &str = include_str!("../schema.sql");
+/// The schema version `SCHEMA` is.
+const VERSION: usize = 2;
+/// Upgrades of older databases: `UPGRADES[i]` takes version `i + 1` to `i + 2`. Append; never edit a released
+/// entry.
+const UPGRADES: &[&str] = &[include_str!("migrations/v2.sql")];
 
-const WATERMARK_KEY: &str = "submissions_rowid";
-/// The last sms_submissions rowid a cycle has read: problems of rows up to it have been reported already.
-const REPORTED_KEY: &str = "submissions_reported";
+/// How far back sms_submissions has been read completely (a submitted_at value): rows older than it were
+/// either taken in or recorded as too old.
+const HORIZON_KEY: &str = "submissions_horizon";
+/// Rows reserved up front for one read of sms_submissions.
+const READ_RESERVE: usize = 10_000;
 /// Every table the poller reads or writes.
 const TABLES: [&str; 7] = [
     "sms_submissions",
@@ -37,8 +43,11 @@ const LAST_SUCCESS_KEY: &str = "last_success_at";
 
 pub struct Store {
     conn: Connection,
+    path: PathBuf,
     /// The lease this run holds, checked in every write transaction.
     lease: Option<String>,
+    /// The OS lock behind the lease, held for the life of the process.
+    lock: Option<std::fs::File>,
 }
 
 /// Who holds (or held) the cycle lease.
@@ -105,25 +114,55 @@ impl TrackState {
 #[derive(Clone, Debug)]
 pub struct PollRecord<'a> {
     pub message: &'a DueMessage,
+    /// A poll, or a closing entry (tracking ends without an answer; `failure_reason` says why).
+    pub entry: Entry,
     pub status: DeliveryStatus,
     /// The carrier's word; `None` when the carrier did not know the message.
     pub carrier_status: Option<&'a str>,
     pub failure_code: Option<&'a str>,
     pub failure_reason: Option<&'a str>,
-    pub confirmed_at: Option<&'a str>,
+    /// The carrier's status time in the stored UTC form, when the status is final.
+    pub confirmed_at: Option<String>,
     pub state: TrackState,
     pub next_due_at: Option<DateTime<Utc>>,
 }
 
-/// Where a cycle starts reading sms_submissions.
+/// What an audit row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReadStart {
-    /// Rows after this rowid are read.
-    pub after: i64,
-    /// The table was rewritten since the last run: it is read from the start.
-    pub rescan: bool,
-    /// Rows up to this rowid were read by an earlier cycle, which reported their problems.
-    pub reported: i64,
+pub enum Entry {
+    /// The carrier's answer to a poll.
+    Poll,
+    /// Tracking ended without an answer (after the +72h slot, or by hand).
+    Close,
+}
+
+impl Entry {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Entry::Poll => "poll",
+            Entry::Close => "close",
+        }
+    }
+}
+
+/// Which rows of sms_submissions a read covers, by submitted_at (compared as stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Rows at or after this value, in submitted_at order.
+    From(String),
+    /// Rows in [from, to), in submitted_at order.
+    Between(String, String),
+    /// Every row that is not at or after this value (older, NULL, or not text), in rowid order: the first read
+    /// of a table.
+    NotFrom(String),
+}
+
+/// Where a chunked read of sms_submissions goes on: after this row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cursor {
+    /// The row's submitted_at as stored (`None` before the first row).
+    pub submitted_at: Option<rusqlite::types::Value>,
+    pub rowid: i64,
 }
 
 /// A row of sms_submissions, as the poller reads it.
@@ -136,18 +175,40 @@ pub struct Submission {
     pub batch_id: Option<String>,
     /// Parsed, or why it cannot be.
     pub submitted_at: Result<DateTime<Utc>, String>,
-    /// When the message is tracked already: the row its tracking row came from.
-    pub tracked_from: Option<i64>,
+    /// Whether the poller tracks the tracking id already.
+    pub tracked: bool,
 }
 
-/// A submission to start tracking without polling it: not due yet (`submitted_at` set), or unusable (`note`).
+/// A submission to start tracking without polling it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Intake {
-    pub rowid: i64,
     pub tracking_id: String,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
     pub batch_id: Option<String>,
     pub submitted_at: Option<DateTime<Utc>>,
-    pub note: Option<String>,
+    pub kind: IntakeKind,
+}
+
+/// How a submission is taken in without a poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntakeKind {
+    /// Dated in the future: OPEN, first due two hours after that.
+    Future,
+    /// Its submitted_at cannot be used: INVALID, with the reason.
+    Invalid(String),
+    /// First seen after its tracking window: TOO_OLD, with the reason.
+    TooOld(String),
+}
+
+/// What [`Store::close`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Now,
+    /// Tracking had ended already, in this state: nothing changed.
+    Ended(String),
+    /// Neither sms_submissions nor the tracking table knows the id.
+    Unknown,
 }
 
 /// What [`Store::record`] wrote.
@@ -182,6 +243,9 @@ fn totals_of(s: &Summary) -> Vec<(String, u64)> {
         ("malformed_reports:".into(), s.malformed_reports),
         ("batches_failed:".into(), s.batches_failed),
         ("lookups_failed:".into(), s.lookups_failed),
+        ("lookups_rejected:".into(), s.lookups_rejected),
+        ("messages_closed_unanswered:".into(), s.closed_unanswered),
+        ("submissions_too_old:".into(), s.too_old),
         ("http_requests:".into(), s.http_requests),
         ("http_retries:".into(), s.retries),
         (format!("cycles:{}", s.outcome), 1),
@@ -217,6 +281,8 @@ pub struct AuditRow {
     pub delivery_confirmed_at: Option<String>,
     pub cycle_id: i64,
     pub created_at: String,
+    /// `poll`, or `close` for a closing entry.
+    pub entry: String,
 }
 
 impl Store {
@@ -238,7 +304,7 @@ impl Store {
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn = Connection::open_with_flags(path, flags)?;
+        let mut conn = Connection::open_with_flags(path, flags)?;
         // Wait for another writer's lock instead of failing at once with SQLITE_BUSY.
         conn.busy_timeout(busy_timeout)?;
         // WAL: readers (the dispatcher, `history`, monitoring) never block the writer and vice versa, and a
@@ -254,7 +320,16 @@ impl Store {
         // Checkpoint the WAL into the database every 10,000 pages (40 MB) instead of every 1,000: a cycle that
         // writes a million results copies shared index pages back far fewer times.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-        Ok(Store { conn, lease: None })
+        // Every write transaction takes the write lock when it begins, waiting for it up to the busy timeout. A
+        // deferred one would read first and then have to upgrade, and in WAL mode SQLite fails such an upgrade at
+        // once (SQLITE_BUSY) when another process writes meanwhile, without calling the busy handler.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+            lease: None,
+            lock: None,
+        })
     }
 
     fn user_version(&self) -> rusqlite::Result<usize> {
@@ -263,24 +338,32 @@ impl Store {
             .map(|v| v as usize)
     }
 
-    /// Applies the migrations the database has not seen, in one transaction. Returns (from, to) versions.
+    /// Brings the schema to the current version in one transaction: the whole schema on a new database, the
+    /// upgrades it has not seen on an older one. The version is read inside the transaction, so several
+    /// `migrate` runs at once apply each step once (the others wait for the lock, then find nothing to do).
+    /// Returns (from, to) versions.
     pub fn migrate(&mut self) -> Result<(usize, usize)> {
         let mut run = || -> Result<(usize, usize)> {
-            let from = self.user_version()?;
-            if from > MIGRATIONS.len() {
+            let tx = self.conn.transaction()?;
+            let from = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+            if from > VERSION {
                 bail!(
-                    "database schema version {from} is newer than this dlr-poller knows ({}); upgrade dlr-poller",
-                    MIGRATIONS.len()
+                    "database schema version {from} is newer than this dlr-poller knows ({VERSION}); upgrade \
+                     dlr-poller"
                 );
             }
-            let tx = self.conn.transaction()?;
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
-                tx.execute_batch(sql)
-                    .with_context(|| format!("applying schema version {}", i + 1))?;
+            if from == 0 {
+                tx.execute_batch(SCHEMA)
+                    .with_context(|| format!("applying schema version {VERSION}"))?;
+            } else {
+                for (i, sql) in UPGRADES.iter().enumerate().skip(from - 1) {
+                    tx.execute_batch(sql)
+                        .with_context(|| format!("upgrading the schema to version {}", i + 2))?;
+                }
             }
-            tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+            tx.pragma_update(None, "user_version", VERSION as i64)?;
             tx.commit()?;
-            Ok((from, MIGRATIONS.len()))
+            Ok((from, VERSION))
         };
         run()
             .context("migrating the schema")
@@ -299,7 +382,7 @@ impl Store {
     pub fn check_schema(&self) -> Result<()> {
         let run = || -> Result<()> {
             let version = self.user_version().context("reading the schema version")?;
-            let want = MIGRATIONS.len();
+            let want = VERSION;
             if version < want {
                 bail!(
                     "database schema is at version {version}, this dlr-poller needs {want}: run `dlr-poller migrate`"
@@ -328,163 +411,175 @@ impl Store {
         run().exit_code(Exit::Database)
     }
 
-    /// Where this cycle starts reading sms_submissions: after the returned rowid. Every row up to the stored
-    /// position is tracked already (or cannot be tracked), so only the rows after it are read.
-    ///
-    /// SQLite may hand out rowids again (after the newest rows are deleted) or renumber them (VACUUM); the
-    /// position remembers the tracking id at its rowid, and when that no longer matches, the whole table is read
-    /// again (rows already tracked are passed over) and the tracked messages' links to their rows are renewed.
-    pub fn read_start(&mut self) -> Result<ReadStart> {
-        let run = || -> Result<ReadStart> {
-            let (rowid, tracking_id) = Store::position(&self.conn)?;
-            let reported = state(&self.conn, REPORTED_KEY)?
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if rowid == 0 {
-                return Ok(ReadStart {
-                    after: 0,
-                    rescan: false,
-                    reported,
-                });
-            }
-            let there = tracking_id_at(&self.conn, rowid)?;
-            if there.as_deref() == Some(tracking_id.as_str()) {
-                return Ok(ReadStart {
-                    after: rowid,
-                    rescan: false,
-                    reported,
-                });
-            }
-            log::warn!(
-                "sms_submissions was rewritten since the last run (rows deleted or rowids renumbered); rescanning \
-                 it for submissions not yet tracked"
-            );
-            self.conn
-                .execute(
-                    "UPDATE message_tracking SET submission_rowid = COALESCE((SELECT MIN(s.rowid) \
-                     FROM sms_submissions s WHERE s.tracking_id = message_tracking.tracking_id), submission_rowid) \
-                     WHERE state = 'OPEN'",
-                    [],
-                )
-                .context("refreshing the links to sms_submissions")?;
-            // Renumbered rows are reported afresh.
-            Ok(ReadStart {
-                after: 0,
-                rescan: true,
-                reported: 0,
-            })
-        };
-        run()
-            .context("checking the read position in sms_submissions")
+    /// How far back sms_submissions has been read completely (`None`: never; the first read covers the whole
+    /// table).
+    pub fn read_horizon(&self) -> Result<Option<String>> {
+        state(&self.conn, HORIZON_KEY)
+            .context("reading the read horizon of sms_submissions")
             .exit_code(Exit::Database)
     }
 
-    /// The position reached in sms_submissions: a rowid and the tracking id it had.
-    fn position(conn: &Connection) -> rusqlite::Result<(i64, String)> {
-        let value = state(conn, WATERMARK_KEY)?.unwrap_or_default();
-        let (rowid, tracking_id) = value.split_once(':').unwrap_or((value.as_str(), ""));
-        Ok((rowid.parse().unwrap_or(0), tracking_id.to_string()))
+    /// Remembers that every row of sms_submissions from `horizon` on has been read.
+    pub fn save_horizon(&mut self, horizon: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![HORIZON_KEY, horizon],
+            )
+            .context("saving the read horizon of sms_submissions")
+            .exit_code(Exit::Database)?;
+        Ok(())
     }
 
-    /// Remembers how far sms_submissions has been read: `position` (a rowid, 0 for the start; `None` leaves it
-    /// as it is), up to which every row is tracked or cannot be tracked, and `reported`, up to which every row
-    /// has been read and its problems reported.
-    pub fn save_read(&mut self, position: Option<i64>, reported: i64) -> Result<()> {
-        let mut run = || -> Result<()> {
-            let tx = self.conn.transaction()?;
-            let set = "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
-                       ON CONFLICT (key) DO UPDATE SET value = excluded.value";
-            if let Some(rowid) = position {
-                // The tracking id there tells a later run whether the rowids were renumbered since.
-                let value = format!(
-                    "{rowid}:{}",
-                    tracking_id_at(&tx, rowid)?.unwrap_or_default()
-                );
-                tx.execute(set, params![WATERMARK_KEY, value])?;
+    /// Up to `limit` rows of sms_submissions in `span` after `cursor`, each saying whether its tracking id is
+    /// tracked already. Each call is one short read, so that a long cycle never keeps the WAL from being
+    /// checkpointed.
+    pub fn submissions(
+        &self,
+        span: &Span,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<(Submission, Cursor)>> {
+        use rusqlite::types::Value;
+        const COLUMNS: &str = "SELECT s.rowid, s.tracking_id, s.customer_id, s.phone_number, s.carrier_batch_id, \
+            s.submitted_at, EXISTS (SELECT 1 FROM message_tracking t WHERE t.tracking_id = s.tracking_id) \
+            FROM sms_submissions s WHERE ";
+        let run = || -> Result<Vec<(Submission, Cursor)>> {
+            let key = cursor.submitted_at.clone().unwrap_or(Value::Null);
+            let after = |from: &str| -> (Value, i64) {
+                // Before the first row: everything at `from` counts.
+                match &cursor.submitted_at {
+                    None => (Value::Text(from.to_string()), i64::MIN),
+                    Some(_) => (key.clone(), cursor.rowid),
+                }
+            };
+            let (sql, args): (String, Vec<Value>) = match span {
+                Span::From(from) => {
+                    let (k, r) = after(from);
+                    (
+                        format!(
+                            "{COLUMNS} s.submitted_at >= ?1 AND (s.submitted_at, s.rowid) > (?2, ?3) \
+                             ORDER BY s.submitted_at, s.rowid LIMIT ?4"
+                        ),
+                        vec![Value::Text(from.clone()), k, Value::Integer(r)],
+                    )
+                }
+                Span::Between(from, _) => {
+                    let (k, r) = after(from);
+                    (
+                        format!(
+                            "{COLUMNS} s.submitted_at >= ?1 AND s.submitted_at < ?5 AND (s.submitted_at, s.rowid) > \
+                             (?2, ?3) ORDER BY s.submitted_at, s.rowid LIMIT ?4"
+                        ),
+                        vec![Value::Text(from.clone()), k, Value::Integer(r)],
+                    )
+                }
+                Span::NotFrom(from) => (
+                    format!(
+                        "{COLUMNS} (s.submitted_at >= ?1) IS NOT 1 AND s.rowid > ?3 \
+                         ORDER BY s.rowid LIMIT ?4"
+                    ),
+                    vec![
+                        Value::Text(from.clone()),
+                        Value::Null,
+                        Value::Integer(cursor.rowid),
+                    ],
+                ),
+            };
+            let mut args = args;
+            args.push(Value::Integer(limit as i64));
+            if let Span::Between(_, to) = span {
+                args.push(Value::Text(to.clone()));
             }
-            tx.execute(set, params![REPORTED_KEY, reported.to_string()])?;
-            tx.commit()?;
-            Ok(())
-        };
-        run()
-            .context("saving the read position in sms_submissions")
-            .exit_code(Exit::Database)
-    }
-
-    /// Up to `limit` rows of sms_submissions after rowid `after`, in rowid order, each with the row its tracking
-    /// row came from when the message is tracked already.
-    pub fn submissions_after(&self, after: i64, limit: usize) -> Result<Vec<Submission>> {
-        let run = || -> Result<Vec<Submission>> {
-            let mut rows = Vec::with_capacity(limit);
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT s.rowid, s.tracking_id, s.customer_id, s.phone_number, s.carrier_batch_id, \
-                 CAST(s.submitted_at AS TEXT), t.submission_rowid FROM sms_submissions s \
-                 LEFT JOIN message_tracking t ON t.tracking_id = s.tracking_id \
-                 WHERE s.rowid > ?1 ORDER BY s.rowid LIMIT ?2",
-            )?;
-            let mut query = stmt.query(params![after, limit as i64])?;
+            let mut stmt = self.conn.prepare_cached(&sql)?;
+            let mut query = stmt.query(rusqlite::params_from_iter(args))?;
+            let mut rows = Vec::with_capacity(limit.min(READ_RESERVE));
             while let Some(r) = query.next()? {
-                let submitted_at = match r.get_ref(5)? {
-                    ValueRef::Null => Err("submitted_at is NULL".to_string()),
-                    value => std::str::from_utf8(value.as_bytes()?)
+                let raw: Value = r.get(5)?;
+                let submitted_at = match &raw {
+                    Value::Null => Err("submitted_at is NULL".to_string()),
+                    Value::Text(text) => timefmt::parse(text).map_err(|e| format!("{e:#}")),
+                    Value::Blob(bytes) => std::str::from_utf8(bytes)
                         .context("submitted_at is not UTF-8")
                         .and_then(timefmt::parse)
                         .map_err(|e| format!("{e:#}")),
+                    Value::Integer(n) => Err(format!(
+                        "submitted_at is the number {n}, not an RFC 3339 timestamp"
+                    )),
+                    Value::Real(n) => Err(format!(
+                        "submitted_at is the number {n}, not an RFC 3339 timestamp"
+                    )),
                 };
-                rows.push(Submission {
-                    rowid: r.get(0)?,
-                    tracking_id: r.get(1)?,
-                    customer_id: r.get(2)?,
-                    phone_number: r.get(3)?,
-                    batch_id: r.get(4)?,
-                    submitted_at,
-                    tracked_from: r.get(6)?,
-                });
+                let rowid: i64 = r.get(0)?;
+                rows.push((
+                    Submission {
+                        rowid,
+                        tracking_id: r.get(1)?,
+                        customer_id: r.get(2)?,
+                        phone_number: r.get(3)?,
+                        batch_id: r.get(4)?,
+                        submitted_at,
+                        tracked: r.get(6)?,
+                    },
+                    Cursor {
+                        submitted_at: Some(raw),
+                        rowid,
+                    },
+                ));
             }
             Ok(rows)
         };
         run()
-            .with_context(|| format!("reading sms_submissions after row {after}"))
+            .context("reading sms_submissions")
             .exit_code(Exit::Database)
     }
 
-    /// Starts tracking submissions that are not polled in this cycle: OPEN and due at their first slot, or
-    /// INVALID with the reason. A tracking id tracked already is left as it is, with a warning. Returns how many
-    /// were taken in as OPEN.
-    pub fn take_in(&mut self, intakes: &[Intake]) -> Result<usize> {
-        let mut run = || -> Result<usize> {
+    /// Starts tracking submissions that are not polled in this cycle: OPEN and due at their first slot (dated in
+    /// the future), INVALID or TOO_OLD with the reason. A tracking id tracked already is left as it is. Returns
+    /// how many were taken in, by kind: (open, too old).
+    pub fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)> {
+        let mut run = || -> Result<(usize, usize)> {
             let tx = self.conn.transaction()?;
             Store::check_lease(&tx, self.lease.as_deref())?;
-            let mut added = 0;
+            let (mut open, mut too_old) = (0, 0);
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO message_tracking \
-                     (tracking_id, carrier_batch_id, submitted_at, state, next_due_at, note, submission_rowid) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO message_tracking (tracking_id, customer_id, phone_number, \
+                     carrier_batch_id, submitted_at, state, next_due_at, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for i in intakes {
-                    let (state, next_due_at) = match i.submitted_at {
-                        Some(at) => ("OPEN", Some(timefmt::format(schedule::first_due(at)))),
-                        None => ("INVALID", None),
+                    let (state, next_due_at, note) = match &i.kind {
+                        IntakeKind::Future => (
+                            "OPEN",
+                            i.submitted_at
+                                .map(|at| timefmt::format(schedule::first_due(at))),
+                            None,
+                        ),
+                        IntakeKind::Invalid(note) => ("INVALID", None, Some(note)),
+                        IntakeKind::TooOld(note) => ("TOO_OLD", None, Some(note)),
                     };
                     let inserted = insert.execute(params![
                         i.tracking_id,
+                        i.customer_id,
+                        i.phone_number,
                         i.batch_id,
                         i.submitted_at.map(timefmt::format),
                         state,
                         next_due_at,
-                        i.note,
-                        i.rowid,
+                        note,
                     ])?;
-                    if inserted == 0 {
-                        warn_repeated(&i.tracking_id);
-                    } else if i.submitted_at.is_some() {
-                        added += 1;
+                    if inserted == 1 {
+                        match i.kind {
+                            IntakeKind::Future => open += 1,
+                            IntakeKind::TooOld(_) => too_old += 1,
+                            IntakeKind::Invalid(_) => {}
+                        }
                     }
                 }
             }
             tx.commit()?;
-            Ok(added)
+            Ok((open, too_old))
         };
         run()
             .context("taking in new submissions")
@@ -515,42 +610,45 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
-    /// Streams the due messages of one group to `each`, which returns false to stop early.
+    /// Up to `limit` messages of one group due at `cutoff` with a tracking id after `after` (`None`: from the
+    /// first), in tracking id order: a chunk of a group read in short reads.
     pub fn due_messages(
         &self,
         batch_id: Option<&str>,
         cutoff: DateTime<Utc>,
-        mut each: impl FnMut(DueMessage) -> bool,
-    ) -> Result<()> {
-        let mut run = || -> Result<()> {
-            const COLUMNS: &str = "SELECT t.tracking_id, s.customer_id, s.phone_number, t.carrier_batch_id, \
-                t.submitted_at, t.polls FROM message_tracking t \
-                LEFT JOIN sms_submissions s ON s.rowid = t.submission_rowid AND s.tracking_id = t.tracking_id \
-                WHERE t.state = 'OPEN' AND t.next_due_at <= ?2 AND ";
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DueMessage>> {
+        let run = || -> Result<Vec<DueMessage>> {
+            const COLUMNS: &str = "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, \
+                polls FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= ?2 AND tracking_id > ?3 AND ";
             let cutoff = timefmt::format(cutoff);
             let mut stmt = match batch_id {
-                Some(_) => self
-                    .conn
-                    .prepare_cached(&format!("{COLUMNS} t.carrier_batch_id = ?1"))?,
+                Some(_) => self.conn.prepare_cached(&format!(
+                    "{COLUMNS} carrier_batch_id = ?1 ORDER BY tracking_id LIMIT ?4"
+                ))?,
                 None => self.conn.prepare_cached(&format!(
-                    "{COLUMNS} t.carrier_batch_id IS NULL AND ?1 IS NULL"
+                    "{COLUMNS} carrier_batch_id IS NULL AND ?1 IS NULL ORDER BY tracking_id LIMIT ?4"
                 ))?,
             };
-            let mut rows = stmt.query(params![batch_id, cutoff])?;
+            let mut rows =
+                stmt.query(params![batch_id, cutoff, after.unwrap_or(""), limit as i64])?;
+            let mut messages = Vec::new();
             while let Some(row) = rows.next()? {
-                if !each(due_message(row)?) {
-                    break;
-                }
+                messages.push(due_message(row)?);
             }
-            Ok(())
+            Ok(messages)
         };
         run()
             .with_context(|| format!("reading due messages of batch {batch_id:?}"))
             .exit_code(Exit::Database)
     }
 
-    /// Takes the cycle lease for `ttl`, unless a live holder has it. Expired leases are taken over, and so are
-    /// leases of a holder on this host whose process no longer exists.
+    /// Takes the cycle lease: an exclusive OS lock on `{db}-lock`, held until this process ends (the kernel
+    /// releases it on any death, `kill -9` included, so a re-run never waits for a dead holder), and the lease
+    /// row, which names the holder for reports and fences every write. A lease row left by a holder that no
+    /// longer holds the lock (it died) is taken over at once. A row of another host that has not expired is
+    /// respected: one SQLite database serves one host, but a second host pointed at it by mistake must not run.
     pub fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
         let host = hostname();
         let pid = std::process::id();
@@ -558,10 +656,25 @@ impl Store {
             "{host}/{pid}/{}",
             now.timestamp_nanos_opt().unwrap_or_default()
         );
-        let mut run = || -> Result<Lease> {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let lock_path = lock_path(&self.path);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening the lock file {}", lock_path.display()))
+            .exit_code(Exit::Database)?;
+        let locked = match lock.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("locking {}", lock_path.display()))
+                    .exit_code(Exit::Database);
+            }
+        };
+        let run = || -> Result<Lease> {
+            let tx = self.conn.transaction()?;
             let current = tx
                 .query_row(
                     "SELECT host, pid, acquired_at, expires_at FROM poller_lease WHERE id = 1",
@@ -576,10 +689,18 @@ impl Store {
                     },
                 )
                 .optional()?;
+            if !locked {
+                // The lock's holder is alive; its row says who it is (absent only for an instant at its start).
+                return Ok(Lease::Held(current.unwrap_or_else(|| LeaseHolder {
+                    host,
+                    pid: 0,
+                    acquired_at: "just now".into(),
+                    expires_at: "when it exits".into(),
+                })));
+            }
             if let Some(held) = &current {
                 let expired = timefmt::parse(&held.expires_at).map_or(true, |at| at <= now);
-                let gone = held.host == host && !process_alive(held.pid);
-                if !expired && !gone {
+                if held.host != host && !expired {
                     return Ok(Lease::Held(held.clone()));
                 }
             }
@@ -597,6 +718,7 @@ impl Store {
             .exit_code(Exit::Database)?;
         if matches!(lease, Lease::Acquired { .. }) {
             self.lease = Some(me);
+            self.lock = Some(lock);
         }
         Ok(lease)
     }
@@ -617,10 +739,15 @@ impl Store {
     }
 
     /// Records a cycle as started; returns its id.
-    pub fn begin_cycle(&self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
-        let run = || -> Result<i64> {
+    pub fn begin_cycle(
+        &mut self,
+        started_at: DateTime<Utc>,
+        cycle_now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let mut run = || -> Result<i64> {
+            let tx = self.conn.transaction()?;
             // Only the lease holder runs a cycle, so a cycle still marked running belongs to a run that died.
-            let abandoned = self.conn.execute(
+            let abandoned = tx.execute(
                 "UPDATE poll_cycles SET outcome = 'abandoned', \
                  error = 'the run ended without finishing the cycle (killed or crashed)' WHERE outcome = 'running'",
                 [],
@@ -630,7 +757,7 @@ impl Store {
                     "{abandoned} earlier cycle(s) never finished (killed or crashed); marked abandoned"
                 );
             }
-            self.conn.execute(
+            tx.execute(
                 "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome) VALUES (?1, ?2, ?3, ?4, 'running')",
                 params![
                     timefmt::format_millis(started_at),
@@ -639,7 +766,9 @@ impl Store {
                     std::process::id()
                 ],
             )?;
-            Ok(self.conn.last_insert_rowid())
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(id)
         };
         run()
             .context("recording the cycle start")
@@ -664,31 +793,41 @@ impl Store {
             let mut accepted = Vec::with_capacity(records.len());
             written.stored.reserve(records.len());
             {
+                // A closing entry is not a poll: last_status and last_polled_at stay those of the last poll.
                 let mut update = tx.prepare_cached(
-                    "UPDATE message_tracking SET polls = polls + 1, state = ?3, next_due_at = ?4, last_status = ?5, \
-                     last_polled_at = ?6, closed_at = CASE WHEN ?3 = 'OPEN' THEN NULL ELSE ?6 END \
+                    "UPDATE message_tracking SET polls = polls + 1, state = ?3, next_due_at = ?4, \
+                     last_status = CASE WHEN ?7 IS NULL THEN ?5 ELSE last_status END, \
+                     last_polled_at = CASE WHEN ?7 IS NULL THEN ?6 ELSE last_polled_at END, \
+                     closed_at = CASE WHEN ?3 = 'OPEN' THEN NULL ELSE ?6 END, note = COALESCE(?7, note) \
                      WHERE tracking_id = ?1 AND polls = ?2 AND state = 'OPEN'",
                 )?;
                 let mut first = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO message_tracking (tracking_id, submission_rowid, carrier_batch_id, \
-                     submitted_at, state, polls, next_due_at, last_status, last_polled_at, closed_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, CASE WHEN ?5 = 'OPEN' THEN NULL ELSE ?8 END)",
+                    "INSERT OR IGNORE INTO message_tracking (tracking_id, customer_id, phone_number, \
+                     carrier_batch_id, submitted_at, state, polls, next_due_at, last_status, last_polled_at, \
+                     closed_at, note) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, CASE WHEN ?6 = 'OPEN' THEN NULL ELSE ?9 END, ?10)",
                 )?;
                 // A batch's messages mostly share their times: format each once.
                 let (mut submitted, mut due) = (Formatted::default(), Formatted::default());
                 for r in records {
                     let m = r.message;
                     let next_due_at = r.next_due_at.map(|t| due.of(t));
+                    let note = match r.entry {
+                        Entry::Poll => None,
+                        Entry::Close => r.failure_reason,
+                    };
                     let changed = match m.intake {
-                        Some(rowid) => first.execute(params![
+                        Some(_) => first.execute(params![
                             m.tracking_id,
-                            rowid,
+                            m.customer_id,
+                            m.phone_number,
                             m.batch_id,
                             submitted.of(m.submitted_at),
                             r.state.as_str(),
                             next_due_at,
                             r.status.as_str(),
                             polled_at,
+                            note,
                         ])?,
                         None => update.execute(params![
                             m.tracking_id,
@@ -697,6 +836,7 @@ impl Store {
                             next_due_at,
                             r.status.as_str(),
                             polled_at,
+                            note,
                         ])?,
                     };
                     written.stored.push(changed == 1);
@@ -717,8 +857,8 @@ impl Store {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, \
                      carrier_batch_id, delivery_status, failure_code, failure_reason, polled_at, \
-                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )?;
                 for r in &accepted {
                     let m = r.message;
@@ -737,6 +877,7 @@ impl Store {
                         cycle_id,
                         r.carrier_status,
                         r.carrier_status.is_some(),
+                        r.entry.as_str(),
                     ])?;
                 }
             }
@@ -775,7 +916,8 @@ impl Store {
                  closed_unconfirmed = ?11, unknown_statuses = ?12, not_found = ?13, batches_ok = ?14, \
                  batches_failed = ?15, http_requests = ?16, retries = ?17, new_submissions = ?18, \
                  invalid_submissions = ?19, error = ?20, lookups_failed = ?21, duplicate_reports = ?22, \
-                 malformed_reports = ?23 WHERE id = ?1",
+                 malformed_reports = ?23, too_old = ?24, closed_unanswered = ?25, lookups_rejected = ?26 \
+                 WHERE id = ?1",
                 params![
                     s.cycle_id,
                     s.finished_at,
@@ -800,6 +942,9 @@ impl Store {
                     s.lookups_failed,
                     s.duplicate_reports,
                     s.malformed_reports,
+                    s.too_old,
+                    s.closed_unanswered,
+                    s.lookups_rejected,
                 ],
             )?;
             {
@@ -943,7 +1088,8 @@ impl Store {
                 "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
                  polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
                  batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
-                 lookups_failed, duplicate_reports, malformed_reports FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
+                 lookups_failed, duplicate_reports, malformed_reports, too_old, closed_unanswered, lookups_rejected \
+                 FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
             ))?;
             let rows = stmt
                 .query_map([value, n as i64], |r| {
@@ -974,6 +1120,9 @@ impl Store {
                         lookups_failed: count(22)?,
                         duplicate_reports: count(23)?,
                         malformed_reports: count(24)?,
+                        too_old: count(25)?,
+                        closed_unanswered: count(26)?,
+                        lookups_rejected: count(27)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -984,6 +1133,102 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
+    /// Ends the tracking of an open message by hand: UNCONFIRMED, with a closing entry in the audit trail that
+    /// carries `reason` (its cycle_id is 0: no cycle wrote it). A submission not taken in yet is taken in closed.
+    pub fn close(&mut self, tracking_id: &str, reason: &str, now: DateTime<Utc>) -> Result<Closed> {
+        /// Who a message was for, copied into its audit row.
+        struct Addressee {
+            customer_id: Option<String>,
+            phone_number: Option<String>,
+            batch_id: Option<String>,
+        }
+        let addressee = |r: &Row, at: usize| -> rusqlite::Result<Addressee> {
+            Ok(Addressee {
+                customer_id: r.get(at)?,
+                phone_number: r.get(at + 1)?,
+                batch_id: r.get(at + 2)?,
+            })
+        };
+        let mut run = || -> Result<Closed> {
+            let tx = self.conn.transaction()?;
+            let now_text = timefmt::format(now);
+            let note = format!("closed by hand: {reason}");
+            let tracked = tx
+                .query_row(
+                    "SELECT state, polls, customer_id, phone_number, carrier_batch_id FROM message_tracking \
+                     WHERE tracking_id = ?1",
+                    [tracking_id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, addressee(r, 2)?)),
+                )
+                .optional()?;
+            let (polls, to) = match tracked {
+                Some((state, _, _)) if state != "OPEN" => return Ok(Closed::Ended(state)),
+                Some((_, polls, to)) => {
+                    tx.execute(
+                        "UPDATE message_tracking SET polls = polls + 1, state = 'UNCONFIRMED', \
+                         next_due_at = NULL, closed_at = ?2, note = ?3 WHERE tracking_id = ?1",
+                        params![tracking_id, now_text, note],
+                    )?;
+                    (polls, to)
+                }
+                None => {
+                    let submission = tx
+                        .query_row(
+                            "SELECT customer_id, phone_number, carrier_batch_id, submitted_at \
+                             FROM sms_submissions WHERE tracking_id = ?1 ORDER BY rowid LIMIT 1",
+                            [tracking_id],
+                            |r| Ok((addressee(r, 0)?, r.get::<_, rusqlite::types::Value>(3)?)),
+                        )
+                        .optional()?;
+                    let Some((to, submitted_at)) = submission else {
+                        return Ok(Closed::Unknown);
+                    };
+                    let submitted_at = match submitted_at {
+                        rusqlite::types::Value::Text(t) => {
+                            timefmt::parse(&t).ok().map(timefmt::format)
+                        }
+                        _ => None,
+                    };
+                    tx.execute(
+                        "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, \
+                         carrier_batch_id, submitted_at, state, polls, closed_at, note) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'UNCONFIRMED', 1, ?6, ?7)",
+                        params![
+                            tracking_id,
+                            to.customer_id,
+                            to.phone_number,
+                            to.batch_id,
+                            submitted_at,
+                            now_text,
+                            note
+                        ],
+                    )?;
+                    (0, to)
+                }
+            };
+            tx.execute(
+                "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                 delivery_status, failure_reason, polled_at, poll_attempt, created_at, cycle_id, carrier_found, \
+                 entry) VALUES (?1, ?2, ?3, ?4, 'PENDING', ?5, ?6, ?7, ?8, 0, 0, 'close')",
+                params![
+                    tracking_id,
+                    to.customer_id,
+                    to.phone_number,
+                    to.batch_id,
+                    note,
+                    now_text,
+                    polls + 1,
+                    timefmt::format_millis(Utc::now())
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Closed::Now)
+        };
+        run()
+            .with_context(|| format!("closing {tracking_id:?}"))
+            .exit_code(Exit::Database)
+    }
+
     /// A message's tracking state and audit trail; `None` when neither the submissions nor the tracking table
     /// know the id.
     pub fn history(&self, tracking_id: &str) -> Result<Option<History>> {
@@ -991,7 +1236,8 @@ impl Store {
             let head = self
                 .conn
                 .query_row(
-                    "SELECT s.customer_id, s.phone_number, COALESCE(t.carrier_batch_id, s.carrier_batch_id), \
+                    "SELECT COALESCE(t.customer_id, s.customer_id), COALESCE(t.phone_number, s.phone_number), \
+                     COALESCE(t.carrier_batch_id, s.carrier_batch_id), \
                      COALESCE(t.submitted_at, s.submitted_at), t.state, COALESCE(t.polls, 0), t.next_due_at, \
                      t.closed_at, t.note \
                      FROM (SELECT ?1 AS id) q \
@@ -1021,7 +1267,7 @@ impl Store {
             };
             let mut stmt = self.conn.prepare(
                 "SELECT poll_attempt, polled_at, delivery_status, carrier_status, carrier_found, failure_code, \
-                 failure_reason, delivery_confirmed_at, cycle_id, created_at FROM sms_delivery_confirmations \
+                 failure_reason, delivery_confirmed_at, cycle_id, created_at, entry FROM sms_delivery_confirmations \
                  WHERE tracking_id = ?1 ORDER BY poll_attempt",
             )?;
             history.results = stmt
@@ -1037,6 +1283,7 @@ impl Store {
                         delivery_confirmed_at: r.get(7)?,
                         cycle_id: r.get(8)?,
                         created_at: r.get(9)?,
+                        entry: r.get(10)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -1053,16 +1300,6 @@ fn state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row(
         "SELECT value FROM poller_state WHERE key = ?1",
         [key],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// The tracking id of an sms_submissions row ('' when it has none); `None` when there is no such row.
-fn tracking_id_at(conn: &Connection, rowid: i64) -> rusqlite::Result<Option<String>> {
-    conn.query_row(
-        "SELECT COALESCE(tracking_id, '') FROM sms_submissions WHERE rowid = ?1",
-        [rowid],
         |r| r.get(0),
     )
     .optional()
@@ -1103,15 +1340,6 @@ fn due_message(row: &Row) -> Result<DueMessage> {
     })
 }
 
-/// Whether a process of this host is still running. Where that cannot be known (no /proc), assume it is: the
-/// lease then waits for its expiry.
-fn process_alive(pid: i64) -> bool {
-    if !Path::new("/proc/self").exists() {
-        return true;
-    }
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// Whether an error comes from another process holding a lock on the database past the busy timeout.
 pub fn is_busy(err: &anyhow::Error) -> bool {
     has_code(
@@ -1141,6 +1369,13 @@ fn has_code(err: &anyhow::Error, codes: &[rusqlite::ErrorCode]) -> bool {
             Some(rusqlite::Error::SqliteFailure(f, _)) if codes.contains(&f.code)
         )
     })
+}
+
+/// The file whose OS lock keeps two cycles off one database.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-lock");
+    PathBuf::from(name)
 }
 
 fn hostname() -> String {

@@ -29,6 +29,13 @@ pub struct Summary {
     pub malformed_reports: u64,
     /// One-by-one lookups (messages without a batch, or missing from their batch listing) that failed.
     pub lookups_failed: u64,
+    /// Messages the carrier refused to answer about (a 400, 410, 422... or an answer about another id): the
+    /// carrier did answer, so they count as polled, with the refusal as the result.
+    pub lookups_rejected: u64,
+    /// Messages closed after their +72h slot without an answer (the carrier kept failing).
+    pub closed_unanswered: u64,
+    /// New submissions first seen after their tracking window (72h + --catch-up): recorded, never polled.
+    pub too_old: u64,
     pub http_requests: u64,
     pub retries: u64,
     pub new_submissions: u64,
@@ -37,12 +44,17 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Polled messages as a share of due ones; 1 when nothing was due.
+    /// Messages whose due poll is settled: polled, or closed without an answer.
+    pub fn settled(&self) -> u64 {
+        self.polled + self.closed_unanswered
+    }
+
+    /// Settled messages as a share of due ones; 1 when nothing was due.
     pub fn success_rate(&self) -> f64 {
         if self.messages_due == 0 {
             1.0
         } else {
-            self.polled as f64 / self.messages_due as f64
+            self.settled() as f64 / self.messages_due as f64
         }
     }
 
@@ -50,7 +62,8 @@ impl Summary {
     pub fn line(&self) -> String {
         format!(
             "cycle {} {}: {} due, {} polled ({} delivered, {} failed, {} pending, {} closed unconfirmed, \
-             {} not found, {} unknown statuses), {} batches ok, {} failed, {} lookups failed, {} HTTP requests, {} retries, {:.1}s",
+             {} not found, {} refused, {} unknown statuses), {} closed unanswered, {} too old to track, {} batches ok, \
+             {} failed, {} lookups failed, {} HTTP requests, {} retries, {:.1}s",
             self.cycle_id,
             self.outcome,
             self.messages_due,
@@ -60,7 +73,10 @@ impl Summary {
             self.pending,
             self.closed_unconfirmed,
             self.not_found,
+            self.lookups_rejected,
             self.unknown_statuses,
+            self.closed_unanswered,
+            self.too_old,
             self.batches_ok,
             self.batches_failed,
             self.lookups_failed,

@@ -461,8 +461,22 @@ fn prune_deletes_only_old_rows_of_finished_messages() {
         "dry run deletes nothing"
     );
 
+    // A clock in the future is refused unless meant: it would delete recent rows.
+    let (code, _) = prune(&["--older-than", "30d", "--now", "2099-01-01T00:00:00Z"]);
+    assert_eq!(code, Some(78));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        3,
+        "a refused prune deletes nothing"
+    );
     // Cycle records go by their wall-clock start; with a cutoff in the future of the runs, they all go.
-    let (code, line) = prune(&["--older-than", "30d", "--now", "2099-01-01T00:00:00Z"]);
+    let (code, line) = prune(&[
+        "--older-than",
+        "30d",
+        "--now",
+        "2099-01-01T00:00:00Z",
+        "--allow-future-now",
+    ]);
     assert_eq!(code, Some(0));
     assert!(
         line.starts_with("deleted 2 audit rows") && line.contains("and 3 cycle records"),
@@ -476,5 +490,5 @@ fn prune_deletes_only_old_rows_of_finished_messages() {
     assert!(db.audit("OLD").is_empty());
 
     let (code, _) = prune(&["--older-than", "1h"]);
-    assert_eq!(code, Some(64), "a cutoff under a day is refused");
+    assert_eq!(code, Some(78), "a cutoff under a day is refused");
 }

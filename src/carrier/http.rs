@@ -108,6 +108,20 @@ impl HttpCarrier {
                 });
             }
             let wait = retry_after.unwrap_or_else(|| self.backoff.wait(attempt, &mut rng));
+            let left = self.control.remaining();
+            if retry_after.is_some() && wait >= left && self.control.stopped().is_none() {
+                // Not a silent "deadline": the carrier asked for a pause the cycle cannot make.
+                let reason = format!(
+                    "{reason} with Retry-After {} s, longer than the {} s left before the deadline",
+                    wait.as_secs(),
+                    left.as_secs()
+                );
+                log::warn!("{reason}; giving up on this request");
+                return Err(FetchError::Failed {
+                    attempts: attempt,
+                    reason,
+                });
+            }
             log::debug!("{reason}; retrying in {} ms", wait.as_millis());
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             self.control.sleep(wait).map_err(stopped)?;
@@ -161,16 +175,17 @@ impl HttpCarrier {
             408 | 500..=599 => return retry(format!("GET {path}: HTTP {status}"), None),
             300..=399 => {
                 let location = header("location").unwrap_or_default();
-                return failed(format!(
+                return unusable(format!(
                     "GET {path}: carrier answered HTTP {status} redirecting to {location:?}; redirects are not \
                      followed (check --carrier-url)"
                 ));
             }
             _ => {
                 let snippet = snippet(response.body_mut().as_reader());
-                return failed(format!(
-                    "GET {path}: carrier answered HTTP {status}: {snippet}"
-                ));
+                return refused(
+                    status,
+                    format!("GET {path}: carrier answered HTTP {status}: {snippet}"),
+                );
             }
         }
         let body = match response
@@ -181,7 +196,7 @@ impl HttpCarrier {
         {
             Ok(body) => body,
             Err(ureq::Error::BodyExceedsLimit(_)) => {
-                return failed(format!(
+                return unusable(format!(
                     "GET {path}: response body larger than {MAX_BODY} bytes"
                 ));
             }
@@ -211,8 +226,7 @@ impl StatusSource for HttpCarrier {
                 Some(page) => page,
                 None if page_number == 1 => return Ok(None),
                 None => {
-                    return Err(FetchError::Failed {
-                        attempts: 1,
+                    return Err(FetchError::Unusable {
                         reason: format!(
                             "GET {path}: page {page_number} of batch {batch_id:?} answered 404"
                         ),
@@ -224,8 +238,7 @@ impl StatusSource for HttpCarrier {
             match page.next_page_token {
                 None => return Ok(Some(listing)),
                 Some(token) if !seen_tokens.insert(token.clone()) => {
-                    return Err(FetchError::Failed {
-                        attempts: 1,
+                    return Err(FetchError::Unusable {
                         reason: format!(
                             "batch {batch_id:?}: paging loops (page token {token:?} came back)"
                         ),
@@ -234,8 +247,7 @@ impl StatusSource for HttpCarrier {
                 Some(token) => page_token = Some(token),
             }
         }
-        Err(FetchError::Failed {
-            attempts: 1,
+        Err(FetchError::Unusable {
             reason: format!(
                 "batch {batch_id:?}: more than {MAX_PAGES} pages; giving up on the listing"
             ),
@@ -246,8 +258,8 @@ impl StatusSource for HttpCarrier {
         let path = generic::message_path(tracking_id);
         let report = self.fetch(&path, generic::parse_message)?;
         match report {
-            Some(r) if r.tracking_id != tracking_id => Err(FetchError::Failed {
-                attempts: 1,
+            Some(r) if r.tracking_id != tracking_id => Err(FetchError::Refused {
+                code: None,
                 reason: format!(
                     "GET {path}: carrier answered for tracking id {:?}",
                     r.tracking_id
@@ -265,11 +277,15 @@ fn retry<T>(reason: String, retry_after: Option<Duration>) -> Attempt<T> {
     }
 }
 
-fn failed<T>(reason: String) -> Attempt<T> {
-    Attempt::Done(Err(FetchError::Failed {
-        attempts: 1,
+fn refused<T>(status: u16, reason: String) -> Attempt<T> {
+    Attempt::Done(Err(FetchError::Refused {
+        code: Some(format!("HTTP {status}")),
         reason,
     }))
+}
+
+fn unusable<T>(reason: String) -> Attempt<T> {
+    Attempt::Done(Err(FetchError::Unusable { reason }))
 }
 
 fn stopped(stop: Stop) -> FetchError {

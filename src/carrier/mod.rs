@@ -22,8 +22,19 @@ pub struct Report {
 pub enum FetchError {
     /// 401 or 403: every further request would fail too.
     CredentialsRejected { status: u16 },
-    /// The request failed and retrying did not help (or cannot help: a 4xx, a redirect).
+    /// The request failed and retrying did not help: the carrier or the network is unwell.
     Failed { attempts: u32, reason: String },
+    /// The carrier answered this question with a permanent refusal: a 4xx other than 401/403/404/408/429 (400,
+    /// 410 Gone after its retention, 422), or an answer about another message. Asking again cannot help; for one
+    /// message it is that message's outcome.
+    Refused {
+        /// The failure code to record (`HTTP 410`); `None` for an answer about another message.
+        code: Option<String>,
+        reason: String,
+    },
+    /// The answer cannot be used however often it is asked for: a redirect, a body over the size limit, a listing
+    /// that pages without end or past the page cap.
+    Unusable { reason: String },
     /// The cycle's deadline came first.
     Deadline,
     /// The cycle was stopped for another reason (credentials rejected on another worker).
@@ -43,6 +54,9 @@ impl fmt::Display for FetchError {
             FetchError::Failed { attempts, reason } => {
                 write!(f, "{reason} (after {attempts} attempts)")
             }
+            FetchError::Refused { reason, .. } | FetchError::Unusable { reason } => {
+                f.write_str(reason)
+            }
             FetchError::Deadline => f.write_str("cycle deadline reached"),
             FetchError::Stopped => f.write_str("cycle stopped"),
         }
@@ -50,6 +64,16 @@ impl fmt::Display for FetchError {
 }
 
 impl std::error::Error for FetchError {}
+
+impl FetchError {
+    /// Whether asking the same question again cannot help (a batch then falls back to one-by-one lookups).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Refused { .. } | FetchError::Unusable { .. }
+        )
+    }
+}
 
 /// A batch listing, all pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
