@@ -11,9 +11,9 @@ CREATE TABLE IF NOT EXISTS sms_submissions (
   carrier_batch_id TEXT,          -- NULL: this message must be queried by tracking id
   submitted_at     TEXT NOT NULL  -- RFC 3339 UTC, e.g. 2025-12-01T09:00:00Z
 );
--- The poller reads the submissions of the last days by submitted_at: the one index it needs on the dispatcher's
--- table (see the README).
-CREATE INDEX IF NOT EXISTS idx_sms_submissions_submitted_at ON sms_submissions (submitted_at);
+-- The poller reads the submissions of the last days in (submitted_at, tracking_id) order, a chunk at a time: the
+-- one index it needs on the dispatcher's table (see the README).
+CREATE INDEX IF NOT EXISTS idx_sms_submissions_submitted_at ON sms_submissions (submitted_at, tracking_id);
 
 -- The audit trail: one row per poll result, append-only, never updated.
 CREATE TABLE IF NOT EXISTS sms_delivery_confirmations (

@@ -21,7 +21,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::config::humanize;
 use crate::control::Control;
 use crate::schedule;
-use crate::store::{Cursor, DueMessage, Intake, IntakeKind, Span, Store, Submission};
+use crate::store::{DueMessage, Intake, IntakeKind, Span, Store, Submission};
 use crate::timefmt;
 
 /// Rows read per query: each query is a short read, so the WAL can be checkpointed while a cycle reads.
@@ -70,7 +70,7 @@ impl Window {
     pub fn spans(&self) -> Vec<Span> {
         let mut spans = vec![Span::From(self.floor.clone())];
         match &self.horizon {
-            None => spans.push(Span::NotFrom(self.floor.clone())),
+            None => spans.extend([Span::Below(self.floor.clone()), Span::Null]),
             Some(h) if *h < self.floor => spans.push(Span::Between(h.clone(), self.floor.clone())),
             Some(_) => {}
         }
@@ -187,7 +187,7 @@ pub fn read(
     let mut gather = Gatherer::default();
     let mut open = true;
     for span in window.spans() {
-        let mut cursor = Cursor::default();
+        let mut cursor = span.start();
         loop {
             if control.stopped().is_some() {
                 return Ok(end);
@@ -421,7 +421,11 @@ mod tests {
         assert_eq!(w.floor, "2025-11-26T11:00:00Z");
         assert_eq!(
             w.spans(),
-            [Span::From(w.floor.clone()), Span::NotFrom(w.floor.clone())]
+            [
+                Span::From(w.floor.clone()),
+                Span::Below(w.floor.clone()),
+                Span::Null
+            ]
         );
         let later = Window::new(
             at(NOW),

@@ -11,11 +11,17 @@ pub fn history_text(h: &History) -> String {
     let state = match h.state.as_deref() {
         None => "NOT YET POLLED (taken in by the first cycle at which it is due: two hours after submission)".to_string(),
         Some("OPEN") => format!("OPEN, next poll due {}", opt(&h.next_due_at)),
+        Some("UNCONFIRMED") if h.note.is_some() => format!(
+            "UNCONFIRMED, tracking closed {}: {}",
+            opt(&h.closed_at),
+            opt(&h.note)
+        ),
         Some("UNCONFIRMED") => format!(
             "UNCONFIRMED: still pending after the 72-hour window, tracking closed {}",
             opt(&h.closed_at)
         ),
         Some("INVALID") => format!("INVALID, not tracked: {}", opt(&h.note)),
+        Some("TOO_OLD") => format!("TOO_OLD, not tracked: {}", opt(&h.note)),
         Some(final_state) => format!(
             "{final_state} (final), tracking closed {}",
             opt(&h.closed_at)
@@ -39,6 +45,8 @@ pub fn history_text(h: &History) -> String {
     );
     for r in &h.results {
         let said = match (&r.carrier_status, r.carrier_found) {
+            _ if r.entry == "close" => "(closing entry)".to_string(),
+            (_, false) if r.failure_reason.is_some() => "(refused)".to_string(),
             (_, false) => "(unknown to carrier)".to_string(),
             (Some(word), true) => word.clone(),
             (None, true) => "-".to_string(),

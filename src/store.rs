@@ -145,24 +145,43 @@ impl Entry {
     }
 }
 
-/// Which rows of sms_submissions a read covers, by submitted_at (compared as stored).
+/// Which rows of sms_submissions a read covers, by submitted_at (compared as stored). Every span is read in
+/// (submitted_at, tracking_id) order, which neither a VACUUM nor a replaced row changes. Rows whose tracking_id is
+/// NULL are in no span: they could not be tracked anyway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Span {
-    /// Rows at or after this value, in submitted_at order.
+    /// Rows at or after this value.
     From(String),
-    /// Rows in [from, to), in submitted_at order.
+    /// Rows in [from, to).
     Between(String, String),
-    /// Every row that is not at or after this value (older, NULL, or not text), in rowid order: the first read
-    /// of a table.
-    NotFrom(String),
+    /// Rows before this value (numbers included: SQLite sorts them before text).
+    Below(String),
+    /// Rows whose submitted_at is NULL.
+    Null,
+}
+
+impl Span {
+    /// The cursor before a span's first row.
+    pub fn start(&self) -> Cursor {
+        use rusqlite::types::Value;
+        let submitted_at = match self {
+            Span::From(from) | Span::Between(from, _) => Value::Text(from.clone()),
+            Span::Below(_) => Value::Real(f64::NEG_INFINITY),
+            Span::Null => Value::Null,
+        };
+        Cursor {
+            submitted_at,
+            tracking_id: Value::Text(String::new()),
+        }
+    }
 }
 
 /// Where a chunked read of sms_submissions goes on: after this row.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Cursor {
-    /// The row's submitted_at as stored (`None` before the first row).
-    pub submitted_at: Option<rusqlite::types::Value>,
-    pub rowid: i64,
+    /// The row's submitted_at and tracking_id as stored.
+    pub submitted_at: rusqlite::types::Value,
+    pub tracking_id: rusqlite::types::Value,
 }
 
 /// A row of sms_submissions, as the poller reads it.
@@ -442,58 +461,32 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(Submission, Cursor)>> {
         use rusqlite::types::Value;
-        const COLUMNS: &str = "SELECT s.rowid, s.tracking_id, s.customer_id, s.phone_number, s.carrier_batch_id, \
-            s.submitted_at, EXISTS (SELECT 1 FROM message_tracking t WHERE t.tracking_id = s.tracking_id) \
-            FROM sms_submissions s WHERE ";
         let run = || -> Result<Vec<(Submission, Cursor)>> {
-            let key = cursor.submitted_at.clone().unwrap_or(Value::Null);
-            let after = |from: &str| -> (Value, i64) {
-                // Before the first row: everything at `from` counts.
-                match &cursor.submitted_at {
-                    None => (Value::Text(from.to_string()), i64::MIN),
-                    Some(_) => (key.clone(), cursor.rowid),
-                }
-            };
-            let (sql, args): (String, Vec<Value>) = match span {
-                Span::From(from) => {
-                    let (k, r) = after(from);
-                    (
-                        format!(
-                            "{COLUMNS} s.submitted_at >= ?1 AND (s.submitted_at, s.rowid) > (?2, ?3) \
-                             ORDER BY s.submitted_at, s.rowid LIMIT ?4"
-                        ),
-                        vec![Value::Text(from.clone()), k, Value::Integer(r)],
-                    )
-                }
-                Span::Between(from, _) => {
-                    let (k, r) = after(from);
-                    (
-                        format!(
-                            "{COLUMNS} s.submitted_at >= ?1 AND s.submitted_at < ?5 AND (s.submitted_at, s.rowid) > \
-                             (?2, ?3) ORDER BY s.submitted_at, s.rowid LIMIT ?4"
-                        ),
-                        vec![Value::Text(from.clone()), k, Value::Integer(r)],
-                    )
-                }
-                Span::NotFrom(from) => (
-                    format!(
-                        "{COLUMNS} (s.submitted_at >= ?1) IS NOT 1 AND s.rowid > ?3 \
-                         ORDER BY s.rowid LIMIT ?4"
-                    ),
-                    vec![
-                        Value::Text(from.clone()),
-                        Value::Null,
-                        Value::Integer(cursor.rowid),
-                    ],
+            // ?1 and ?2 are the cursor, ?3 the span's upper bound, ?4 the limit. The lower bound is the cursor's
+            // start: a second lower bound would make SQLite seek by it alone and filter the row value row by row.
+            let (filter, to) = match span {
+                Span::From(_) => ("(s.submitted_at, s.tracking_id) > (?1, ?2)", None),
+                Span::Between(_, to) | Span::Below(to) => (
+                    "(s.submitted_at, s.tracking_id) > (?1, ?2) AND s.submitted_at < ?3",
+                    Some(to),
+                ),
+                // Read on the first run only; SQLite scans the index for it.
+                Span::Null => (
+                    "s.submitted_at IS NULL AND ?1 IS NULL AND s.tracking_id > ?2",
+                    None,
                 ),
             };
-            let mut args = args;
-            args.push(Value::Integer(limit as i64));
-            if let Span::Between(_, to) = span {
-                args.push(Value::Text(to.clone()));
-            }
-            let mut stmt = self.conn.prepare_cached(&sql)?;
-            let mut query = stmt.query(rusqlite::params_from_iter(args))?;
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT s.rowid, s.tracking_id, s.customer_id, s.phone_number, s.carrier_batch_id, s.submitted_at, \
+                 EXISTS (SELECT 1 FROM message_tracking t WHERE t.tracking_id = s.tracking_id) \
+                 FROM sms_submissions s WHERE {filter} ORDER BY s.submitted_at, s.tracking_id LIMIT ?4"
+            ))?;
+            let mut query = stmt.query(params![
+                cursor.submitted_at,
+                cursor.tracking_id,
+                to,
+                limit as i64
+            ])?;
             let mut rows = Vec::with_capacity(limit.min(READ_RESERVE));
             while let Some(r) = query.next()? {
                 let raw: Value = r.get(5)?;
@@ -511,20 +504,20 @@ impl Store {
                         "submitted_at is the number {n}, not an RFC 3339 timestamp"
                     )),
                 };
-                let rowid: i64 = r.get(0)?;
+                let tracking_id: Value = r.get(1)?;
                 rows.push((
                     Submission {
-                        rowid,
-                        tracking_id: r.get(1)?,
-                        customer_id: r.get(2)?,
-                        phone_number: r.get(3)?,
-                        batch_id: r.get(4)?,
+                        rowid: r.get(0)?,
+                        tracking_id: as_text(&tracking_id),
+                        customer_id: as_text(&r.get(2)?),
+                        phone_number: as_text(&r.get(3)?),
+                        batch_id: as_text(&r.get(4)?),
                         submitted_at,
                         tracked: r.get(6)?,
                     },
                     Cursor {
-                        submitted_at: Some(raw),
-                        rowid,
+                        submitted_at: raw,
+                        tracking_id,
                     },
                 ));
             }
@@ -1174,7 +1167,8 @@ impl Store {
                 None => {
                     let submission = tx
                         .query_row(
-                            "SELECT customer_id, phone_number, carrier_batch_id, submitted_at \
+                            "SELECT CAST(customer_id AS TEXT), CAST(phone_number AS TEXT), \
+                             CAST(carrier_batch_id AS TEXT), submitted_at \
                              FROM sms_submissions WHERE tracking_id = ?1 ORDER BY rowid LIMIT 1",
                             [tracking_id],
                             |r| Ok((addressee(r, 0)?, r.get::<_, rusqlite::types::Value>(3)?)),
@@ -1236,9 +1230,10 @@ impl Store {
             let head = self
                 .conn
                 .query_row(
-                    "SELECT COALESCE(t.customer_id, s.customer_id), COALESCE(t.phone_number, s.phone_number), \
-                     COALESCE(t.carrier_batch_id, s.carrier_batch_id), \
-                     COALESCE(t.submitted_at, s.submitted_at), t.state, COALESCE(t.polls, 0), t.next_due_at, \
+                    "SELECT COALESCE(t.customer_id, CAST(s.customer_id AS TEXT)), \
+                     COALESCE(t.phone_number, CAST(s.phone_number AS TEXT)), \
+                     COALESCE(t.carrier_batch_id, CAST(s.carrier_batch_id AS TEXT)), \
+                     COALESCE(t.submitted_at, CAST(s.submitted_at AS TEXT)), t.state, COALESCE(t.polls, 0), t.next_due_at, \
                      t.closed_at, t.note \
                      FROM (SELECT ?1 AS id) q \
                      LEFT JOIN sms_submissions s ON s.tracking_id = q.id \
@@ -1292,6 +1287,19 @@ impl Store {
         run()
             .with_context(|| format!("reading the history of {tracking_id:?}"))
             .exit_code(Exit::Database)
+    }
+}
+
+/// A text column of the dispatcher's table as text: a number (a phone number stored as an integer, say) is
+/// written out; a BLOB is read as UTF-8; NULL is `None`.
+fn as_text(value: &rusqlite::types::Value) -> Option<String> {
+    use rusqlite::types::Value;
+    match value {
+        Value::Null => None,
+        Value::Text(t) => Some(t.clone()),
+        Value::Integer(n) => Some(n.to_string()),
+        Value::Real(n) => Some(n.to_string()),
+        Value::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
     }
 }
 
@@ -1384,4 +1392,616 @@ fn hostname() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2025-12-01T11:00:00Z";
+
+    fn at(s: &str) -> DateTime<Utc> {
+        timefmt::parse(s).unwrap()
+    }
+
+    /// A migrated database in a temp dir, and a store on it.
+    fn store() -> (tempfile::TempDir, PathBuf, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut store = Store::open(&path, true, Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        (dir, path, store)
+    }
+
+    fn submit(path: &Path, id: &str, batch: Option<&str>, submitted_at: &str) {
+        Connection::open(path)
+            .unwrap()
+            .execute(
+                "INSERT INTO sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                 submitted_at) VALUES (?1, 'C1', '+4915112345678', ?2, ?3)",
+                params![id, batch, submitted_at],
+            )
+            .unwrap();
+    }
+
+    fn message(id: &str, polls: i64, intake: Option<i64>) -> DueMessage {
+        DueMessage {
+            tracking_id: id.to_string(),
+            customer_id: Some("C1".into()),
+            phone_number: Some("+4915112345678".into()),
+            batch_id: Some("B".into()),
+            submitted_at: at("2025-12-01T09:00:00Z"),
+            polls,
+            intake,
+        }
+    }
+
+    fn poll_record(m: &DueMessage) -> PollRecord<'_> {
+        PollRecord {
+            message: m,
+            entry: Entry::Poll,
+            status: DeliveryStatus::Pending,
+            carrier_status: Some("SENT"),
+            failure_code: None,
+            failure_reason: None,
+            confirmed_at: None,
+            state: TrackState::Open,
+            next_due_at: Some(at("2025-12-01T13:00:00Z")),
+        }
+    }
+
+    /// Every table's columns and every index's definition, comparable across databases.
+    fn shape(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut objects = conn
+            .prepare("SELECT type, name, COALESCE(sql, '') FROM sqlite_schema ORDER BY type, name")
+            .unwrap();
+        let objects: Vec<(String, String, String)> = objects
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (kind, name, sql) in objects {
+            if kind == "table" {
+                let mut cols = conn
+                    .prepare(&format!("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('{name}')"))
+                    .unwrap();
+                let cols: Vec<String> = cols
+                    .query_map([], |r| {
+                        Ok(format!(
+                            "{}:{}:{}:{:?}:{}",
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, i64>(4)?
+                        ))
+                    })
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                // CHECK constraints are compared by the states and entries they allow.
+                let checks: Vec<&str> = [
+                    "'TOO_OLD'",
+                    "'INVALID'",
+                    "'close'",
+                    "carrier_found IN (0, 1)",
+                    "WITHOUT ROWID",
+                ]
+                .into_iter()
+                .filter(|c| sql.contains(c))
+                .collect();
+                out.push(format!("table {name} {cols:?} {checks:?}"));
+            } else {
+                out.push(format!(
+                    "{kind} {name} {}",
+                    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_version_1_database_upgrades_to_the_fresh_schema_and_keeps_its_data() {
+        let (_fresh_dir, fresh_path, _fresh) = store();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(include_str!("migrations/v1.sql"))
+                .unwrap();
+            conn.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO sms_submissions VALUES ('T1', 'C1', '+4915112345678', 'B1', '2025-12-01T09:00:00Z');
+                 INSERT INTO message_tracking (tracking_id, submission_rowid, carrier_batch_id, submitted_at, state, \
+                   polls, next_due_at) VALUES ('T1', 1, 'B1', '2025-12-01T09:00:00Z', 'OPEN', 1, '2025-12-01T13:00:00Z');
+                 INSERT INTO sms_delivery_confirmations (tracking_id, delivery_status, polled_at, poll_attempt, \
+                   created_at, cycle_id) VALUES ('T1', 'PENDING', '2025-12-01T11:00:00Z', 1, '2025-12-01T11:00:01Z', 1);
+                 INSERT INTO poller_state VALUES ('submissions_rowid', '1:T1');",
+            )
+            .unwrap();
+        }
+        let mut upgraded = Store::open(&path, false, Duration::from_secs(5)).unwrap();
+        assert_eq!(upgraded.migrate().unwrap(), (1, VERSION));
+        assert_eq!(
+            upgraded.migrate().unwrap(),
+            (VERSION, VERSION),
+            "idempotent"
+        );
+        upgraded.check_schema().unwrap();
+        assert_eq!(
+            shape(&upgraded.conn),
+            shape(&Connection::open(&fresh_path).unwrap())
+        );
+        let (customer, phone, state, entry): (String, String, String, String) = upgraded
+            .conn
+            .query_row(
+                "SELECT t.customer_id, t.phone_number, t.state, a.entry FROM message_tracking t \
+                 JOIN sms_delivery_confirmations a USING (tracking_id)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                customer.as_str(),
+                phone.as_str(),
+                state.as_str(),
+                entry.as_str()
+            ),
+            ("C1", "+4915112345678", "OPEN", "poll")
+        );
+        assert_eq!(
+            upgraded.read_horizon().unwrap(),
+            None,
+            "the old read position is gone"
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let (_dir, _path, mut store) = store();
+        store.conn.pragma_update(None, "user_version", 99).unwrap();
+        let err = format!("{:#}", store.migrate().unwrap_err());
+        assert!(
+            err.contains("schema version 99 is newer than this dlr-poller knows (2)"),
+            "{err}"
+        );
+        assert!(store.check_schema().is_err());
+    }
+
+    #[test]
+    fn a_write_waits_for_another_writer_instead_of_failing() {
+        let (_dir, path, mut store) = store();
+        // With the lease held, every write of a cycle reads the lease row before it writes.
+        store
+            .acquire_lease(at(NOW), Duration::from_secs(60))
+            .unwrap();
+        // The other process holds the write lock for a moment, as a dispatcher's transaction does.
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO poller_state VALUES ('x', 'y');")
+            .unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let intake = Intake {
+            tracking_id: "T1".into(),
+            customer_id: None,
+            phone_number: None,
+            batch_id: None,
+            submitted_at: Some(at("2025-12-01T09:00:00Z")),
+            kind: IntakeKind::Future,
+        };
+        assert_eq!(store.take_in(&[intake]).unwrap(), (1, 0));
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn the_lease_is_held_until_the_process_lets_go_and_a_dead_holder_is_taken_over_at_once() {
+        let (_dir, path, mut first) = store();
+        let now = at(NOW);
+        let ttl = Duration::from_secs(3600);
+        assert!(matches!(
+            first.acquire_lease(now, ttl).unwrap(),
+            Lease::Acquired { took_over: None }
+        ));
+        let mut second = Store::open(&path, false, Duration::from_secs(5)).unwrap();
+        let Lease::Held(holder) = second.acquire_lease(now, ttl).unwrap() else {
+            panic!("the lock is held")
+        };
+        assert_eq!(holder.pid, i64::from(std::process::id()));
+        // The first run dies without releasing: its OS lock goes with it, its row stays and is taken over at once,
+        // long before its expiry.
+        drop(first);
+        let Lease::Acquired {
+            took_over: Some(dead),
+        } = second.acquire_lease(now, ttl).unwrap()
+        else {
+            panic!("a dead holder's lease is taken over")
+        };
+        assert_eq!(dead, holder);
+        second.release_lease().unwrap();
+        assert_eq!(
+            second
+                .conn
+                .query_row("SELECT COUNT(*) FROM poller_lease", [], |r| r
+                    .get::<_, i64>(0))
+                .unwrap(),
+            0
+        );
+        assert!(lock_path(&path).exists());
+    }
+
+    #[test]
+    fn a_live_lease_of_another_host_is_respected() {
+        let (_dir, _path, mut store) = store();
+        store
+            .conn
+            .execute(
+                "INSERT INTO poller_lease VALUES (1, 'x', 'elsewhere', 7, '2025-12-01T10:00:00.000Z', '2025-12-01T12:00:00.000Z')",
+                [],
+            )
+            .unwrap();
+        let ttl = Duration::from_secs(60);
+        assert!(
+            matches!(store.acquire_lease(at(NOW), ttl).unwrap(), Lease::Held(h) if h.host == "elsewhere")
+        );
+        // Expired: taken over.
+        assert!(matches!(
+            store.acquire_lease(at("2025-12-01T12:00:00Z"), ttl).unwrap(),
+            Lease::Acquired { took_over: Some(h) } if h.pid == 7
+        ));
+    }
+
+    /// Every tracking id a span yields, read `chunk` rows at a time; `between` runs after each chunk.
+    fn read_all(
+        store: &Store,
+        span: &Span,
+        chunk: usize,
+        mut between: impl FnMut(),
+    ) -> Vec<String> {
+        let mut cursor = span.start();
+        let mut ids = Vec::new();
+        loop {
+            let rows = store.submissions(span, &cursor, chunk).unwrap();
+            let more = rows.len() == chunk;
+            for (row, next) in rows {
+                ids.push(row.tracking_id.unwrap());
+                cursor = next;
+            }
+            between();
+            if !more {
+                return ids;
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunked_read_sees_every_row_once_while_rows_are_replaced_and_the_table_vacuumed() {
+        let (_dir, path, store) = store();
+        for i in 0..25 {
+            submit(
+                &path,
+                &format!("T{i:02}"),
+                Some("B"),
+                "2025-12-01T09:00:00Z",
+            );
+        }
+        let other = Connection::open(&path).unwrap();
+        let mut round = 0;
+        let ids = read_all(
+            &store,
+            &Span::From("2025-11-30T00:00:00Z".into()),
+            10,
+            || {
+                round += 1;
+                // The dispatcher replaces rows before and after the cursor, deletes one and vacuums (rowids change).
+                other
+                .execute_batch(&format!(
+                    "INSERT OR REPLACE INTO sms_submissions VALUES ('T{:02}', 'C2', '+1', 'B', '2025-12-01T09:00:00Z');
+                     INSERT OR REPLACE INTO sms_submissions VALUES ('T24', 'C2', '+1', 'B', '2025-12-01T09:00:00Z');
+                     VACUUM;",
+                    round
+                ))
+                .unwrap();
+            },
+        );
+        let want: Vec<String> = (0..25).map(|i| format!("T{i:02}")).collect();
+        assert_eq!(ids, want);
+    }
+
+    #[test]
+    fn spans_split_the_table_by_submitted_at() {
+        // The dispatcher's own table, without types or NOT NULL: anything may be in it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at)",
+            )
+            .unwrap();
+        let mut store = Store::open(&path, true, Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        submit(&path, "OLD", None, "2025-06-01T09:00:00Z");
+        submit(&path, "EDGE", None, "2025-11-30T00:00:00Z");
+        submit(&path, "NEW", None, "2025-12-01T09:00:00Z");
+        submit(&path, "GARBAGE", None, "soon");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO sms_submissions (tracking_id, submitted_at) VALUES ('NUMBER', 1764579600);
+             INSERT INTO sms_submissions (tracking_id, phone_number, submitted_at) VALUES ('NOTIME', 4915112345678, NULL);",
+        )
+        .unwrap();
+        let floor = "2025-11-30T00:00:00Z".to_string();
+        let read = |span: Span| read_all(&store, &span, 2, || {});
+        // Text that is not a time sorts after every time: it is read with the window, and found INVALID there.
+        assert_eq!(read(Span::From(floor.clone())), ["EDGE", "NEW", "GARBAGE"]);
+        assert_eq!(read(Span::Below(floor.clone())), ["NUMBER", "OLD"]);
+        assert_eq!(
+            read(Span::Between("2025-06-01T09:00:00Z".into(), floor)),
+            ["OLD"]
+        );
+        assert_eq!(read(Span::Null), ["NOTIME"]);
+        let rows = store
+            .submissions(&Span::Null, &Span::Null.start(), 10)
+            .unwrap();
+        assert_eq!(
+            rows[0].0.phone_number.as_deref(),
+            Some("4915112345678"),
+            "a number is read as text"
+        );
+        assert_eq!(
+            rows[0].0.submitted_at,
+            Err("submitted_at is NULL".to_string())
+        );
+        let rows = store
+            .submissions(
+                &Span::Below("2025-01-01T00:00:00Z".into()),
+                &Span::Below(String::new()).start(),
+                10,
+            )
+            .unwrap();
+        assert_eq!(
+            rows[0].0.submitted_at,
+            Err("submitted_at is the number 1764579600, not an RFC 3339 timestamp".to_string())
+        );
+    }
+
+    #[test]
+    fn a_result_is_stored_once_even_when_two_runs_write_it() {
+        let (_dir, _path, mut store) = store();
+        let now = at(NOW);
+        let first = message("T1", 0, Some(1));
+        let written = store.record(1, now, &[poll_record(&first)]).unwrap();
+        assert_eq!(written.stored, [true]);
+        // The same first result again (a tracking id repeated in sms_submissions): not stored, counted.
+        let written = store.record(1, now, &[poll_record(&first)]).unwrap();
+        assert_eq!(
+            (written.stored.as_slice(), written.repeated),
+            ([false].as_slice(), 1)
+        );
+        // The second poll, written twice by runs that both read polls = 1: only the first counts.
+        let second = message("T1", 1, None);
+        assert_eq!(
+            store
+                .record(2, now, &[poll_record(&second)])
+                .unwrap()
+                .stored,
+            [true]
+        );
+        assert_eq!(
+            store
+                .record(3, now, &[poll_record(&second)])
+                .unwrap()
+                .stored,
+            [false]
+        );
+        let (rows, polls): (i64, i64) = store
+            .conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM sms_delivery_confirmations), (SELECT polls FROM message_tracking)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((rows, polls), (2, 2));
+    }
+
+    #[test]
+    fn a_closing_entry_ends_tracking_and_keeps_the_last_poll() {
+        let (_dir, _path, mut store) = store();
+        let now = at(NOW);
+        let m = message("T1", 0, Some(1));
+        store.record(1, now, &[poll_record(&m)]).unwrap();
+        let m = message("T1", 1, None);
+        let closing = PollRecord {
+            entry: Entry::Close,
+            carrier_status: None,
+            failure_reason: Some(
+                "closed after its +72h slot without an answer; last error: HTTP 503",
+            ),
+            state: TrackState::Unconfirmed,
+            next_due_at: None,
+            ..poll_record(&m)
+        };
+        assert_eq!(
+            store
+                .record(2, at("2025-12-04T09:00:00Z"), &[closing])
+                .unwrap()
+                .stored,
+            [true]
+        );
+        let history = store.history("T1").unwrap().unwrap();
+        assert_eq!(history.state.as_deref(), Some("UNCONFIRMED"));
+        assert_eq!(
+            history.note.as_deref(),
+            Some("closed after its +72h slot without an answer; last error: HTTP 503")
+        );
+        let entries: Vec<(&str, i64)> = history
+            .results
+            .iter()
+            .map(|r| (r.entry.as_str(), r.poll_attempt))
+            .collect();
+        assert_eq!(entries, [("poll", 1), ("close", 2)]);
+        let last_polled: String = store
+            .conn
+            .query_row("SELECT last_polled_at FROM message_tracking", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(last_polled, NOW, "a closing entry is not a poll");
+    }
+
+    #[test]
+    fn closing_by_hand() {
+        let (_dir, path, mut store) = store();
+        let now = at(NOW);
+        submit(&path, "T1", Some("B"), "2025-12-01T09:00:00Z");
+        submit(&path, "T2", None, "2025-12-01T09:00:00Z");
+        store
+            .record(1, now, &[poll_record(&message("T1", 0, Some(1)))])
+            .unwrap();
+        assert_eq!(store.close("T1", "ticket 4711", now).unwrap(), Closed::Now);
+        assert_eq!(
+            store.close("T1", "again", now).unwrap(),
+            Closed::Ended("UNCONFIRMED".into())
+        );
+        // Not taken in yet: taken in closed, with its submission's details.
+        assert_eq!(store.close("T2", "never sent", now).unwrap(), Closed::Now);
+        assert_eq!(store.close("NOPE", "x", now).unwrap(), Closed::Unknown);
+        for (id, attempts) in [("T1", vec![1, 2]), ("T2", vec![1])] {
+            let h = store.history(id).unwrap().unwrap();
+            assert_eq!(h.state.as_deref(), Some("UNCONFIRMED"));
+            assert_eq!(
+                h.results.iter().map(|r| r.poll_attempt).collect::<Vec<_>>(),
+                attempts
+            );
+            let last = h.results.last().unwrap();
+            assert_eq!(last.entry, "close");
+            assert!(
+                last.failure_reason
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("closed by hand: ")
+            );
+            assert_eq!(h.customer_id.as_deref(), Some("C1"));
+        }
+        // No longer due.
+        assert!(
+            store
+                .due_messages(Some("B"), at("2099-01-01T00:00:00Z"), None, 10)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn due_messages_come_in_chunks_by_tracking_id() {
+        let (_dir, _path, mut store) = store();
+        let now = at(NOW);
+        let messages: Vec<DueMessage> = (0..25)
+            .map(|i| message(&format!("T{i:02}"), 0, Some(i)))
+            .collect();
+        let records: Vec<PollRecord> = messages.iter().map(poll_record).collect();
+        store.record(1, now, &records).unwrap();
+        let due_at = at("2025-12-01T13:00:00Z");
+        assert!(
+            store
+                .due_messages(Some("B"), now, None, 10)
+                .unwrap()
+                .is_empty(),
+            "not due yet"
+        );
+        let mut after = None;
+        let mut seen = Vec::new();
+        loop {
+            let chunk = store
+                .due_messages(Some("B"), due_at, after.as_deref(), 10)
+                .unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            after = chunk.last().map(|m| m.tracking_id.clone());
+            seen.push(chunk.len());
+            assert!(
+                chunk
+                    .iter()
+                    .all(|m| m.polls == 1 && m.phone_number.as_deref() == Some("+4915112345678"))
+            );
+        }
+        assert_eq!(seen, [10, 10, 5]);
+        assert_eq!(
+            store.due_groups(due_at).unwrap(),
+            [DueGroup {
+                batch_id: Some("B".into()),
+                messages: 25
+            }]
+        );
+    }
+
+    #[test]
+    fn submissions_taken_in_without_a_poll() {
+        let (_dir, _path, mut store) = store();
+        let intake = |id: &str, kind| Intake {
+            tracking_id: id.into(),
+            customer_id: Some("C1".into()),
+            phone_number: None,
+            batch_id: None,
+            submitted_at: Some(at("2025-06-01T09:00:00Z")),
+            kind,
+        };
+        let taken = store
+            .take_in(&[
+                intake("OLD", IntakeKind::TooOld("too old to track".into())),
+                intake("BAD", IntakeKind::Invalid("submitted_at is NULL".into())),
+                intake("LATER", IntakeKind::Future),
+                intake("OLD", IntakeKind::TooOld("again".into())),
+            ])
+            .unwrap();
+        assert_eq!(
+            taken,
+            (1, 1),
+            "one open, one too old; a repeated id is taken once"
+        );
+        for (id, state, note) in [
+            ("OLD", "TOO_OLD", Some("too old to track")),
+            ("BAD", "INVALID", Some("submitted_at is NULL")),
+            ("LATER", "OPEN", None),
+        ] {
+            let h = store.history(id).unwrap().unwrap();
+            assert_eq!(
+                (h.state.as_deref(), h.note.as_deref()),
+                (Some(state), note),
+                "{id}"
+            );
+        }
+        assert_eq!(
+            store
+                .history("LATER")
+                .unwrap()
+                .unwrap()
+                .next_due_at
+                .as_deref(),
+            Some("2025-06-01T11:00:00Z")
+        );
+    }
+
+    #[test]
+    fn the_horizon_is_remembered() {
+        let (_dir, _path, mut store) = store();
+        assert_eq!(store.read_horizon().unwrap(), None);
+        store.save_horizon("2025-11-26T11:00:00Z").unwrap();
+        store.save_horizon("2025-11-26T13:00:00Z").unwrap();
+        assert_eq!(
+            store.read_horizon().unwrap().as_deref(),
+            Some("2025-11-26T13:00:00Z")
+        );
+    }
 }

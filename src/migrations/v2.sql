@@ -39,7 +39,7 @@ ALTER TABLE poll_cycles ADD COLUMN too_old INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE poll_cycles ADD COLUMN closed_unanswered INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE poll_cycles ADD COLUMN lookups_rejected INTEGER NOT NULL DEFAULT 0;
 
-CREATE INDEX IF NOT EXISTS idx_sms_submissions_submitted_at ON sms_submissions (submitted_at);
+CREATE INDEX IF NOT EXISTS idx_sms_submissions_submitted_at ON sms_submissions (submitted_at, tracking_id);
 
 -- The rowid read position of version 1 gives way to the read horizon; without one, the next cycle reads the
 -- whole table once (tracked submissions are passed over, untracked old ones recorded as too old).
