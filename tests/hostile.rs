@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{TestDb, listing, sent_world, wire};
 use dlr_poller::sandbox::SimMessage;
 use mockito::Matcher;
@@ -307,14 +305,12 @@ fn a_database_locked_past_the_busy_timeout_is_a_database_error() {
     let db = two_messages();
     let holder = db.conn();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let started = std::time::Instant::now();
     let run = db.poll_json("http://127.0.0.1:9", NOW, &["--busy-timeout", "300ms"]);
     assert_eq!(run.code, Some(74), "{}", run.stderr);
     run.assert_stderr_has("database is locked");
     assert!(run.stderr.contains(
         "hint: another process held a lock on the database for longer than --busy-timeout"
     ));
-    assert!(started.elapsed() < Duration::from_secs(10));
     holder.execute_batch("ROLLBACK").unwrap();
 }
 
@@ -387,10 +383,11 @@ fn a_read_only_database_is_a_database_error_naming_the_file() {
         .arg("+i")
         .arg(&db.path)
         .status();
-    if !immutable.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: chattr +i is not available here");
-        return;
-    }
+    // Without chattr (or a filesystem that supports it) the test cannot set its scene: it fails, saying so.
+    assert!(
+        immutable.is_ok_and(|s| s.success()),
+        "chattr +i failed: this test needs chattr and a filesystem with the immutable attribute"
+    );
     let run = db.poll_json("http://127.0.0.1:9", NOW, &[]);
     let _ = std::process::Command::new("chattr")
         .arg("-i")

@@ -112,9 +112,9 @@ impl HttpCarrier {
             if retry_after.is_some() && wait >= left && self.control.stopped().is_none() {
                 // Not a silent "deadline": the carrier asked for a pause the cycle cannot make.
                 let reason = format!(
-                    "{reason} with Retry-After {} s, longer than the {} s left before the deadline",
+                    "{reason} with Retry-After {} s, longer than the {} ms left before the deadline",
                     wait.as_secs(),
-                    left.as_secs()
+                    left.as_millis()
                 );
                 log::warn!("{reason}; giving up on this request");
                 return Err(FetchError::Failed {
