@@ -9,7 +9,8 @@
 //!
 //! Options: --messages N (100000), --batch-size N (500; 0 = no batch ids, one lookup per message),
 //! --latency-ms N (20), --concurrency N (8), --page-size N (1000), --ids sequential|random (sequential: ids that
-//! sort in submission order; random: UUID-shaped ids in no order).
+//! sort in submission order; random: UUID-shaped ids in no order), --verbose 1 (the poller logs at debug level,
+//! shown after each cycle: where its time went).
 
 use std::path::Path;
 use std::process::Command;
@@ -33,6 +34,7 @@ struct Options {
     concurrency: usize,
     page_size: usize,
     random_ids: bool,
+    verbose: bool,
 }
 
 fn options() -> Result<Options> {
@@ -43,6 +45,7 @@ fn options() -> Result<Options> {
         concurrency: 8,
         page_size: 1000,
         random_ids: false,
+        verbose: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -64,6 +67,7 @@ fn options() -> Result<Options> {
             "--latency-ms" => o.latency_ms = n as u64,
             "--concurrency" => o.concurrency = n,
             "--page-size" => o.page_size = n,
+            "--verbose" => o.verbose = n > 0,
             other => bail!("unknown option {other}"),
         }
     }
@@ -92,7 +96,7 @@ fn main() -> Result<()> {
     };
     let world = World::uniform_with(o.messages, o.batch_size, start, id);
     let setup = Instant::now();
-    poller(&bin, &db, &["migrate"], None)?;
+    poller(&bin, &db, &["migrate"], None, false)?;
     world.write_submissions(&mut rusqlite::Connection::open(&db)?)?;
     eprintln!(
         "setup: {} submissions in {:.1}s",
@@ -117,7 +121,7 @@ fn main() -> Result<()> {
             "--concurrency",
             &concurrency,
         ];
-        poller(&bin, &db, &args, Some(TOKEN))
+        poller(&bin, &db, &args, Some(TOKEN), o.verbose)
     };
     let first = cycle(now)?;
     let second = cycle(now + TimeDelta::minutes(1))?;
@@ -174,13 +178,13 @@ fn main() -> Result<()> {
 }
 
 /// Runs the poller under `/usr/bin/time -v` and returns its wall time, peak RSS and JSON summary.
-fn poller(bin: &Path, db: &Path, args: &[&str], token: Option<&str>) -> Result<Run> {
+fn poller(bin: &Path, db: &Path, args: &[&str], token: Option<&str>, verbose: bool) -> Result<Run> {
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-v")
         .arg(bin)
         .arg("--db")
         .arg(db)
-        .arg("-q")
+        .arg(if verbose { "-v" } else { "-q" })
         .args(args);
     if let Some(token) = token {
         cmd.env("DLR_CARRIER_TOKEN", token);
@@ -191,6 +195,15 @@ fn poller(bin: &Path, db: &Path, args: &[&str], token: Option<&str>) -> Result<R
         .context("running the poller under /usr/bin/time (Debian package `time`)")?;
     let wall = started.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    if verbose {
+        // The poller's own lines (not /usr/bin/time's report, nor per-batch detail).
+        for line in stderr
+            .lines()
+            .filter(|l| l.starts_with('[') && !l.contains("results stored"))
+        {
+            eprintln!("{line}");
+        }
+    }
     let peak_rss_kb = stderr
         .lines()
         .find_map(|l| {

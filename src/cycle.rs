@@ -27,7 +27,7 @@ use crate::intake::{self, Gatherer, ReadEnd, Window};
 use crate::schedule::{self, Next};
 use crate::status::{DeliveryStatus, map_status};
 use crate::store::{
-    DueGroup, DueMessage, Entry, Intake, Lease, PollRecord, Store, TrackState, warn_repeated,
+    DueMessage, Entry, Intake, Lease, PollRecord, Store, TrackState, warn_repeated,
 };
 use crate::summary::Summary;
 use crate::timefmt;
@@ -68,6 +68,8 @@ enum Output {
     Answers(Box<Done>),
     /// New submissions to start tracking without a poll (from the dispatcher).
     TakeIn(Vec<Intake>),
+    /// Store everything received so far, then answer whether that worked.
+    Flush(SyncSender<bool>),
 }
 
 /// A worker's result for one job. `answers[i]` belongs to `messages[i]`; `None` means not polled (it stays due).
@@ -195,14 +197,9 @@ fn poll(
     now: DateTime<Utc>,
     summary: &mut Summary,
 ) -> Result<bool> {
-    let step = Instant::now();
     let window = Window::new(now, config.catch_up, store.read_horizon()?);
-    let groups = store.due_groups(schedule::cutoff(now))?;
-    let tracked_due: u64 = groups.iter().map(|g| g.messages).sum();
     log::info!(
-        "{tracked_due} tracked messages due in {} groups (found in {:.1}s); reading new submissions since {}{}",
-        groups.len(),
-        step.elapsed().as_secs_f64(),
+        "reading new submissions since {}{}",
         window.floor,
         match &window.horizon {
             None => " and, this once, every older row".to_string(),
@@ -221,8 +218,10 @@ fn poll(
     let (out_tx, out_rx) = sync_channel::<Output>((config.concurrency * 2).max(RESULTS_WAITING));
     let job_rx = Arc::new(Mutex::new(job_rx));
     let claimed = Arc::new(AtomicU64::new(0));
+    let tracked_due = Arc::new(AtomicU64::new(0));
     let dispatcher = {
-        let (control, claimed, out_tx) = (control.clone(), claimed.clone(), out_tx.clone());
+        let (control, out_tx) = (control.clone(), out_tx.clone());
+        let (claimed, tracked_due) = (claimed.clone(), tracked_due.clone());
         let window = window.clone();
         std::thread::Builder::new()
             .name("dispatch".into())
@@ -232,7 +231,7 @@ fn poll(
                     jobs: job_tx,
                     out: out_tx,
                 };
-                dispatch(&reader, groups, &window, now, &to, &claimed)
+                dispatch(&reader, &window, now, &to, &claimed, &tracked_due)
             })
             .context("starting the dispatcher thread")?
     };
@@ -268,7 +267,8 @@ fn poll(
     let repeated = writer.repeated;
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
-    let due = |claimed: u64| (tracked_due + claimed).saturating_sub(repeated);
+    let due =
+        |claimed: u64| (tracked_due.load(Ordering::Relaxed) + claimed).saturating_sub(repeated);
     summary.messages_due = due(claimed.load(Ordering::Relaxed));
     if let Drained::Abandoned = drained? {
         log::warn!(
@@ -277,7 +277,7 @@ fn poll(
         );
         return Ok(false);
     }
-    let end: ReadEnd = dispatcher
+    let (end, tracked_done) = dispatcher
         .join()
         .map_err(|_| anyhow!("the dispatcher thread panicked"))??;
     let claimed = claimed.load(Ordering::Relaxed);
@@ -291,6 +291,13 @@ fn poll(
         summary.too_old,
         end.invalid
     );
+    if end.deferred > 0 {
+        log::info!(
+            "{} new messages of interleaved batches were taken in and polled with the tracked ones, one listing \
+             per batch",
+            end.deferred
+        );
+    }
     if let Some(first) = end.first_untrackable {
         log::warn!(
             "{} rows of sms_submissions have no tracking_id (the first: rowid {first}); they are left out, and \
@@ -301,7 +308,7 @@ fn poll(
     if end.complete {
         store.save_horizon(&window.floor)?;
     }
-    Ok(end.complete)
+    Ok(end.complete && tracked_done)
 }
 
 /// Where the dispatcher sends its work.
@@ -316,19 +323,29 @@ impl Dispatch<'_> {
     fn send(&self, job: Job) -> bool {
         self.control.stopped().is_none() && self.jobs.send(job).is_ok()
     }
+
+    /// Waits until the writer has stored everything sent to it so far; false when it cannot (it failed, or the
+    /// cycle is over).
+    fn flush(&self) -> bool {
+        let (done, stored) = sync_channel(1);
+        self.out.send(Output::Flush(done)).is_ok() && stored.recv() == Ok(true)
+    }
 }
 
 /// Reads the new submissions and hands out those due, then the tracked messages due, group by group, until
 /// both run out or the cycle must stop. Messages never polled go first: a batch that failed on its first poll is
 /// still new in the next cycle, and its first result is the one that says whether the send went out at all.
+/// New messages of batches whose rows are interleaved with other batches' are taken in instead, and polled with
+/// the tracked ones, one listing per batch. Returns how reading ended, and whether every tracked group was handed
+/// out; `tracked_due` counts the tracked messages due.
 fn dispatch(
     reader: &Store,
-    groups: Vec<DueGroup>,
     window: &Window,
     now: DateTime<Utc>,
     to: &Dispatch,
     claimed: &AtomicU64,
-) -> Result<ReadEnd> {
+    tracked_due: &AtomicU64,
+) -> Result<(ReadEnd, bool)> {
     let mut send = |(batch_id, messages)| to.send(Job { batch_id, messages });
     let end = intake::read(
         reader,
@@ -339,9 +356,21 @@ fn dispatch(
         &mut send,
         |intakes| to.out.send(Output::TakeIn(intakes)).is_ok(),
     )?;
+    // Every submission taken in must be stored before the tracked messages due are listed.
+    if !to.flush() {
+        return Ok((end, false));
+    }
     let cutoff = schedule::cutoff(now);
+    let step = Instant::now();
+    let groups = reader.due_groups(cutoff)?;
+    let due: u64 = groups.iter().map(|g| g.messages).sum();
+    tracked_due.store(due, Ordering::Relaxed);
+    log::info!(
+        "{due} tracked messages due in {} groups (found in {:.1}s)",
+        groups.len(),
+        step.elapsed().as_secs_f64()
+    );
     for group in groups {
-        // One group at a time: its batch is handed out whole, or its lookups in chunks.
         // Read in chunks, each a short read: a group may hold a whole send.
         let mut gather = Gatherer::default();
         let mut open = true;
@@ -363,10 +392,10 @@ fn dispatch(
             }
         }
         if !(open && to.control.stopped().is_none() && gather.finish(&mut send)) {
-            break;
+            return Ok((end, false));
         }
     }
-    Ok(end)
+    Ok((end, true))
 }
 
 /// A worker: takes jobs until there are none, asks the carrier, hands the answers to the writer.
@@ -597,6 +626,15 @@ impl Writer<'_> {
                             Output::TakeIn(intakes) => {
                                 self.pending_rows += intakes.len();
                                 self.intakes.extend(intakes);
+                            }
+                            Output::Flush(done) => {
+                                let written = self.flush();
+                                let _ = done.send(written.is_ok());
+                                if let Err(e) = written {
+                                    log::error!("{e:#}; stopping the cycle");
+                                    control.abort_store_failed();
+                                    failure = Some(e);
+                                }
                             }
                         }
                     }

@@ -12,7 +12,7 @@
 //! A submission is taken in when it is first due: its tracking row is written together with its first result,
 //! one write instead of an insert now and an update two hours later. Until then it is only read.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
@@ -166,6 +166,8 @@ pub struct ReadEnd {
     pub first_untrackable: Option<i64>,
     /// Rows due at a later cycle.
     pub not_yet: u64,
+    /// Due messages of interleaved batches, taken in to be polled with the tracked messages.
+    pub deferred: u64,
 }
 
 /// A job of new messages: their batch id (`None`: look them up one by one) and the messages.
@@ -184,7 +186,7 @@ pub fn read(
     mut take_in: impl FnMut(Vec<Intake>) -> bool,
 ) -> Result<ReadEnd> {
     let mut end = ReadEnd::default();
-    let mut gather = Gatherer::default();
+    let mut gather = Gatherer::for_intake();
     let mut open = true;
     for span in window.spans() {
         let mut cursor = span.start();
@@ -219,6 +221,10 @@ pub fn read(
                     Fate::NotYet => end.not_yet += 1,
                 }
             }
+            let deferred = gather.take_deferred();
+            claimed.fetch_sub(deferred.len() as u64, Ordering::Relaxed);
+            end.deferred += deferred.len() as u64;
+            intakes.extend(deferred.into_iter().map(Intake::due));
             if !intakes.is_empty() && !take_in(intakes) {
                 return Ok(end);
             }
@@ -236,11 +242,59 @@ pub fn read(
 pub struct Gatherer {
     open: VecDeque<Group>,
     held: usize,
+    /// Gathering new submissions: watch for interleaved batches.
+    intake: Option<Interleaving>,
+}
+
+/// New submissions come in (submitted_at, tracking_id) order. A send's batches usually follow one another, but
+/// batches submitted at the same instant come interleaved (their rows sorted by tracking id): each would then be
+/// handed out in many pieces, one listing per piece. Once a batch turns up again after it was handed out, every
+/// batched message of the rest of the read is set aside instead, to be taken in and polled with the tracked
+/// messages, where each batch is read whole: one more listing for the batches handed out before, one for each
+/// of the others.
+#[derive(Default)]
+struct Interleaving {
+    handed: HashSet<String>,
+    deferring: bool,
+    deferred: Vec<DueMessage>,
 }
 
 impl Gatherer {
+    /// A gatherer for new submissions, which sets the messages of interleaved batches aside.
+    pub fn for_intake() -> Gatherer {
+        Gatherer {
+            intake: Some(Interleaving::default()),
+            ..Gatherer::default()
+        }
+    }
+
+    /// The messages set aside since the last call.
+    pub fn take_deferred(&mut self) -> Vec<DueMessage> {
+        self.intake
+            .as_mut()
+            .map(|i| std::mem::take(&mut i.deferred))
+            .unwrap_or_default()
+    }
+
     /// Adds a message; hands out the groups that are complete or that no longer fit. False once `poll` is.
     pub fn add(&mut self, message: DueMessage, poll: &mut impl FnMut(Group) -> bool) -> bool {
+        if let (Some(i), Some(batch)) = (&mut self.intake, &message.batch_id)
+            && (i.deferring || i.handed.contains(batch))
+        {
+            if !i.deferring {
+                i.deferring = true;
+                // The batches still open may be interleaved as well.
+                let (batched, rest): (VecDeque<Group>, VecDeque<Group>) =
+                    self.open.drain(..).partition(|g| g.0.is_some());
+                for (_, messages) in batched {
+                    self.held -= messages.len();
+                    i.deferred.extend(messages);
+                }
+                self.open = rest;
+            }
+            i.deferred.push(message);
+            return true;
+        }
         let at = match self.open.iter().rposition(|g| g.0 == message.batch_id) {
             Some(at) => at,
             None => {
@@ -273,6 +327,9 @@ impl Gatherer {
         match self.open.pop_front() {
             Some(group) => {
                 self.held -= group.1.len();
+                if let (Some(i), Some(batch)) = (&mut self.intake, &group.0) {
+                    i.handed.insert(batch.clone());
+                }
                 poll(group)
             }
             None => true,
@@ -519,6 +576,59 @@ mod tests {
         }
         assert_eq!(out, [(Some("A".to_string()), a)]);
         assert_eq!(gatherer.held, b);
+    }
+
+    #[test]
+    fn interleaved_batches_of_new_messages_are_set_aside_once_one_comes_back() {
+        let mut out = Vec::new();
+        let mut gatherer = Gatherer::for_intake();
+        // More batches than can be open at once, each row of a batch after the previous batch's row.
+        let batches = OPEN_BATCHES + 2;
+        for i in 0..batches * 3 {
+            let batch = format!("B{:03}", i % batches);
+            assert!(gatherer.add(message(i, Some(&batch)), &mut |g: Group| {
+                out.push((g.0, g.1.len()));
+                true
+            }));
+        }
+        // Batches B000 and B001 went out with their first row, before B000 came back; everything after that,
+        // and the batches still open then, is set aside for the tracked phase.
+        assert_eq!(
+            out,
+            [(Some("B000".to_string()), 1), (Some("B001".to_string()), 1)]
+        );
+        assert_eq!(gatherer.take_deferred().len(), batches * 3 - 2);
+        assert!(gatherer.take_deferred().is_empty());
+        // Messages without a batch are looked up as before.
+        for i in 0..LOOKUP_CHUNK {
+            assert!(gatherer.add(message(i, None), &mut |g: Group| {
+                out.push((g.0, g.1.len()));
+                true
+            }));
+        }
+        assert_eq!(out.last(), Some(&(None, LOOKUP_CHUNK)));
+        assert!(gatherer.finish(&mut |_| true));
+    }
+
+    #[test]
+    fn batches_that_follow_one_another_are_never_set_aside() {
+        let mut gatherer = Gatherer::for_intake();
+        let mut handed = 0;
+        for i in 0..(OPEN_BATCHES * 4) * 5 {
+            let batch = format!("B{:03}", i / 5);
+            assert!(gatherer.add(message(i, Some(&batch)), &mut |g: Group| {
+                assert_eq!(g.1.len(), 5);
+                handed += 1;
+                true
+            }));
+        }
+        assert!(gatherer.finish(&mut |g: Group| {
+            assert_eq!(g.1.len(), 5);
+            handed += 1;
+            true
+        }));
+        assert_eq!(handed, OPEN_BATCHES * 4);
+        assert!(gatherer.take_deferred().is_empty());
     }
 
     #[test]

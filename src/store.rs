@@ -209,9 +209,25 @@ pub struct Intake {
     pub kind: IntakeKind,
 }
 
+impl Intake {
+    /// A due message to be polled with the tracked messages of this cycle, instead of as a new one.
+    pub fn due(m: DueMessage) -> Intake {
+        Intake {
+            tracking_id: m.tracking_id,
+            customer_id: m.customer_id,
+            phone_number: m.phone_number,
+            batch_id: m.batch_id,
+            submitted_at: Some(m.submitted_at),
+            kind: IntakeKind::Due,
+        }
+    }
+}
+
 /// How a submission is taken in without a poll.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IntakeKind {
+    /// Due now: OPEN at its first slot, polled with the tracked messages.
+    Due,
     /// Dated in the future: OPEN, first due two hours after that.
     Future,
     /// Its submitted_at cannot be used: INVALID, with the reason.
@@ -543,7 +559,7 @@ impl Store {
                 )?;
                 for i in intakes {
                     let (state, next_due_at, note) = match &i.kind {
-                        IntakeKind::Future => (
+                        IntakeKind::Future | IntakeKind::Due => (
                             "OPEN",
                             i.submitted_at
                                 .map(|at| timefmt::format(schedule::first_due(at))),
@@ -564,7 +580,7 @@ impl Store {
                     ])?;
                     if inserted == 1 {
                         match i.kind {
-                            IntakeKind::Future => open += 1,
+                            IntakeKind::Future | IntakeKind::Due => open += 1,
                             IntakeKind::TooOld(_) => too_old += 1,
                             IntakeKind::Invalid(_) => {}
                         }
