@@ -37,6 +37,8 @@ const RESULTS_WAITING: usize = 64;
 /// Once the cycle must stop (signal, deadline, abort), how long requests in flight may still finish before the
 /// cycle stops waiting for them and saves what it has. Well inside Kubernetes' default 30 s grace period.
 const GRACE: Duration = Duration::from_secs(5);
+/// Submissions to take in that may wait for the writer, at most.
+const TAKE_IN_AHEAD: usize = 50_000;
 /// Tracked messages of one group read per query.
 const DUE_CHUNK: usize = 10_000;
 /// The lease outlives the deadline and the grace by this much, in case the clock or the disk is slow.
@@ -347,15 +349,21 @@ fn dispatch(
     tracked_due: &AtomicU64,
 ) -> Result<(ReadEnd, bool)> {
     let mut send = |(batch_id, messages)| to.send(Job { batch_id, messages });
-    let end = intake::read(
-        reader,
-        window,
-        now,
-        to.control,
-        claimed,
-        &mut send,
-        |intakes| to.out.send(Output::TakeIn(intakes)).is_ok(),
-    )?;
+    // Submissions to take in may come by the million (a first run on history, interleaved batches): at most
+    // TAKE_IN_AHEAD wait for the writer at a time, so that memory stays flat.
+    let mut ahead = 0;
+    let take_in = |intakes: Vec<Intake>| {
+        ahead += intakes.len();
+        if to.out.send(Output::TakeIn(intakes)).is_err() {
+            return false;
+        }
+        if ahead >= TAKE_IN_AHEAD {
+            ahead = 0;
+            return to.flush();
+        }
+        true
+    };
+    let end = intake::read(reader, window, now, to.control, claimed, &mut send, take_in)?;
     // Every submission taken in must be stored before the tracked messages due are listed.
     if !to.flush() {
         return Ok((end, false));
