@@ -508,10 +508,12 @@ impl Store {
                 let raw: Value = r.get(5)?;
                 let submitted_at = match &raw {
                     Value::Null => Err("submitted_at is NULL".to_string()),
-                    Value::Text(text) => timefmt::parse(text).map_err(|e| format!("{e:#}")),
+                    Value::Text(text) => {
+                        timefmt::parse_submitted(text).map_err(|e| format!("{e:#}"))
+                    }
                     Value::Blob(bytes) => std::str::from_utf8(bytes)
                         .context("submitted_at is not UTF-8")
-                        .and_then(timefmt::parse)
+                        .and_then(timefmt::parse_submitted)
                         .map_err(|e| format!("{e:#}")),
                     Value::Integer(n) => Err(format!(
                         "submitted_at is the number {n}, not an RFC 3339 timestamp"
@@ -1195,7 +1197,7 @@ impl Store {
                     };
                     let submitted_at = match submitted_at {
                         rusqlite::types::Value::Text(t) => {
-                            timefmt::parse(&t).ok().map(timefmt::format)
+                            timefmt::parse_submitted(&t).ok().map(timefmt::format)
                         }
                         _ => None,
                     };

@@ -13,6 +13,17 @@ pub fn parse(s: &str) -> Result<DateTime<Utc>> {
         .with_context(|| format!("{s:?} is not an RFC 3339 timestamp (e.g. 2025-12-01T09:00:00Z)"))
 }
 
+/// Parses a submission time from the dispatcher's table: RFC 3339, or SQLite's own `CURRENT_TIMESTAMP` /
+/// `datetime('now')` form (`2025-12-01 09:00:00`, fractions allowed), which SQLite defines as UTC. A dispatcher
+/// that fills `submitted_at` with a column default writes the latter.
+pub fn parse_submitted(s: &str) -> Result<DateTime<Utc>> {
+    parse(s).or_else(|e| {
+        chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f")
+            .map(|t| t.and_utc())
+            .map_err(|_| e)
+    })
+}
+
 /// The stored form: whole seconds, `Z`.
 pub fn format(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -38,6 +49,25 @@ mod tests {
         let t = parse("2025-12-01T09:00:00.750Z").unwrap();
         assert_eq!(format(t), "2025-12-01T09:00:00Z");
         assert_eq!(format_millis(t), "2025-12-01T09:00:00.750Z");
+    }
+
+    #[test]
+    fn submission_times_may_be_in_sqlites_own_utc_form() {
+        let t = parse_submitted("2025-12-01 09:00:00").unwrap();
+        assert_eq!(format(t), "2025-12-01T09:00:00Z");
+        let t = parse_submitted("2025-12-01 09:00:00.250").unwrap();
+        assert_eq!(format_millis(t), "2025-12-01T09:00:00.250Z");
+        assert_eq!(
+            format(parse_submitted("2025-12-01T10:00:00+01:00").unwrap()),
+            "2025-12-01T09:00:00Z"
+        );
+        // Without a date and time, it is still an error that names the value, as RFC 3339 expects.
+        let err = parse_submitted("2025-12-01").unwrap_err();
+        assert!(format!("{err:#}").contains("\"2025-12-01\" is not an RFC 3339 timestamp"));
+        assert!(
+            parse("2025-12-01 09:00:00").is_err(),
+            "--now stays RFC 3339"
+        );
     }
 
     #[test]

@@ -553,3 +553,31 @@ fn the_same_bad_value_gets_the_same_code_in_every_command() {
         assert_eq!(out.status.code(), Some(78), "{cmd:?}");
     }
 }
+
+#[test]
+fn submission_times_in_sqlites_own_form_are_read_as_utc() {
+    // A dispatcher that lets a column default (CURRENT_TIMESTAMP) fill submitted_at writes "2025-12-01 09:00:00".
+    let db = TestDb::new();
+    db.submit("T1", None, "2025-12-01 09:00:00");
+    db.submit("OLD", None, "2025-06-01 09:00:00");
+    let mut server = mockito::Server::new();
+    let m = lookups(
+        &mut server,
+        "T1",
+        200,
+        &wire("T1", "DELIVERED").to_string(),
+        1,
+    );
+    let run = db.poll_json(&server.url(), NOW, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.counts(&["polled", "too_old", "invalid_submissions"]),
+        [1, 1, 0]
+    );
+    m.assert();
+    let text = stdout(&db.cmd().args(["history", "T1"]).output().unwrap());
+    assert!(
+        text.contains("submitted at: 2025-12-01T09:00:00Z"),
+        "{text}"
+    );
+}
