@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TOKEN, TestDb, sent_world};
-use dlr_poller::sandbox::{Fate, Sandbox, SandboxServer, SimMessage, World};
+use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
@@ -26,21 +26,7 @@ const LIMIT: Duration = Duration::from_secs(300);
 
 /// The dispatcher's submissions: batches of 500 the carrier knows, all due at NOW.
 fn dispatched() -> Vec<SimMessage> {
-    let submitted_at = timefmt::parse(SUBMITTED).unwrap();
-    (0..DISPATCHED)
-        .map(|i| SimMessage {
-            tracking_id: format!("D{i:05}"),
-            customer_id: "C2".into(),
-            phone_number: "+4915199999999".into(),
-            batch_id: Some(format!("DB{:03}", i / 500)),
-            submitted_at,
-            fate: Fate::Stuck {
-                word: "SENT".into(),
-            },
-            listed: true,
-            known: true,
-        })
-        .collect()
+    common::sent_world_named("D", "DB", DISPATCHED, 500, SUBMITTED)
 }
 
 /// Not a test of its own: the body of the dispatcher process that the tests start (this test binary, run again

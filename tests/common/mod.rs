@@ -288,13 +288,24 @@ pub fn wire(tracking_id: &str, status: &str) -> serde_json::Value {
 
 /// `batches` batches of `per_batch` messages submitted at `submitted_at` that stay SENT (batch ids B000..).
 pub fn sent_world(batches: usize, per_batch: usize, submitted_at: &str) -> Vec<SimMessage> {
+    sent_world_named("T", "B", batches * per_batch, per_batch, submitted_at)
+}
+
+/// `n` messages that stay SENT, named `{id}00000..` in batches `{batch}000..` of `per_batch`.
+pub fn sent_world_named(
+    id: &str,
+    batch: &str,
+    n: usize,
+    per_batch: usize,
+    submitted_at: &str,
+) -> Vec<SimMessage> {
     let submitted_at = timefmt::parse(submitted_at).unwrap();
-    (0..batches * per_batch)
+    (0..n)
         .map(|i| SimMessage {
-            tracking_id: format!("T{i:05}"),
+            tracking_id: format!("{id}{i:05}"),
             customer_id: "C1".into(),
             phone_number: "+4915112345678".into(),
-            batch_id: Some(format!("B{:03}", i / per_batch)),
+            batch_id: Some(format!("{batch}{:03}", i / per_batch)),
             submitted_at,
             fate: Fate::Stuck {
                 word: "SENT".into(),
