@@ -1186,21 +1186,18 @@ impl Store {
                     let submission = tx
                         .query_row(
                             "SELECT CAST(customer_id AS TEXT), CAST(phone_number AS TEXT), \
-                             CAST(carrier_batch_id AS TEXT), submitted_at \
+                             CAST(carrier_batch_id AS TEXT), CAST(submitted_at AS TEXT) \
                              FROM sms_submissions WHERE tracking_id = ?1 ORDER BY rowid LIMIT 1",
                             [tracking_id],
-                            |r| Ok((addressee(r, 0)?, r.get::<_, rusqlite::types::Value>(3)?)),
+                            |r| Ok((addressee(r, 0)?, r.get::<_, Option<String>>(3)?)),
                         )
                         .optional()?;
                     let Some((to, submitted_at)) = submission else {
                         return Ok(Closed::Unknown);
                     };
-                    let submitted_at = match submitted_at {
-                        rusqlite::types::Value::Text(t) => {
-                            timefmt::parse_submitted(&t).ok().map(timefmt::format)
-                        }
-                        _ => None,
-                    };
+                    let submitted_at = submitted_at
+                        .and_then(|t| timefmt::parse_submitted(&t).ok())
+                        .map(timefmt::format);
                     tx.execute(
                         "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, \
                          carrier_batch_id, submitted_at, state, polls, closed_at, note) \
