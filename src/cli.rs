@@ -45,14 +45,37 @@ const POLL_HELP: &str = concat!(
     after_help = EXIT_CODES
 )]
 pub struct Cli {
-    /// SQLite database holding sms_submissions and the audit trail.
+    /// The database holding sms_submissions and the audit trail: a SQLite file, or a PostgreSQL URL
+    /// (postgres://user@host:5432/dbname?sslmode=verify-full). Put the password in --db-password-file, not here.
     #[arg(
         long,
         env = "DLR_POLLER_DB",
         default_value = "./dlr-poller.db",
+        value_name = "PATH|URL",
         global = true
     )]
-    pub db: PathBuf,
+    pub db: String,
+
+    /// File holding the PostgreSQL password (trailing newline ignored), so that it stays out of the command line
+    /// and the environment. Wins over a password in the URL.
+    #[arg(
+        long,
+        env = "DLR_POLLER_DB_PASSWORD_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub db_password_file: Option<PathBuf>,
+
+    /// The dispatcher's table of submissions, when it is not sms_submissions (PostgreSQL; schema.table allowed).
+    /// The poller only reads it.
+    #[arg(
+        long,
+        env = "DLR_POLLER_SUBMISSIONS_TABLE",
+        default_value = "sms_submissions",
+        value_name = "TABLE",
+        global = true
+    )]
+    pub submissions_table: String,
 
     /// How long a database statement waits for another writer's lock before failing.
     #[arg(

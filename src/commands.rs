@@ -1,7 +1,6 @@
 //! One function per subcommand: each resolves what it needs, calls into the modules that do the work, prints its
 //! result on stdout and returns the exit code. `main` only parses and dispatches.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,7 +13,7 @@ use crate::config::{self, PollConfig, TOKEN_ENV};
 use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
 use crate::redact::mask_phone;
-use crate::store::{Closed, Store};
+use crate::store::{self, Backend, Closed, Target};
 use crate::{cycle, metrics, report, signals, timefmt};
 
 /// The tracking id `doctor` asks the carrier about: any answer but 401/403 shows the credentials work.
@@ -22,18 +21,18 @@ const PROBE_ID: &str = "dlr-poller-doctor-probe";
 
 /// What every command shares: the database and how long to wait for its locks.
 pub struct Db {
-    pub path: PathBuf,
+    pub target: Target,
     pub busy_timeout: Duration,
 }
 
 impl Db {
-    fn open(&self, create: bool) -> Result<Store> {
-        Store::open(&self.path, create, self.busy_timeout)
+    fn open(&self, create: bool) -> Result<Box<dyn Backend>> {
+        store::open(&self.target, create, self.busy_timeout)
     }
 
     /// Opens an existing database whose schema is current.
-    fn open_checked(&self) -> Result<Store> {
-        let store = self.open(false)?;
+    fn open_checked(&self) -> Result<Box<dyn Backend>> {
+        let mut store = self.open(false)?;
         store.check_schema()?;
         Ok(store)
     }
@@ -51,15 +50,9 @@ fn clock(now: Option<&str>, allow_future: bool) -> Result<DateTime<Utc>> {
 pub fn migrate(db: &Db) -> Result<Exit> {
     let (from, to) = db.open(true)?.migrate()?;
     if from == to {
-        log::info!(
-            "schema of {} is up to date (version {to})",
-            db.path.display()
-        );
+        log::info!("schema of {} is up to date (version {to})", db.target);
     } else {
-        log::info!(
-            "migrated {} from schema version {from} to {to}",
-            db.path.display()
-        );
+        log::info!("migrated {} from schema version {from} to {to}", db.target);
     }
     Ok(Exit::Ok)
 }
@@ -76,7 +69,7 @@ fn resolve(args: &PollArgs) -> Result<PollConfig> {
 pub fn poll(db: &Db, args: &PollArgs) -> Result<Exit> {
     let config = resolve(args)?;
     let signal = signals::install()?;
-    let (summary, exit) = cycle::run(&db.path, &config, db.busy_timeout, signal)?;
+    let (summary, exit) = cycle::run(&db.target, &config, db.busy_timeout, signal)?;
     log::info!("{}", summary.line());
     if config.json {
         println!(
@@ -122,11 +115,11 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
         config.concurrency,
         config::humanize(config.deadline)
     );
-    let store = db.open_checked()?;
+    let mut store = db.open_checked()?;
     let (submissions, open, cycles) = store.counts()?;
     println!(
         "ok: database {} (schema current; {submissions} submissions, {open} messages being tracked, {cycles} cycles)",
-        db.path.display()
+        db.target
     );
     let control = std::sync::Arc::new(Control::new(config.request_timeout, signals::install()?));
     let carrier = HttpCarrier::new(&config, control, std::sync::Arc::new(Stats::default()));
@@ -164,7 +157,7 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
             Some(raw) => timefmt::parse(raw).context("invalid --now")?,
             None => Utc::now(),
         };
-        let store = db.open_checked()?;
+        let mut store = db.open_checked()?;
         anyhow::Ok((
             max_age,
             now,

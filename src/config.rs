@@ -150,12 +150,24 @@ fn carrier_url(raw: Option<&str>, allow_insecure_http: bool) -> Result<String> {
     Ok(raw.trim_end_matches('/').to_string())
 }
 
-fn is_loopback(host: &str) -> bool {
+pub fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads a secret from a file, trailing whitespace ignored; `name` names the flag and env var in errors (never
+/// the content).
+pub fn secret_file(path: &Path, name: &str) -> Result<String> {
+    let raw = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {name} {}", path.display()))?;
+    let secret = raw.trim_end_matches(['\n', '\r']).to_string();
+    if secret.is_empty() {
+        bail!("{name} {} is empty", path.display());
+    }
+    Ok(secret)
 }
 
 fn token(file: Option<&Path>, env_token: Option<String>) -> Result<CarrierToken> {

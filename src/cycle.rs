@@ -9,7 +9,6 @@
 //! one batch are counted, not fatal; the exit code is derived from the counts at the end.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -27,7 +26,7 @@ use crate::intake::{self, Gatherer, ReadEnd, Window};
 use crate::schedule::{self, Next};
 use crate::status::{DeliveryStatus, map_status};
 use crate::store::{
-    DueMessage, Entry, Intake, Lease, PollRecord, Store, TrackState, warn_repeated,
+    self, Backend, DueMessage, Entry, Intake, Lease, PollRecord, Target, TrackState, warn_repeated,
 };
 use crate::summary::Summary;
 use crate::timefmt;
@@ -97,14 +96,14 @@ struct Done {
 /// Runs one cycle against the database at `db`. `signal` is set by the signal handlers. Whole-cycle failures
 /// (database unusable, another cycle running) are errors; everything else ends in a summary and an exit code.
 pub fn run(
-    db: &Path,
+    db: &Target,
     config: &PollConfig,
     busy_timeout: Duration,
     signal: Arc<AtomicUsize>,
 ) -> Result<(Summary, Exit)> {
     let control = Arc::new(Control::new(config.deadline, signal));
     let started = Utc::now();
-    let mut store = Store::open(db, false, busy_timeout)?;
+    let mut store = store::open(db, false, busy_timeout)?;
     store.check_schema()?;
     match store.acquire_lease(started, config.deadline + GRACE + LEASE_MARGIN)? {
         Lease::Held(h) => {
@@ -128,7 +127,7 @@ pub fn run(
         ),
         Lease::Acquired { took_over: None } => {}
     }
-    let outcome = leased(db, config, busy_timeout, &control, &mut store, started);
+    let outcome = leased(db, config, busy_timeout, &control, &mut *store, started);
     if let Err(e) = store.release_lease() {
         log::warn!("{e:#}; the next run takes it over when it expires");
     }
@@ -137,11 +136,11 @@ pub fn run(
 
 /// The cycle proper, while this run holds the lease.
 fn leased(
-    db: &Path,
+    db: &Target,
     config: &PollConfig,
     busy_timeout: Duration,
     control: &Arc<Control>,
-    store: &mut Store,
+    store: &mut dyn Backend,
     started: DateTime<Utc>,
 ) -> Result<(Summary, Exit)> {
     let clock = Instant::now();
@@ -191,11 +190,11 @@ fn leased(
 /// Polls what is due. Returns whether every new submission was read (false when the cycle stopped first:
 /// more may be due than the summary counts).
 fn poll(
-    db: &Path,
+    db: &Target,
     config: &PollConfig,
     busy_timeout: Duration,
     control: &Arc<Control>,
-    store: &mut Store,
+    store: &mut dyn Backend,
     now: DateTime<Utc>,
     summary: &mut Summary,
 ) -> Result<bool> {
@@ -212,7 +211,7 @@ fn poll(
 
     // Threads are detached, not scoped: after a signal the cycle must be able to stop waiting for a request
     // that hangs, save what it has and exit.
-    let reader = Store::open(db, false, busy_timeout)?;
+    let mut reader = store::open(db, false, busy_timeout)?;
     let stats = Arc::new(Stats::default());
     let carrier = Arc::new(HttpCarrier::new(config, control.clone(), stats.clone()));
     let (job_tx, job_rx) = sync_channel::<Job>(config.concurrency);
@@ -233,7 +232,7 @@ fn poll(
                     jobs: job_tx,
                     out: out_tx,
                 };
-                dispatch(&reader, &window, now, &to, &claimed, &tracked_due)
+                dispatch(&mut *reader, &window, now, &to, &claimed, &tracked_due)
             })
             .context("starting the dispatcher thread")?
     };
@@ -251,7 +250,7 @@ fn poll(
     }
     drop(out_tx);
 
-    store.set_cache_size(WRITER_CACHE)?;
+    store.prepare_writer()?;
     let mut writer = Writer {
         store,
         cycle_id: summary.cycle_id,
@@ -341,7 +340,7 @@ impl Dispatch<'_> {
 /// the tracked ones, one listing per batch. Returns how reading ended, and whether every tracked group was handed
 /// out; `tracked_due` counts the tracked messages due.
 fn dispatch(
-    reader: &Store,
+    reader: &mut dyn Backend,
     window: &Window,
     now: DateTime<Utc>,
     to: &Dispatch,
@@ -576,13 +575,11 @@ fn label(job: &Job) -> String {
 /// every result then lands on another page of the indexes on tracking_id. Fewer are written when no more results
 /// are waiting.
 const FLUSH_ROWS: usize = 25_000;
-/// The writer's page cache, in bytes: it holds the index pages a transaction of [`FLUSH_ROWS`] results touches.
-const WRITER_CACHE: i64 = 64 << 20;
 
 /// The single writer: maps answers to statuses and schedule steps and stores them, whole batches per
 /// transaction.
 struct Writer<'a> {
-    store: &'a mut Store,
+    store: &'a mut dyn Backend,
     cycle_id: i64,
     now: DateTime<Utc>,
     summary: &'a mut Summary,

@@ -21,7 +21,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::config::humanize;
 use crate::control::Control;
 use crate::schedule;
-use crate::store::{DueMessage, Intake, IntakeKind, Span, Store, Submission};
+use crate::store::{Backend, DueMessage, Intake, IntakeKind, Span, Submission};
 use crate::timefmt;
 
 /// Rows read per query: each query is a short read, so the WAL can be checkpointed while a cycle reads.
@@ -177,7 +177,7 @@ pub type Group = (Option<String>, Vec<DueMessage>);
 /// submissions to take in to `take_in` a chunk at a time; each returns false when the cycle is stopping.
 /// `claimed` counts the due messages found, as they are found.
 pub fn read(
-    store: &Store,
+    store: &mut dyn Backend,
     window: &Window,
     now: DateTime<Utc>,
     control: &Control,

@@ -8,6 +8,7 @@ use clap::Parser;
 use dlr_poller::cli::{Cli, Command, LogFormat};
 use dlr_poller::commands::{self, Db};
 use dlr_poller::exit::{Exit, ExitContext, exit_of};
+use dlr_poller::store::Target;
 use dlr_poller::{config, logging, store};
 
 fn main() -> ExitCode {
@@ -26,9 +27,10 @@ fn main() -> ExitCode {
         }
     };
     logging::init(cli.log_format, cli.quiet, cli.verbose);
-    let db = cli.db.clone();
     let json_logs = cli.log_format == LogFormat::Json;
-    match run(cli) {
+    let target = target(&cli);
+    let hint_target = target.as_ref().ok().cloned();
+    match run(cli, target) {
         Ok(exit) => exit.into(),
         Err(err) => {
             // A log pipeline reads stderr as JSON lines: the error goes there as one too.
@@ -37,20 +39,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("dlr-poller: error: {err:#}");
             }
-            let hint = if store::is_busy(&err) {
-                Some(
-                    "another process held a lock on the database for longer than --busy-timeout"
-                        .to_string(),
-                )
-            } else if store::is_read_only(&err) {
-                Some(format!(
-                    "{} (and its directory, where SQLite keeps the -wal and -shm files) must be writable by this user",
-                    db.display()
-                ))
-            } else {
-                None
-            };
-            match (hint, json_logs) {
+            match (hint_target.and_then(|t| store::hint(&err, &t)), json_logs) {
                 (Some(hint), true) => log::warn!("hint: {hint}"),
                 (Some(hint), false) => eprintln!("dlr-poller: hint: {hint}"),
                 (None, _) => {}
@@ -60,12 +49,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The database `--db` and `--db-password-file` name. A bad value is a configuration error (78).
+fn target(cli: &Cli) -> Result<Target> {
+    let password = match &cli.db_password_file {
+        Some(path) => Some(config::secret_file(
+            path,
+            "--db-password-file / DLR_POLLER_DB_PASSWORD_FILE",
+        )?),
+        None => None,
+    };
+    Target::parse(&cli.db, password, &cli.submissions_table).exit_code(Exit::Config)
+}
+
 /// Whether the command line asks for `check`: its first word that is not a global flag or a global flag's value.
 fn is_check(args: impl Iterator<Item = String>) -> bool {
     let mut args = args;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--db" | "--busy-timeout" | "--log-format" => {
+            "--db"
+            | "--db-password-file"
+            | "--submissions-table"
+            | "--busy-timeout"
+            | "--log-format" => {
                 args.next();
             }
             a if a.starts_with('-') => {}
@@ -75,26 +80,33 @@ fn is_check(args: impl Iterator<Item = String>) -> bool {
     false
 }
 
-fn run(cli: Cli) -> Result<Exit> {
+fn run(cli: Cli, target: Result<Target>) -> Result<Exit> {
     let busy_timeout = config::busy_timeout(&cli.busy_timeout).exit_code(Exit::Config);
-    let db = |busy_timeout| Db {
-        busy_timeout,
-        path: cli.db.clone(),
+    let db = |busy_timeout| -> Result<Db> {
+        Ok(Db {
+            busy_timeout,
+            target: target
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .exit_code(Exit::Config)?
+                .clone(),
+        })
     };
     match cli.command {
         Command::Check { max_age, now } => Ok(busy_timeout
-            .and_then(|b| commands::check(&db(b), &max_age, now.as_deref()))
+            .and_then(db)
+            .and_then(|db| commands::check(&db, &max_age, now.as_deref()))
             .unwrap_or_else(|e| commands::unknown(&e))),
-        Command::Migrate => commands::migrate(&db(busy_timeout?)),
-        Command::Poll(args) => commands::poll(&db(busy_timeout?), &args),
-        Command::Doctor(args) => commands::doctor(&db(busy_timeout?), &args),
+        Command::Migrate => commands::migrate(&db(busy_timeout?)?),
+        Command::Poll(args) => commands::poll(&db(busy_timeout?)?, &args),
+        Command::Doctor(args) => commands::doctor(&db(busy_timeout?)?, &args),
         Command::Prune {
             older_than,
             dry_run,
             now,
             allow_future_now,
         } => commands::prune(
-            &db(busy_timeout?),
+            &db(busy_timeout?)?,
             &older_than,
             dry_run,
             now.as_deref(),
@@ -103,10 +115,10 @@ fn run(cli: Cli) -> Result<Exit> {
         Command::Close {
             tracking_id,
             reason,
-        } => commands::close(&db(busy_timeout?), &tracking_id, &reason),
+        } => commands::close(&db(busy_timeout?)?, &tracking_id, &reason),
         Command::History { tracking_id, json } => {
-            commands::history(&db(busy_timeout?), &tracking_id, json)
+            commands::history(&db(busy_timeout?)?, &tracking_id, json)
         }
-        Command::Cycles { last, json } => commands::cycles(&db(busy_timeout?), &last, json),
+        Command::Cycles { last, json } => commands::cycles(&db(busy_timeout?)?, &last, json),
     }
 }

@@ -13,13 +13,19 @@ pub fn parse(s: &str) -> Result<DateTime<Utc>> {
         .with_context(|| format!("{s:?} is not an RFC 3339 timestamp (e.g. 2025-12-01T09:00:00Z)"))
 }
 
-/// Parses a submission time from the dispatcher's table: RFC 3339, or SQLite's own `CURRENT_TIMESTAMP` /
-/// `datetime('now')` form (`2025-12-01 09:00:00`, fractions allowed), which SQLite defines as UTC. A dispatcher
-/// that fills `submitted_at` with a column default writes the latter.
+/// Parses a submission time from the dispatcher's table: RFC 3339; PostgreSQL's ISO output of a `timestamptz`
+/// (`2025-12-01 09:00:00+00`, fractions and any offset allowed); or without an offset, SQLite's own
+/// `CURRENT_TIMESTAMP` / `datetime('now')` form and PostgreSQL's `timestamp` (`2025-12-01 09:00:00`), read as
+/// UTC. A dispatcher that fills `submitted_at` with a column default writes one of the latter.
 pub fn parse_submitted(s: &str) -> Result<DateTime<Utc>> {
+    let s = s.trim();
     parse(s).or_else(|e| {
-        chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%d %H:%M:%S%.f")
-            .map(|t| t.and_utc())
+        DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z")
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                    .map(|t| t.and_utc())
+            })
             .map_err(|_| e)
     })
 }
@@ -49,6 +55,16 @@ mod tests {
         let t = parse("2025-12-01T09:00:00.750Z").unwrap();
         assert_eq!(format(t), "2025-12-01T09:00:00Z");
         assert_eq!(format_millis(t), "2025-12-01T09:00:00.750Z");
+    }
+
+    #[test]
+    fn submission_times_may_be_in_postgresqls_iso_form() {
+        let t = parse_submitted("2025-12-01 10:00:00+01").unwrap();
+        assert_eq!(format(t), "2025-12-01T09:00:00Z");
+        let t = parse_submitted("2025-12-01 09:00:00.123456+00").unwrap();
+        assert_eq!(format_millis(t), "2025-12-01T09:00:00.123Z");
+        let t = parse_submitted("2025-12-01 09:00:00+05:30").unwrap();
+        assert_eq!(format(t), "2025-12-01T03:30:00Z");
     }
 
     #[test]

@@ -1,7 +1,5 @@
-//! Storage: the SQLite database behind the few operations a cycle and the reports need. Everything SQL lives here,
-//! so another backend (PostgreSQL for multi-host deployments) replaces this one module.
-//!
-//! Every error from this module is tagged as a database error (exit 74).
+//! The SQLite backend: one file on one host, the embedded default. Every error is tagged as a database error
+//! (exit 74).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,38 +8,28 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
+use super::{
+    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, Entry, HORIZON_KEY, History, Intake,
+    IntakeKind, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, PollRecord, Span,
+    Submission, TABLES, VERSION, Written, hostname, totals_of, warn_repeated,
+};
 use crate::exit::{Exit, ExitContext};
 use crate::schedule;
-use crate::status::DeliveryStatus;
 use crate::summary::Summary;
 use crate::timefmt;
 
 /// The current schema, applied as a whole to a new database.
-const SCHEMA: &str = include_str!("../schema.sql");
-/// The schema version `SCHEMA` is.
-const VERSION: usize = 2;
+const SCHEMA: &str = include_str!("../../schema.sql");
 /// Upgrades of older databases: `UPGRADES[i]` takes version `i + 1` to `i + 2`. Append; never edit a released
 /// entry.
-const UPGRADES: &[&str] = &[include_str!("migrations/v2.sql")];
-
-/// How far back sms_submissions has been read completely (a submitted_at value): rows older than it were
-/// either taken in or recorded as too old.
-const HORIZON_KEY: &str = "submissions_horizon";
+const UPGRADES: &[&str] = &[include_str!("../migrations/v2.sql")];
 /// Rows reserved up front for one read of sms_submissions.
 const READ_RESERVE: usize = 10_000;
-/// Every table the poller reads or writes.
-const TABLES: [&str; 7] = [
-    "sms_submissions",
-    "sms_delivery_confirmations",
-    "message_tracking",
-    "poll_cycles",
-    "poller_lease",
-    "poller_state",
-    "poller_totals",
-];
-const LAST_SUCCESS_KEY: &str = "last_success_at";
+/// The writer's page cache, in bytes: it holds the index pages a transaction of many thousand results touches.
+const WRITER_CACHE: i64 = 64 << 20;
 
-pub struct Store {
+/// A SQLite database, by one connection.
+pub struct Sqlite {
     conn: Connection,
     path: PathBuf,
     /// The lease this run holds, checked in every write transaction.
@@ -50,286 +38,16 @@ pub struct Store {
     lock: Option<std::fs::File>,
 }
 
-/// Who holds (or held) the cycle lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseHolder {
-    pub host: String,
-    pub pid: i64,
-    pub acquired_at: String,
-    pub expires_at: String,
-}
-
-/// The result of asking for the lease.
-#[derive(Debug)]
-pub enum Lease {
-    /// Ours now; `took_over` names a crashed holder whose lease was taken over.
-    Acquired { took_over: Option<LeaseHolder> },
-    /// Another cycle holds it.
-    Held(LeaseHolder),
-}
-
-/// Messages due in one batch (`batch_id` `None`: messages without a batch, asked for one by one).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DueGroup {
-    pub batch_id: Option<String>,
-    pub messages: u64,
-}
-
-/// One message due for a poll.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DueMessage {
-    pub tracking_id: String,
-    pub customer_id: Option<String>,
-    pub phone_number: Option<String>,
-    pub batch_id: Option<String>,
-    pub submitted_at: DateTime<Utc>,
-    /// Polls so far; this poll is number `polls + 1`.
-    pub polls: i64,
-    /// For a message not tracked yet: its sms_submissions rowid. Its tracking row is written with its first
-    /// result.
-    pub intake: Option<i64>,
-}
-
-/// The tracking state after a poll.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrackState {
-    Open,
-    Delivered,
-    Failed,
-    Unconfirmed,
-}
-
-impl TrackState {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TrackState::Open => "OPEN",
-            TrackState::Delivered => "DELIVERED",
-            TrackState::Failed => "FAILED",
-            TrackState::Unconfirmed => "UNCONFIRMED",
-        }
-    }
-}
-
-/// One poll result, ready to be written: an audit row plus the message's new tracking state.
-#[derive(Clone, Debug)]
-pub struct PollRecord<'a> {
-    pub message: &'a DueMessage,
-    /// A poll, or a closing entry (tracking ends without an answer; `failure_reason` says why).
-    pub entry: Entry,
-    pub status: DeliveryStatus,
-    /// The carrier's word; `None` when the carrier did not know the message.
-    pub carrier_status: Option<&'a str>,
-    pub failure_code: Option<&'a str>,
-    pub failure_reason: Option<&'a str>,
-    /// The carrier's status time in the stored UTC form, when the status is final.
-    pub confirmed_at: Option<String>,
-    pub state: TrackState,
-    pub next_due_at: Option<DateTime<Utc>>,
-}
-
-/// What an audit row is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
-    /// The carrier's answer to a poll.
-    Poll,
-    /// Tracking ended without an answer (after the +72h slot, or by hand).
-    Close,
-}
-
-impl Entry {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Entry::Poll => "poll",
-            Entry::Close => "close",
-        }
-    }
-}
-
-/// Which rows of sms_submissions a read covers, by submitted_at (compared as stored). Every span is read in
-/// (submitted_at, tracking_id) order, which neither a VACUUM nor a replaced row changes. Rows whose tracking_id is
-/// NULL are in no span: they could not be tracked anyway.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Span {
-    /// Rows at or after this value.
-    From(String),
-    /// Rows in [from, to).
-    Between(String, String),
-    /// Rows before this value (numbers included: SQLite sorts them before text).
-    Below(String),
-    /// Rows whose submitted_at is NULL.
-    Null,
-}
-
-impl Span {
-    /// The cursor before a span's first row.
-    pub fn start(&self) -> Cursor {
-        use rusqlite::types::Value;
-        let submitted_at = match self {
-            Span::From(from) | Span::Between(from, _) => Value::Text(from.clone()),
-            Span::Below(_) => Value::Real(f64::NEG_INFINITY),
-            Span::Null => Value::Null,
-        };
-        Cursor {
-            submitted_at,
-            tracking_id: Value::Text(String::new()),
-        }
-    }
-}
-
-/// Where a chunked read of sms_submissions goes on: after this row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cursor {
-    /// The row's submitted_at and tracking_id as stored.
-    pub submitted_at: rusqlite::types::Value,
-    pub tracking_id: rusqlite::types::Value,
-}
-
-/// A row of sms_submissions, as the poller reads it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Submission {
-    pub rowid: i64,
-    pub tracking_id: Option<String>,
-    pub customer_id: Option<String>,
-    pub phone_number: Option<String>,
-    pub batch_id: Option<String>,
-    /// Parsed, or why it cannot be.
-    pub submitted_at: Result<DateTime<Utc>, String>,
-    /// Whether the poller tracks the tracking id already.
-    pub tracked: bool,
-}
-
-/// A submission to start tracking without polling it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Intake {
-    pub tracking_id: String,
-    pub customer_id: Option<String>,
-    pub phone_number: Option<String>,
-    pub batch_id: Option<String>,
-    pub submitted_at: Option<DateTime<Utc>>,
-    pub kind: IntakeKind,
-}
-
-impl Intake {
-    /// A due message to be polled with the tracked messages of this cycle, instead of as a new one.
-    pub fn due(m: DueMessage) -> Intake {
-        Intake {
-            tracking_id: m.tracking_id,
-            customer_id: m.customer_id,
-            phone_number: m.phone_number,
-            batch_id: m.batch_id,
-            submitted_at: Some(m.submitted_at),
-            kind: IntakeKind::Due,
-        }
-    }
-}
-
-/// How a submission is taken in without a poll.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IntakeKind {
-    /// Due now: OPEN at its first slot, polled with the tracked messages.
-    Due,
-    /// Dated in the future: OPEN, first due two hours after that.
-    Future,
-    /// Its submitted_at cannot be used: INVALID, with the reason.
-    Invalid(String),
-    /// First seen after its tracking window: TOO_OLD, with the reason.
-    TooOld(String),
-}
-
-/// What [`Store::close`] did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Closed {
-    Now,
-    /// Tracking had ended already, in this state: nothing changed.
-    Ended(String),
-    /// Neither sms_submissions nor the tracking table knows the id.
-    Unknown,
-}
-
-/// What [`Store::record`] wrote.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Written {
-    /// Whether each record was stored.
-    pub stored: Vec<bool>,
-    /// First results of messages that turned out to be tracked already (their tracking id appears twice in
-    /// sms_submissions): not stored, not counted.
-    pub repeated: usize,
-}
-
-/// Database facts behind the metrics.
-#[derive(Debug, Default)]
-pub struct MetricsData {
-    /// Running totals by name (see [`totals_of`]).
-    pub totals: Vec<(String, u64)>,
-    pub last_success: Option<DateTime<Utc>>,
-    /// Messages whose tracking ended in the last 24 hours, by final state.
-    pub closed_24h: Vec<(String, u64)>,
-}
-
-/// The running totals a cycle adds to: `family:label` names, read back by the metrics.
-fn totals_of(s: &Summary) -> Vec<(String, u64)> {
-    vec![
-        ("messages_polled:delivered".into(), s.delivered),
-        ("messages_polled:failed".into(), s.failed),
-        ("messages_polled:pending".into(), s.pending),
-        ("messages_closed_unconfirmed:".into(), s.closed_unconfirmed),
-        ("messages_not_found:".into(), s.not_found),
-        ("unknown_statuses:".into(), s.unknown_statuses),
-        ("malformed_reports:".into(), s.malformed_reports),
-        ("batches_failed:".into(), s.batches_failed),
-        ("lookups_failed:".into(), s.lookups_failed),
-        ("lookups_rejected:".into(), s.lookups_rejected),
-        ("messages_closed_unanswered:".into(), s.closed_unanswered),
-        ("submissions_too_old:".into(), s.too_old),
-        ("http_requests:".into(), s.http_requests),
-        ("http_retries:".into(), s.retries),
-        (format!("cycles:{}", s.outcome), 1),
-    ]
-}
-
-/// A message's tracking state and audit trail, for `dlr-poller history`.
-#[derive(Debug, serde::Serialize)]
-pub struct History {
-    pub tracking_id: String,
-    pub customer_id: Option<String>,
-    pub phone_number: Option<String>,
-    pub carrier_batch_id: Option<String>,
-    pub submitted_at: Option<String>,
-    /// `None` when the poller has not taken the submission in yet.
-    pub state: Option<String>,
-    pub polls: i64,
-    pub next_due_at: Option<String>,
-    pub closed_at: Option<String>,
-    pub note: Option<String>,
-    pub results: Vec<AuditRow>,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct AuditRow {
-    pub poll_attempt: i64,
-    pub polled_at: String,
-    pub delivery_status: String,
-    pub carrier_status: Option<String>,
-    pub carrier_found: bool,
-    pub failure_code: Option<String>,
-    pub failure_reason: Option<String>,
-    pub delivery_confirmed_at: Option<String>,
-    pub cycle_id: i64,
-    pub created_at: String,
-    /// `poll`, or `close` for a closing entry.
-    pub entry: String,
-}
-
-impl Store {
+impl Sqlite {
     /// Opens an existing database (`create`: or makes a new one) and sets the connection up. A statement waits
     /// up to `busy_timeout` for another writer's lock.
-    pub fn open(path: &Path, create: bool, busy_timeout: Duration) -> Result<Store> {
-        Store::open_inner(path, create, busy_timeout)
+    pub fn open(path: &Path, create: bool, busy_timeout: Duration) -> Result<Sqlite> {
+        Sqlite::open_inner(path, create, busy_timeout)
             .with_context(|| format!("opening database {}", path.display()))
             .exit_code(Exit::Database)
     }
 
-    fn open_inner(path: &Path, create: bool, busy_timeout: Duration) -> Result<Store> {
+    fn open_inner(path: &Path, create: bool, busy_timeout: Duration) -> Result<Sqlite> {
         if !create && !path.exists() {
             bail!(
                 "no such file: run `dlr-poller migrate` to create it, or check --db / DLR_POLLER_DB"
@@ -359,7 +77,7 @@ impl Store {
         // deferred one would read first and then have to upgrade, and in WAL mode SQLite fails such an upgrade at
         // once (SQLITE_BUSY) when another process writes meanwhile, without calling the busy handler.
         conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
-        Ok(Store {
+        Ok(Sqlite {
             conn,
             path: path.to_path_buf(),
             lease: None,
@@ -373,11 +91,81 @@ impl Store {
             .map(|v| v as usize)
     }
 
+    /// Fails unless this run still holds the cycle lease (when it took one).
+    fn check_lease(tx: &Connection, me: Option<&str>) -> Result<()> {
+        let Some(me) = me else { return Ok(()) };
+        let holder: Option<String> = tx
+            .query_row("SELECT holder FROM poller_lease WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if holder.as_deref() != Some(me) {
+            bail!(
+                "this run no longer holds the cycle lease (now held by {}); not writing",
+                holder.as_deref().unwrap_or("nobody")
+            );
+        }
+        Ok(())
+    }
+
+    fn cycles_where(&self, filter: &str, value: i64, n: u64) -> Result<Vec<Summary>> {
+        let run = || -> Result<Vec<Summary>> {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
+                 polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
+                 batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
+                 lookups_failed, duplicate_reports, malformed_reports, too_old, closed_unanswered, lookups_rejected \
+                 FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map([value, n as i64], |r| {
+                    let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+                    Ok(Summary {
+                        cycle_id: r.get(0)?,
+                        started_at: r.get(1)?,
+                        finished_at: r.get(2)?,
+                        duration_seconds: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
+                        cycle_now: r.get(4)?,
+                        outcome: r.get(5)?,
+                        exit_code: r.get(6)?,
+                        messages_due: count(7)?,
+                        polled: count(8)?,
+                        delivered: count(9)?,
+                        failed: count(10)?,
+                        pending: count(11)?,
+                        closed_unconfirmed: count(12)?,
+                        unknown_statuses: count(13)?,
+                        not_found: count(14)?,
+                        batches_ok: count(15)?,
+                        batches_failed: count(16)?,
+                        http_requests: count(17)?,
+                        retries: count(18)?,
+                        new_submissions: count(19)?,
+                        invalid_submissions: count(20)?,
+                        error: r.get(21)?,
+                        lookups_failed: count(22)?,
+                        duplicate_reports: count(23)?,
+                        malformed_reports: count(24)?,
+                        too_old: count(25)?,
+                        closed_unanswered: count(26)?,
+                        lookups_rejected: count(27)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        };
+        run()
+            .context("reading poll_cycles")
+            .exit_code(Exit::Database)
+    }
+}
+
+impl Backend for Sqlite {
     /// Brings the schema to the current version in one transaction: the whole schema on a new database, the
     /// upgrades it has not seen on an older one. The version is read inside the transaction, so several
     /// `migrate` runs at once apply each step once (the others wait for the lock, then find nothing to do).
     /// Returns (from, to) versions.
-    pub fn migrate(&mut self) -> Result<(usize, usize)> {
+    fn migrate(&mut self) -> Result<(usize, usize)> {
         let mut run = || -> Result<(usize, usize)> {
             let tx = self.conn.transaction()?;
             let from = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
@@ -405,16 +193,16 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
-    /// Sets this connection's page cache size, in bytes (SQLite's default is 2 MiB).
-    pub fn set_cache_size(&self, bytes: i64) -> Result<()> {
+    fn prepare_writer(&mut self) -> Result<()> {
+        // The writer's page cache holds the index pages a transaction of many thousand results touches.
         self.conn
-            .pragma_update(None, "cache_size", -(bytes / 1024))
+            .pragma_update(None, "cache_size", -(WRITER_CACHE / 1024))
             .context("setting the page cache size")
             .exit_code(Exit::Database)
     }
 
     /// Fails unless the schema is exactly the version this build writes and its tables are all there.
-    pub fn check_schema(&self) -> Result<()> {
+    fn check_schema(&mut self) -> Result<()> {
         let run = || -> Result<()> {
             let version = self.user_version().context("reading the schema version")?;
             let want = VERSION;
@@ -428,7 +216,7 @@ impl Store {
                     "database schema version {version} is newer than this dlr-poller knows ({want}); upgrade dlr-poller"
                 );
             }
-            for table in TABLES {
+            for table in std::iter::once("sms_submissions").chain(TABLES) {
                 let present: bool = self.conn.query_row(
                     "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
                     [table],
@@ -448,14 +236,14 @@ impl Store {
 
     /// How far back sms_submissions has been read completely (`None`: never; the first read covers the whole
     /// table).
-    pub fn read_horizon(&self) -> Result<Option<String>> {
+    fn read_horizon(&mut self) -> Result<Option<String>> {
         state(&self.conn, HORIZON_KEY)
             .context("reading the read horizon of sms_submissions")
             .exit_code(Exit::Database)
     }
 
     /// Remembers that every row of sms_submissions from `horizon` on has been read.
-    pub fn save_horizon(&mut self, horizon: &str) -> Result<()> {
+    fn save_horizon(&mut self, horizon: &str) -> Result<()> {
         self.conn
             .execute(
                 "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
@@ -470,8 +258,8 @@ impl Store {
     /// Up to `limit` rows of sms_submissions in `span` after `cursor`, each saying whether its tracking id is
     /// tracked already. Each call is one short read, so that a long cycle never keeps the WAL from being
     /// checkpointed.
-    pub fn submissions(
-        &self,
+    fn submissions(
+        &mut self,
         span: &Span,
         cursor: &Cursor,
         limit: usize,
@@ -498,8 +286,8 @@ impl Store {
                  FROM sms_submissions s WHERE {filter} ORDER BY s.submitted_at, s.tracking_id LIMIT ?4"
             ))?;
             let mut query = stmt.query(params![
-                cursor.submitted_at,
-                cursor.tracking_id,
+                value_of(&cursor.submitted_at),
+                value_of(&cursor.tracking_id),
                 to,
                 limit as i64
             ])?;
@@ -534,8 +322,8 @@ impl Store {
                         tracked: r.get(6)?,
                     },
                     Cursor {
-                        submitted_at: raw,
-                        tracking_id,
+                        submitted_at: key_of(raw),
+                        tracking_id: key_of(tracking_id),
                     },
                 ));
             }
@@ -549,10 +337,10 @@ impl Store {
     /// Starts tracking submissions that are not polled in this cycle: OPEN and due at their first slot (dated in
     /// the future), INVALID or TOO_OLD with the reason. A tracking id tracked already is left as it is. Returns
     /// how many were taken in, by kind: (open, too old).
-    pub fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)> {
+    fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)> {
         let mut run = || -> Result<(usize, usize)> {
             let tx = self.conn.transaction()?;
-            Store::check_lease(&tx, self.lease.as_deref())?;
+            Sqlite::check_lease(&tx, self.lease.as_deref())?;
             let (mut open, mut too_old) = (0, 0);
             {
                 let mut insert = tx.prepare_cached(
@@ -599,7 +387,7 @@ impl Store {
 
     /// The batches with messages due at `cutoff`, the longest-waiting first (so that batches that failed last
     /// cycle go first), with their message counts.
-    pub fn due_groups(&self, cutoff: DateTime<Utc>) -> Result<Vec<DueGroup>> {
+    fn due_groups(&mut self, cutoff: DateTime<Utc>) -> Result<Vec<DueGroup>> {
         let run = || -> Result<Vec<DueGroup>> {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT carrier_batch_id, COUNT(*), MIN(next_due_at) FROM message_tracking \
@@ -623,8 +411,8 @@ impl Store {
 
     /// Up to `limit` messages of one group due at `cutoff` with a tracking id after `after` (`None`: from the
     /// first), in tracking id order: a chunk of a group read in short reads.
-    pub fn due_messages(
-        &self,
+    fn due_messages(
+        &mut self,
         batch_id: Option<&str>,
         cutoff: DateTime<Utc>,
         after: Option<&str>,
@@ -660,7 +448,7 @@ impl Store {
     /// row, which names the holder for reports and fences every write. A lease row left by a holder that no
     /// longer holds the lock (it died) is taken over at once. A row of another host that has not expired is
     /// respected: one SQLite database serves one host, but a second host pointed at it by mistake must not run.
-    pub fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
+    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
         let host = hostname();
         let pid = std::process::id();
         let me = format!(
@@ -735,7 +523,7 @@ impl Store {
     }
 
     /// Gives the lease up (only if this run still holds it).
-    pub fn release_lease(&mut self) -> Result<()> {
+    fn release_lease(&mut self) -> Result<()> {
         let Some(me) = self.lease.take() else {
             return Ok(());
         };
@@ -750,11 +538,7 @@ impl Store {
     }
 
     /// Records a cycle as started; returns its id.
-    pub fn begin_cycle(
-        &mut self,
-        started_at: DateTime<Utc>,
-        cycle_now: DateTime<Utc>,
-    ) -> Result<i64> {
+    fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
         let mut run = || -> Result<i64> {
             let tx = self.conn.transaction()?;
             // Only the lease holder runs a cycle, so a cycle still marked running belongs to a run that died.
@@ -789,7 +573,7 @@ impl Store {
     /// Writes results in one transaction: an audit row per result and the tracking update, or for a message not
     /// tracked yet, its tracking row. A message whose tracking row has moved on (closed, or polled by someone
     /// else), or that turns out to be tracked already, is skipped, never counted twice.
-    pub fn record(
+    fn record(
         &mut self,
         cycle_id: i64,
         polled_at: DateTime<Utc>,
@@ -799,7 +583,7 @@ impl Store {
             let polled_at = timefmt::format(polled_at);
             let created_at = timefmt::format_millis(Utc::now());
             let tx = self.conn.transaction()?;
-            Store::check_lease(&tx, self.lease.as_deref())?;
+            Sqlite::check_lease(&tx, self.lease.as_deref())?;
             let mut written = Written::default();
             let mut accepted = Vec::with_capacity(records.len());
             written.stored.reserve(records.len());
@@ -900,25 +684,8 @@ impl Store {
             .exit_code(Exit::Database)
     }
 
-    /// Fails unless this run still holds the cycle lease (when it took one).
-    fn check_lease(tx: &Connection, me: Option<&str>) -> Result<()> {
-        let Some(me) = me else { return Ok(()) };
-        let holder: Option<String> = tx
-            .query_row("SELECT holder FROM poller_lease WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if holder.as_deref() != Some(me) {
-            bail!(
-                "this run no longer holds the cycle lease (now held by {}); not writing",
-                holder.as_deref().unwrap_or("nobody")
-            );
-        }
-        Ok(())
-    }
-
     /// Records how a cycle ended, adds its counts to the running totals, and remembers a success.
-    pub fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
+    fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
         let mut run = || -> Result<()> {
             let tx = self.conn.transaction()?;
             tx.execute(
@@ -984,7 +751,7 @@ impl Store {
 
     /// What the metrics need beyond the cycle's own summary: running totals, the last success, and the
     /// messages whose tracking ended in the 24 hours before `now`, by final state.
-    pub fn metrics_data(&self, now: DateTime<Utc>) -> Result<MetricsData> {
+    fn metrics_data(&mut self, now: DateTime<Utc>) -> Result<MetricsData> {
         let run = || -> Result<MetricsData> {
             let mut stmt = self
                 .conn
@@ -1017,7 +784,7 @@ impl Store {
     }
 
     /// The most recent cycle that has finished (whatever its outcome).
-    pub fn last_finished_cycle(&self) -> Result<Option<Summary>> {
+    fn last_finished_cycle(&mut self) -> Result<Option<Summary>> {
         let id: Option<i64> = self
             .conn
             .query_row(
@@ -1032,7 +799,7 @@ impl Store {
     }
 
     /// Counts for `doctor`: submissions, messages being tracked, cycles recorded.
-    pub fn counts(&self) -> Result<(u64, u64, u64)> {
+    fn counts(&mut self) -> Result<(u64, u64, u64)> {
         self.conn
             .query_row(
                 "SELECT (SELECT COUNT(*) FROM sms_submissions), \
@@ -1047,12 +814,7 @@ impl Store {
     /// Deletes (or with `dry_run`, counts) audit rows polled before `cutoff` of messages no longer tracked, and
     /// finished cycle records started before it, `chunk` rows per transaction so that a running cycle never
     /// waits long. Returns (audit rows, cycles).
-    pub fn prune(
-        &mut self,
-        cutoff: DateTime<Utc>,
-        dry_run: bool,
-        chunk: usize,
-    ) -> Result<(u64, u64)> {
+    fn prune(&mut self, cutoff: DateTime<Utc>, dry_run: bool, chunk: usize) -> Result<(u64, u64)> {
         const AUDIT: &str = "FROM sms_delivery_confirmations WHERE polled_at < ?1 AND NOT EXISTS \
             (SELECT 1 FROM message_tracking t WHERE t.tracking_id = sms_delivery_confirmations.tracking_id \
              AND t.state = 'OPEN')";
@@ -1089,64 +851,13 @@ impl Store {
     }
 
     /// The last `n` cycles, newest first.
-    pub fn cycles(&self, n: u64) -> Result<Vec<Summary>> {
+    fn cycles(&mut self, n: u64) -> Result<Vec<Summary>> {
         self.cycles_where("?1 = ?1", 0, n)
-    }
-
-    fn cycles_where(&self, filter: &str, value: i64, n: u64) -> Result<Vec<Summary>> {
-        let run = || -> Result<Vec<Summary>> {
-            let mut stmt = self.conn.prepare(&format!(
-                "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
-                 polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
-                 batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
-                 lookups_failed, duplicate_reports, malformed_reports, too_old, closed_unanswered, lookups_rejected \
-                 FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
-            ))?;
-            let rows = stmt
-                .query_map([value, n as i64], |r| {
-                    let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
-                    Ok(Summary {
-                        cycle_id: r.get(0)?,
-                        started_at: r.get(1)?,
-                        finished_at: r.get(2)?,
-                        duration_seconds: r.get::<_, Option<f64>>(3)?.unwrap_or(0.0),
-                        cycle_now: r.get(4)?,
-                        outcome: r.get(5)?,
-                        exit_code: r.get(6)?,
-                        messages_due: count(7)?,
-                        polled: count(8)?,
-                        delivered: count(9)?,
-                        failed: count(10)?,
-                        pending: count(11)?,
-                        closed_unconfirmed: count(12)?,
-                        unknown_statuses: count(13)?,
-                        not_found: count(14)?,
-                        batches_ok: count(15)?,
-                        batches_failed: count(16)?,
-                        http_requests: count(17)?,
-                        retries: count(18)?,
-                        new_submissions: count(19)?,
-                        invalid_submissions: count(20)?,
-                        error: r.get(21)?,
-                        lookups_failed: count(22)?,
-                        duplicate_reports: count(23)?,
-                        malformed_reports: count(24)?,
-                        too_old: count(25)?,
-                        closed_unanswered: count(26)?,
-                        lookups_rejected: count(27)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
-        };
-        run()
-            .context("reading poll_cycles")
-            .exit_code(Exit::Database)
     }
 
     /// Ends the tracking of an open message by hand: UNCONFIRMED, with a closing entry in the audit trail that
     /// carries `reason` (its cycle_id is 0: no cycle wrote it). A submission not taken in yet is taken in closed.
-    pub fn close(&mut self, tracking_id: &str, reason: &str, now: DateTime<Utc>) -> Result<Closed> {
+    fn close(&mut self, tracking_id: &str, reason: &str, now: DateTime<Utc>) -> Result<Closed> {
         /// Who a message was for, copied into its audit row.
         struct Addressee {
             customer_id: Option<String>,
@@ -1240,7 +951,7 @@ impl Store {
 
     /// A message's tracking state and audit trail; `None` when neither the submissions nor the tracking table
     /// know the id.
-    pub fn history(&self, tracking_id: &str) -> Result<Option<History>> {
+    fn history(&mut self, tracking_id: &str) -> Result<Option<History>> {
         let run = || -> Result<Option<History>> {
             let head = self
                 .conn
@@ -1318,6 +1029,30 @@ fn as_text(value: &rusqlite::types::Value) -> Option<String> {
     }
 }
 
+/// A cursor's key as SQLite compares it: `Min` is below every value but NULL (numbers sort before text).
+fn value_of(key: &Key) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match key {
+        Key::Min => Value::Real(f64::NEG_INFINITY),
+        Key::Null => Value::Null,
+        Key::Integer(n) => Value::Integer(*n),
+        Key::Real(n) => Value::Real(*n),
+        Key::Text(t) => Value::Text(t.clone()),
+        Key::Blob(b) => Value::Blob(b.clone()),
+    }
+}
+
+fn key_of(value: rusqlite::types::Value) -> Key {
+    use rusqlite::types::Value;
+    match value {
+        Value::Null => Key::Null,
+        Value::Integer(n) => Key::Integer(n),
+        Value::Real(n) => Key::Real(n),
+        Value::Text(t) => Key::Text(t),
+        Value::Blob(b) => Key::Blob(b),
+    }
+}
+
 /// A value of poller_state.
 fn state(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row(
@@ -1341,11 +1076,6 @@ impl Formatted {
     }
 }
 
-/// Warns about a submission whose tracking id is tracked already, from another row of sms_submissions.
-pub fn warn_repeated(tracking_id: &str) {
-    log::warn!("submission {tracking_id:?} appears twice in sms_submissions; tracked once");
-}
-
 fn due_message(row: &Row) -> Result<DueMessage> {
     let tracking_id: String = row.get(0)?;
     let submitted_at: String = row.get(4)?;
@@ -1363,8 +1093,25 @@ fn due_message(row: &Row) -> Result<DueMessage> {
     })
 }
 
+/// What to tell the operator about an error of this backend.
+pub fn hint(err: &anyhow::Error, path: &Path) -> Option<String> {
+    if is_busy(err) {
+        Some(
+            "another process held a lock on the database for longer than --busy-timeout"
+                .to_string(),
+        )
+    } else if is_read_only(err) {
+        Some(format!(
+            "{} (and its directory, where SQLite keeps the -wal and -shm files) must be writable by this user",
+            path.display()
+        ))
+    } else {
+        None
+    }
+}
+
 /// Whether an error comes from another process holding a lock on the database past the busy timeout.
-pub fn is_busy(err: &anyhow::Error) -> bool {
+fn is_busy(err: &anyhow::Error) -> bool {
     has_code(
         err,
         &[
@@ -1375,7 +1122,7 @@ pub fn is_busy(err: &anyhow::Error) -> bool {
 }
 
 /// Whether an error comes from a database this process cannot write.
-pub fn is_read_only(err: &anyhow::Error) -> bool {
+fn is_read_only(err: &anyhow::Error) -> bool {
     has_code(
         err,
         &[
@@ -1401,17 +1148,11 @@ pub fn lock_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::DeliveryStatus;
+    use crate::store::TrackState;
 
     const NOW: &str = "2025-12-01T11:00:00Z";
 
@@ -1420,10 +1161,10 @@ mod tests {
     }
 
     /// A migrated database in a temp dir, and a store on it.
-    fn store() -> (tempfile::TempDir, PathBuf, Store) {
+    fn store() -> (tempfile::TempDir, PathBuf, Sqlite) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let mut store = Store::open(&path, true, Duration::from_secs(5)).unwrap();
+        let mut store = Sqlite::open(&path, true, Duration::from_secs(5)).unwrap();
         store.migrate().unwrap();
         (dir, path, store)
     }
@@ -1524,7 +1265,7 @@ mod tests {
         let path = dir.path().join("v1.db");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(include_str!("migrations/v1.sql"))
+            conn.execute_batch(include_str!("../migrations/v1.sql"))
                 .unwrap();
             conn.execute_batch(
                 "PRAGMA user_version = 1;
@@ -1537,7 +1278,7 @@ mod tests {
             )
             .unwrap();
         }
-        let mut upgraded = Store::open(&path, false, Duration::from_secs(5)).unwrap();
+        let mut upgraded = Sqlite::open(&path, false, Duration::from_secs(5)).unwrap();
         assert_eq!(upgraded.migrate().unwrap(), (1, VERSION));
         assert_eq!(
             upgraded.migrate().unwrap(),
@@ -1626,7 +1367,7 @@ mod tests {
             first.acquire_lease(now, ttl).unwrap(),
             Lease::Acquired { took_over: None }
         ));
-        let mut second = Store::open(&path, false, Duration::from_secs(5)).unwrap();
+        let mut second = Sqlite::open(&path, false, Duration::from_secs(5)).unwrap();
         let Lease::Held(holder) = second.acquire_lease(now, ttl).unwrap() else {
             panic!("the lock is held")
         };
@@ -1676,7 +1417,7 @@ mod tests {
 
     /// Every tracking id a span yields, read `chunk` rows at a time; `between` runs after each chunk.
     fn read_all(
-        store: &Store,
+        store: &mut Sqlite,
         span: &Span,
         chunk: usize,
         mut between: impl FnMut(),
@@ -1699,7 +1440,7 @@ mod tests {
 
     #[test]
     fn a_chunked_read_sees_every_row_once_while_rows_are_replaced_and_the_table_vacuumed() {
-        let (_dir, path, store) = store();
+        let (_dir, path, mut store) = store();
         for i in 0..25 {
             submit(
                 &path,
@@ -1711,7 +1452,7 @@ mod tests {
         let other = Connection::open(&path).unwrap();
         let mut round = 0;
         let ids = read_all(
-            &store,
+            &mut store,
             &Span::From("2025-11-30T00:00:00Z".into()),
             10,
             || {
@@ -1742,7 +1483,7 @@ mod tests {
                 "CREATE TABLE sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at)",
             )
             .unwrap();
-        let mut store = Store::open(&path, true, Duration::from_secs(5)).unwrap();
+        let mut store = Sqlite::open(&path, true, Duration::from_secs(5)).unwrap();
         store.migrate().unwrap();
         submit(&path, "OLD", None, "2025-06-01T09:00:00Z");
         submit(&path, "EDGE", None, "2025-11-30T00:00:00Z");
@@ -1755,7 +1496,7 @@ mod tests {
         )
         .unwrap();
         let floor = "2025-11-30T00:00:00Z".to_string();
-        let read = |span: Span| read_all(&store, &span, 2, || {});
+        let mut read = |span: Span| read_all(&mut store, &span, 2, || {});
         // Text that is not a time sorts after every time: it is read with the window, and found INVALID there.
         assert_eq!(read(Span::From(floor.clone())), ["EDGE", "NEW", "GARBAGE"]);
         assert_eq!(read(Span::Below(floor.clone())), ["NUMBER", "OLD"]);

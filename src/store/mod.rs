@@ -1,0 +1,468 @@
+//! Storage: the few operations a cycle, the intake and the reports need, behind one seam with a backend per file:
+//! SQLite ([`sqlite`], the embedded default for one host) and PostgreSQL ([`postgres`], the production store and
+//! the way to run several replicas). Everything SQL lives in those two files; the types here are the domain's.
+//!
+//! Every error of a backend is tagged as a database error (exit 74).
+
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+
+use crate::status::DeliveryStatus;
+use crate::summary::Summary;
+
+pub use self::postgres::PgTarget;
+
+/// Where the poller keeps its state: a SQLite file, or a PostgreSQL server.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Sqlite(PathBuf),
+    Postgres(Box<PgTarget>),
+}
+
+impl Target {
+    /// Reads `--db`: a `postgres://` or `postgresql://` URL, else a SQLite path. `password` is the content of
+    /// `--db-password-file`, when given; `submissions` the dispatcher's table (`--submissions-table`).
+    pub fn parse(db: &str, password: Option<String>, submissions: &str) -> Result<Target> {
+        if PgTarget::is_url(db) {
+            return Ok(Target::Postgres(Box::new(PgTarget::parse(
+                db,
+                password,
+                submissions,
+            )?)));
+        }
+        if submissions != DEFAULT_SUBMISSIONS {
+            anyhow::bail!(
+                "--submissions-table / DLR_POLLER_SUBMISSIONS_TABLE is for PostgreSQL; a SQLite database keeps its \
+                 submissions in {DEFAULT_SUBMISSIONS}"
+            );
+        }
+        if password.is_some() {
+            anyhow::bail!(
+                "--db-password-file / DLR_POLLER_DB_PASSWORD_FILE is given, but --db / DLR_POLLER_DB is a SQLite \
+                 path, which takes no password"
+            );
+        }
+        Ok(Target::Sqlite(PathBuf::from(db)))
+    }
+}
+
+/// Names the database for logs and errors, without its password.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Sqlite(path) => write!(f, "{}", path.display()),
+            Target::Postgres(pg) => write!(f, "{pg}"),
+        }
+    }
+}
+
+/// Opens the store at `target` (`create`: a SQLite file may be created). A statement waits up to
+/// `busy_timeout` for another process's lock.
+pub fn open(target: &Target, create: bool, busy_timeout: Duration) -> Result<Box<dyn Backend>> {
+    Ok(match target {
+        Target::Sqlite(path) => Box::new(sqlite::Sqlite::open(path, create, busy_timeout)?),
+        Target::Postgres(pg) => Box::new(postgres::Postgres::open(pg, busy_timeout)?),
+    })
+}
+
+/// What to tell the operator about an error, beyond the error itself.
+pub fn hint(err: &anyhow::Error, target: &Target) -> Option<String> {
+    match target {
+        Target::Sqlite(path) => sqlite::hint(err, path),
+        Target::Postgres(_) => postgres::hint(err),
+    }
+}
+
+/// The operations behind the seam. A store is one connection, used by one thread; a cycle opens one for its
+/// reader and one for its writer.
+pub trait Backend: Send {
+    /// Brings the schema to the current version; safe when several processes run it at once. Returns (from,
+    /// to) versions.
+    fn migrate(&mut self) -> Result<(usize, usize)>;
+    /// Fails unless the schema is exactly the version this build writes and its tables are all there.
+    fn check_schema(&mut self) -> Result<()>;
+    /// Readies this connection for a cycle's writes (a larger page cache, where that helps).
+    fn prepare_writer(&mut self) -> Result<()>;
+
+    /// How far back sms_submissions has been read completely (`None`: never; the first read covers the whole
+    /// table).
+    fn read_horizon(&mut self) -> Result<Option<String>>;
+    /// Remembers that every row of sms_submissions from `horizon` on has been read.
+    fn save_horizon(&mut self, horizon: &str) -> Result<()>;
+    /// Up to `limit` rows of sms_submissions in `span` after `cursor`, each saying whether its tracking id is
+    /// tracked already. Each call is one short read.
+    fn submissions(
+        &mut self,
+        span: &Span,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<(Submission, Cursor)>>;
+    /// Starts tracking submissions that are not polled in this cycle. A tracking id tracked already is left as
+    /// it is. Returns how many were taken in, by kind: (open, too old).
+    fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)>;
+    /// The batches with messages due at `cutoff`, the longest-waiting first, with their message counts.
+    fn due_groups(&mut self, cutoff: DateTime<Utc>) -> Result<Vec<DueGroup>>;
+    /// Up to `limit` messages of one group due at `cutoff` with a tracking id after `after` (`None`: from the
+    /// first), in tracking id order.
+    fn due_messages(
+        &mut self,
+        batch_id: Option<&str>,
+        cutoff: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DueMessage>>;
+
+    /// Takes the cycle lease, unless a live run holds it.
+    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease>;
+    /// Gives the lease up (only if this run still holds it).
+    fn release_lease(&mut self) -> Result<()>;
+    /// Records a cycle as started; returns its id.
+    fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64>;
+    /// Writes results in one transaction: an audit row per result and the tracking update, or for a message
+    /// not tracked yet, its tracking row. A message whose tracking row has moved on, or that turns out to be
+    /// tracked already, is skipped, never counted twice.
+    fn record(
+        &mut self,
+        cycle_id: i64,
+        polled_at: DateTime<Utc>,
+        records: &[PollRecord],
+    ) -> Result<Written>;
+    /// Records how a cycle ended, adds its counts to the running totals, and remembers a success.
+    fn finish_cycle(&mut self, s: &Summary) -> Result<()>;
+
+    /// What the metrics need beyond the cycle's own summary.
+    fn metrics_data(&mut self, now: DateTime<Utc>) -> Result<MetricsData>;
+    /// The most recent cycle that has finished (whatever its outcome).
+    fn last_finished_cycle(&mut self) -> Result<Option<Summary>>;
+    /// Counts for `doctor`: submissions, messages being tracked, cycles recorded.
+    fn counts(&mut self) -> Result<(u64, u64, u64)>;
+    /// Deletes (or with `dry_run`, counts) audit rows polled before `cutoff` of messages no longer tracked, and
+    /// finished cycle records started before it, `chunk` rows per transaction. Returns (audit rows, cycles).
+    fn prune(&mut self, cutoff: DateTime<Utc>, dry_run: bool, chunk: usize) -> Result<(u64, u64)>;
+    /// The last `n` cycles, newest first.
+    fn cycles(&mut self, n: u64) -> Result<Vec<Summary>>;
+    /// Ends the tracking of an open message by hand, with a closing entry that carries `reason`.
+    fn close(&mut self, tracking_id: &str, reason: &str, now: DateTime<Utc>) -> Result<Closed>;
+    /// A message's tracking state and audit trail; `None` when neither table knows the id.
+    fn history(&mut self, tracking_id: &str) -> Result<Option<History>>;
+}
+
+/// The dispatcher's table, unless `--submissions-table` names another.
+pub const DEFAULT_SUBMISSIONS: &str = "sms_submissions";
+/// The schema version this build writes, on both backends.
+pub const VERSION: usize = 2;
+/// How far back sms_submissions has been read completely (a submitted_at value).
+const HORIZON_KEY: &str = "submissions_horizon";
+/// When a cycle last succeeded.
+const LAST_SUCCESS_KEY: &str = "last_success_at";
+/// Every table the poller reads or writes, besides the dispatcher's.
+const TABLES: [&str; 6] = [
+    "sms_delivery_confirmations",
+    "message_tracking",
+    "poll_cycles",
+    "poller_lease",
+    "poller_state",
+    "poller_totals",
+];
+
+/// Who holds (or held) the cycle lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub host: String,
+    pub pid: i64,
+    pub acquired_at: String,
+    pub expires_at: String,
+}
+
+/// The result of asking for the lease.
+#[derive(Debug)]
+pub enum Lease {
+    /// Ours now; `took_over` names a crashed holder whose lease was taken over.
+    Acquired { took_over: Option<LeaseHolder> },
+    /// Another cycle holds it.
+    Held(LeaseHolder),
+}
+
+/// Messages due in one batch (`batch_id` `None`: messages without a batch, asked for one by one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueGroup {
+    pub batch_id: Option<String>,
+    pub messages: u64,
+}
+
+/// One message due for a poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueMessage {
+    pub tracking_id: String,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub batch_id: Option<String>,
+    pub submitted_at: DateTime<Utc>,
+    /// Polls so far; this poll is number `polls + 1`.
+    pub polls: i64,
+    /// For a message not tracked yet: its sms_submissions rowid. Its tracking row is written with its first
+    /// result.
+    pub intake: Option<i64>,
+}
+
+/// The tracking state after a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackState {
+    Open,
+    Delivered,
+    Failed,
+    Unconfirmed,
+}
+
+impl TrackState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TrackState::Open => "OPEN",
+            TrackState::Delivered => "DELIVERED",
+            TrackState::Failed => "FAILED",
+            TrackState::Unconfirmed => "UNCONFIRMED",
+        }
+    }
+}
+
+/// One poll result, ready to be written: an audit row plus the message's new tracking state.
+#[derive(Clone, Debug)]
+pub struct PollRecord<'a> {
+    pub message: &'a DueMessage,
+    /// A poll, or a closing entry (tracking ends without an answer; `failure_reason` says why).
+    pub entry: Entry,
+    pub status: DeliveryStatus,
+    /// The carrier's word; `None` when the carrier did not know the message.
+    pub carrier_status: Option<&'a str>,
+    pub failure_code: Option<&'a str>,
+    pub failure_reason: Option<&'a str>,
+    /// The carrier's status time in the stored UTC form, when the status is final.
+    pub confirmed_at: Option<String>,
+    pub state: TrackState,
+    pub next_due_at: Option<DateTime<Utc>>,
+}
+
+/// What an audit row is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// The carrier's answer to a poll.
+    Poll,
+    /// Tracking ended without an answer (after the +72h slot, or by hand).
+    Close,
+}
+
+impl Entry {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Entry::Poll => "poll",
+            Entry::Close => "close",
+        }
+    }
+}
+
+/// Which rows of sms_submissions a read covers, by submitted_at (compared as stored). Every span is read in
+/// (submitted_at, tracking_id) order, which neither a VACUUM nor a replaced row changes. Rows whose tracking_id is
+/// NULL are in no span: they could not be tracked anyway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Rows at or after this value.
+    From(String),
+    /// Rows in [from, to).
+    Between(String, String),
+    /// Rows before this value (numbers included: SQLite sorts them before text).
+    Below(String),
+    /// Rows whose submitted_at is NULL.
+    Null,
+}
+
+impl Span {
+    /// The cursor before a span's first row.
+    pub fn start(&self) -> Cursor {
+        let submitted_at = match self {
+            Span::From(from) | Span::Between(from, _) => Key::Text(from.clone()),
+            Span::Below(_) => Key::Min,
+            Span::Null => Key::Null,
+        };
+        Cursor {
+            submitted_at,
+            tracking_id: Key::Text(String::new()),
+        }
+    }
+}
+
+/// A value of the dispatcher's table, as read: what a chunked read goes on after.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Key {
+    /// Before every value.
+    Min,
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// Where a chunked read of sms_submissions goes on: after this row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cursor {
+    /// The row's submitted_at and tracking_id as stored.
+    pub submitted_at: Key,
+    pub tracking_id: Key,
+}
+
+/// A row of sms_submissions, as the poller reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    pub rowid: i64,
+    pub tracking_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub batch_id: Option<String>,
+    /// Parsed, or why it cannot be.
+    pub submitted_at: Result<DateTime<Utc>, String>,
+    /// Whether the poller tracks the tracking id already.
+    pub tracked: bool,
+}
+
+/// A submission to start tracking without polling it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intake {
+    pub tracking_id: String,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub batch_id: Option<String>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub kind: IntakeKind,
+}
+
+impl Intake {
+    /// A due message to be polled with the tracked messages of this cycle, instead of as a new one.
+    pub fn due(m: DueMessage) -> Intake {
+        Intake {
+            tracking_id: m.tracking_id,
+            customer_id: m.customer_id,
+            phone_number: m.phone_number,
+            batch_id: m.batch_id,
+            submitted_at: Some(m.submitted_at),
+            kind: IntakeKind::Due,
+        }
+    }
+}
+
+/// How a submission is taken in without a poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntakeKind {
+    /// Due now: OPEN at its first slot, polled with the tracked messages.
+    Due,
+    /// Dated in the future: OPEN, first due two hours after that.
+    Future,
+    /// Its submitted_at cannot be used: INVALID, with the reason.
+    Invalid(String),
+    /// First seen after its tracking window: TOO_OLD, with the reason.
+    TooOld(String),
+}
+
+/// What [`Backend::close`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Now,
+    /// Tracking had ended already, in this state: nothing changed.
+    Ended(String),
+    /// Neither sms_submissions nor the tracking table knows the id.
+    Unknown,
+}
+
+/// What [`Backend::record`] wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Whether each record was stored.
+    pub stored: Vec<bool>,
+    /// First results of messages that turned out to be tracked already (their tracking id appears twice in
+    /// sms_submissions): not stored, not counted.
+    pub repeated: usize,
+}
+
+/// Database facts behind the metrics.
+#[derive(Debug, Default)]
+pub struct MetricsData {
+    /// Running totals by name (see [`totals_of`]).
+    pub totals: Vec<(String, u64)>,
+    pub last_success: Option<DateTime<Utc>>,
+    /// Messages whose tracking ended in the last 24 hours, by final state.
+    pub closed_24h: Vec<(String, u64)>,
+}
+
+/// The running totals a cycle adds to: `family:label` names, read back by the metrics.
+pub(crate) fn totals_of(s: &Summary) -> Vec<(String, u64)> {
+    vec![
+        ("messages_polled:delivered".into(), s.delivered),
+        ("messages_polled:failed".into(), s.failed),
+        ("messages_polled:pending".into(), s.pending),
+        ("messages_closed_unconfirmed:".into(), s.closed_unconfirmed),
+        ("messages_not_found:".into(), s.not_found),
+        ("unknown_statuses:".into(), s.unknown_statuses),
+        ("malformed_reports:".into(), s.malformed_reports),
+        ("batches_failed:".into(), s.batches_failed),
+        ("lookups_failed:".into(), s.lookups_failed),
+        ("lookups_rejected:".into(), s.lookups_rejected),
+        ("messages_closed_unanswered:".into(), s.closed_unanswered),
+        ("submissions_too_old:".into(), s.too_old),
+        ("http_requests:".into(), s.http_requests),
+        ("http_retries:".into(), s.retries),
+        (format!("cycles:{}", s.outcome), 1),
+    ]
+}
+
+/// A message's tracking state and audit trail, for `dlr-poller history`.
+#[derive(Debug, serde::Serialize)]
+pub struct History {
+    pub tracking_id: String,
+    pub customer_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub carrier_batch_id: Option<String>,
+    pub submitted_at: Option<String>,
+    /// `None` when the poller has not taken the submission in yet.
+    pub state: Option<String>,
+    pub polls: i64,
+    pub next_due_at: Option<String>,
+    pub closed_at: Option<String>,
+    pub note: Option<String>,
+    pub results: Vec<AuditRow>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct AuditRow {
+    pub poll_attempt: i64,
+    pub polled_at: String,
+    pub delivery_status: String,
+    pub carrier_status: Option<String>,
+    pub carrier_found: bool,
+    pub failure_code: Option<String>,
+    pub failure_reason: Option<String>,
+    pub delivery_confirmed_at: Option<String>,
+    pub cycle_id: i64,
+    pub created_at: String,
+    /// `poll`, or `close` for a closing entry.
+    pub entry: String,
+}
+
+/// Warns about a submission whose tracking id is tracked already, from another row of sms_submissions.
+pub fn warn_repeated(tracking_id: &str) {
+    log::warn!("submission {tracking_id:?} appears twice in sms_submissions; tracked once");
+}
+
+/// The host this run is on, for the lease and the cycle records.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}

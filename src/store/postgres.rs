@@ -1,0 +1,1555 @@
+//! The PostgreSQL backend: the production store, beside the dispatcher's own database. Every error is tagged as
+//! a database error (exit 74).
+//!
+//! Connections are plain blocking ones (one per thread, no pool). TLS is rustls (no system OpenSSL); a URL that
+//! asks for TLS never falls back to plaintext. Every connection sets server-side timeouts, so that a stuck server
+//! or a forgotten lock cannot hang a run. Writes go in bulk: arrays through `unnest` and the audit rows by binary
+//! COPY, never a statement per message.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
+
+use super::{
+    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, Entry, HORIZON_KEY, History, Intake,
+    IntakeKind, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, PollRecord, Span,
+    Submission, TABLES, VERSION, Written, hostname, totals_of, warn_repeated,
+};
+use crate::exit::{Exit, ExitContext};
+use crate::schedule;
+use crate::summary::Summary;
+use crate::timefmt;
+
+/// The current schema, applied as a whole to a new database.
+const SCHEMA: &str = include_str!("../../schema.postgres.sql");
+/// How long one statement may run before the server cancels it. The largest are a chunk of results written in
+/// bulk and a chunk of submissions read: seconds.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a connection may sit idle inside a transaction before the server ends it (and its locks).
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connect timeout, unless the URL gives one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unacknowledged data may wait this long before the kernel drops the connection, unless the URL says.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keepalive probes start after this much idle time, unless the URL says.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+/// The advisory lock key of the cycle lease ("dlrpoll").
+const CYCLE_LOCK: i64 = 0x0064_6c72_706f_6c6c;
+/// The advisory lock key `migrate` holds while it changes the schema ("dlrmigr").
+const MIGRATE_LOCK: i64 = 0x0064_6c72_6d69_6772;
+/// Rows reserved up front for one read of the submissions.
+const READ_RESERVE: usize = 10_000;
+
+/// How the connection is secured (libpq's `sslmode`, less the modes that may silently fall back to plaintext).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// Encrypted; the server's certificate is not checked.
+    Require,
+    /// Encrypted; the certificate must chain to a trusted root.
+    VerifyCa,
+    /// Encrypted; the certificate must chain to a trusted root and name the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// A PostgreSQL server and database, from `--db`.
+#[derive(Clone)]
+pub struct PgTarget {
+    config: Config,
+    ssl: SslMode,
+    root_cert: Option<PathBuf>,
+    /// The dispatcher's table, quoted for SQL, and as given (for messages).
+    submissions: String,
+    submissions_name: String,
+    /// The URL without its password, for logs and errors.
+    shown: String,
+}
+
+impl fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgTarget({})", self.shown)
+    }
+}
+
+impl fmt::Display for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl PgTarget {
+    pub fn is_url(db: &str) -> bool {
+        db.starts_with("postgres://") || db.starts_with("postgresql://")
+    }
+
+    /// Reads a `postgres://` URL. `password` (from `--db-password-file`) wins over one in the URL. `sslmode`
+    /// and `sslrootcert` are read here; the rest is libpq's URL syntax.
+    pub fn parse(url: &str, password: Option<String>, submissions: &str) -> Result<PgTarget> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut ssl = None;
+        let mut root_cert = None;
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "sslmode" => {
+                    ssl = Some(match value {
+                        "disable" => SslMode::Disable,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        "allow" | "prefer" => bail!(
+                            "sslmode={value} in --db may connect without TLS; use sslmode=require or verify-full \
+                             (or disable, to say so)"
+                        ),
+                        other => bail!(
+                            "invalid sslmode={other:?} in --db: expected disable, require, verify-ca or verify-full"
+                        ),
+                    })
+                }
+                "sslrootcert" => root_cert = Some(PathBuf::from(percent_decode(value))),
+                _ => rest.push(pair),
+            }
+        }
+        let plain = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let mut config: Config = plain.parse().map_err(|e| {
+            anyhow::anyhow!("invalid PostgreSQL URL in --db ({}): {e}", redact(url))
+        })?;
+        if config.get_hosts().is_empty() {
+            bail!("--db {} names no host", redact(url));
+        }
+        if let Some(password) = password {
+            config.password(password);
+        }
+        if config.get_user().is_none() {
+            bail!(
+                "--db {} names no user: postgres://USER@HOST/DBNAME",
+                redact(url)
+            );
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if !query.contains("keepalives_idle") {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        config.keepalives(true);
+        if config.get_application_name().is_none() {
+            config.application_name("dlr-poller");
+        }
+        let local = config.get_hosts().iter().all(|h| match h {
+            postgres::config::Host::Unix(_) => true,
+            postgres::config::Host::Tcp(name) => crate::config::is_loopback(name),
+        });
+        let ssl = match ssl {
+            Some(mode) => mode,
+            None if local => SslMode::Disable,
+            None => SslMode::VerifyFull,
+        };
+        if root_cert.is_some() && ssl == SslMode::Disable {
+            bail!("--db gives sslrootcert but sslmode=disable");
+        }
+        if ssl == SslMode::Disable && !local {
+            log::warn!(
+                "--db asks for sslmode=disable to a host that is not this machine: the password and data cross the \
+                 network in plaintext"
+            );
+        }
+        // The crate's own TLS negotiation is told only whether to use TLS: which certificates count is the rustls
+        // configuration's business.
+        config.ssl_mode(match ssl {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            _ => postgres::config::SslMode::Require,
+        });
+        let (submissions, submissions_name) = quote_table(submissions)?;
+        let shown = format!(
+            "{}?sslmode={}{}",
+            redact(base),
+            ssl.as_str(),
+            if rest.is_empty() { "" } else { "&..." }
+        );
+        Ok(PgTarget {
+            config,
+            ssl,
+            root_cert,
+            submissions,
+            submissions_name,
+            shown,
+        })
+    }
+
+    /// A new connection with the session set up: UTC, and the timeouts. `lock_timeout` bounds every wait for a
+    /// lock.
+    fn connect(&self, lock_timeout: Duration) -> Result<Client> {
+        let mut client = match self.ssl {
+            SslMode::Disable => self.config.connect(NoTls),
+            mode => self
+                .config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+                    mode,
+                    self.root_cert.as_deref(),
+                )?)),
+        }
+        .with_context(|| format!("connecting to {}", self.shown))?;
+        client
+            .batch_execute(&format!(
+                "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; SET statement_timeout = {}; SET lock_timeout = {}; \
+                 SET idle_in_transaction_session_timeout = {}",
+                STATEMENT_TIMEOUT.as_millis(),
+                lock_timeout.as_millis().max(1),
+                IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+            ))
+            .with_context(|| format!("setting up the session on {}", self.shown))?;
+        Ok(client)
+    }
+}
+
+/// The rustls configuration for a mode that uses TLS.
+fn tls_config(mode: SslMode, root_cert: Option<&Path>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("reading sslrootcert {}", path.display()))?;
+            if certs.is_empty() {
+                bail!("sslrootcert {} holds no certificate", path.display());
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("sslrootcert {}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?;
+    let config = match mode {
+        SslMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
+        SslMode::Require | SslMode::VerifyCa => {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .context("setting up TLS certificate checks")?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Lenient {
+                    webpki,
+                    check_chain: mode == SslMode::VerifyCa,
+                }))
+                .with_no_client_auth()
+        }
+        SslMode::Disable => bail!("TLS asked for with sslmode=disable"),
+    };
+    Ok(config)
+}
+
+/// Certificate checks for `require` (none: encryption only, as libpq) and `verify-ca` (the chain, not the
+/// name). Handshake signatures are always checked.
+#[derive(Debug)]
+struct Lenient {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    check_chain: bool,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Lenient {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        if !self.check_chain {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// A URL with its password replaced by `***` (in the user part and in a `password=` parameter).
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = &out[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            let (start, end) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
+            out.replace_range(start..end, "***");
+        }
+    }
+    if let Some(at) = out.find("password=") {
+        let start = at + "password=".len();
+        let end = out[start..].find('&').map_or(out.len(), |e| start + e);
+        out.replace_range(start..end, "***");
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The dispatcher's table name, checked and quoted: `name` or `schema.name`, each part an SQL identifier.
+fn quote_table(name: &str) -> Result<(String, String)> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let valid = |p: &str| {
+        let mut chars = p.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    };
+    if parts.len() > 2 || !parts.iter().all(|p| valid(p)) {
+        bail!(
+            "invalid --submissions-table {name:?}: expected a table name or schema.table, letters, digits and _"
+        );
+    }
+    let quoted = parts
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(".");
+    Ok((quoted, name.to_string()))
+}
+
+/// A time column as the stored text form (`2025-12-01T09:00:00Z`).
+fn secs(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+}
+
+/// A time column with milliseconds (`2025-12-01T09:00:00.123Z`).
+fn millis(column: &str) -> String {
+    format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
+}
+
+/// Text for a `text` column: PostgreSQL refuses NUL characters, so they are dropped (only they).
+fn clean(s: Option<&str>) -> Option<String> {
+    s.map(|s| s.replace('\0', ""))
+}
+
+/// The types of the dispatcher's key columns, as SQL type names, read once per connection.
+#[derive(Clone, Debug)]
+struct Columns {
+    submitted_at: String,
+    tracking_id: String,
+}
+
+/// A PostgreSQL database, by one connection.
+pub struct Postgres {
+    client: Client,
+    target: PgTarget,
+    /// The lease this run holds, checked in every write transaction.
+    lease: Option<String>,
+    columns: Option<Columns>,
+    /// Prepared statements of the reads a cycle repeats, by SQL text.
+    statements: std::collections::HashMap<String, Statement>,
+}
+
+impl Postgres {
+    pub fn open(target: &PgTarget, busy_timeout: Duration) -> Result<Postgres> {
+        let client = target.connect(busy_timeout).exit_code(Exit::Database)?;
+        Ok(Postgres {
+            client,
+            target: target.clone(),
+            lease: None,
+            columns: None,
+            statements: std::collections::HashMap::new(),
+        })
+    }
+
+    /// A statement prepared once per connection, its parameters of the given types.
+    fn prepared(&mut self, sql: &str, types: &[Type]) -> Result<Statement> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let statement = self.client.prepare_typed(sql, types)?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    fn version(client: &mut impl GenericClient) -> Result<Option<usize>> {
+        let present: bool = client
+            .query_one("SELECT to_regclass('poller_schema') IS NOT NULL", &[])?
+            .get(0);
+        if !present {
+            return Ok(None);
+        }
+        let version: Option<i32> = client
+            .query_opt("SELECT max(version) FROM poller_schema", &[])?
+            .and_then(|r| r.get(0));
+        Ok(Some(version.unwrap_or(0) as usize))
+    }
+
+    /// The dispatcher's key column types (read once).
+    fn columns(&mut self) -> Result<Columns> {
+        if let Some(c) = &self.columns {
+            return Ok(c.clone());
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&self.target.submissions],
+            )
+            .with_context(|| format!("reading the columns of {}", self.target.submissions_name))?;
+        let find = |name: &str| -> Option<String> {
+            rows.iter()
+                .find(|r| r.get::<_, String>(0) == name)
+                .map(|r| r.get(1))
+        };
+        let mut missing = Vec::new();
+        for name in [
+            "tracking_id",
+            "customer_id",
+            "phone_number",
+            "carrier_batch_id",
+            "submitted_at",
+        ] {
+            if find(name).is_none() {
+                missing.push(name);
+            }
+        }
+        if rows.is_empty() {
+            bail!(
+                "table {} does not exist or this user cannot see it: check --submissions-table, and GRANT SELECT \
+                 on it to the poller's user",
+                self.target.submissions_name
+            );
+        }
+        if !missing.is_empty() {
+            bail!(
+                "table {} lacks the columns {}",
+                self.target.submissions_name,
+                missing.join(", ")
+            );
+        }
+        let columns = Columns {
+            submitted_at: find("submitted_at").unwrap_or_default(),
+            tracking_id: find("tracking_id").unwrap_or_default(),
+        };
+        self.columns = Some(columns.clone());
+        Ok(columns)
+    }
+
+    /// Fails unless this run still holds the cycle lease (when it took one).
+    fn check_lease(tx: &mut postgres::Transaction, me: Option<&str>) -> Result<()> {
+        let Some(me) = me else { return Ok(()) };
+        let holder: Option<String> = tx
+            .query_opt(
+                "SELECT holder FROM poller_lease WHERE id = 1 FOR SHARE",
+                &[],
+            )?
+            .map(|r| r.get(0));
+        if holder.as_deref() != Some(me) {
+            bail!(
+                "this run no longer holds the cycle lease (now held by {}); not writing",
+                holder.as_deref().unwrap_or("nobody")
+            );
+        }
+        Ok(())
+    }
+
+    fn cycles_where(&mut self, filter: &str, value: i64, n: u64) -> Result<Vec<Summary>> {
+        let sql = format!(
+            "SELECT id, {}, {}, duration_seconds, {}, outcome, exit_code, messages_due, \
+             polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
+             batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
+             lookups_failed, duplicate_reports, malformed_reports, too_old, closed_unanswered, lookups_rejected \
+             FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT $2",
+            millis("started_at"),
+            millis("finished_at"),
+            secs("cycle_now")
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&value, &(n as i64)])
+            .context("reading poll_cycles")
+            .exit_code(Exit::Database)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let count = |i: usize| r.get::<_, i64>(i) as u64;
+                Summary {
+                    cycle_id: r.get(0),
+                    started_at: r.get(1),
+                    finished_at: r.get(2),
+                    duration_seconds: r.get::<_, Option<f64>>(3).unwrap_or(0.0),
+                    cycle_now: r.get(4),
+                    outcome: r.get(5),
+                    exit_code: r.get::<_, Option<i16>>(6).map(|c| c as u8),
+                    messages_due: count(7),
+                    polled: count(8),
+                    delivered: count(9),
+                    failed: count(10),
+                    pending: count(11),
+                    closed_unconfirmed: count(12),
+                    unknown_statuses: count(13),
+                    not_found: count(14),
+                    batches_ok: count(15),
+                    batches_failed: count(16),
+                    http_requests: count(17),
+                    retries: count(18),
+                    new_submissions: count(19),
+                    invalid_submissions: count(20),
+                    error: r.get(21),
+                    lookups_failed: count(22),
+                    duplicate_reports: count(23),
+                    malformed_reports: count(24),
+                    too_old: count(25),
+                    closed_unanswered: count(26),
+                    lookups_rejected: count(27),
+                }
+            })
+            .collect())
+    }
+}
+
+impl Backend for Postgres {
+    fn migrate(&mut self) -> Result<(usize, usize)> {
+        let run = |client: &mut Client| -> Result<(usize, usize)> {
+            // No statement limit: a schema change waits for the locks it needs.
+            client.batch_execute("SET statement_timeout = 0")?;
+            let mut tx = client.transaction()?;
+            // Several pods may migrate at once: one at a time, each reading the version under the lock.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+            let from = Postgres::version(&mut tx)?.unwrap_or(0);
+            if from > VERSION {
+                bail!(
+                    "database schema version {from} is newer than this dlr-poller knows ({VERSION}); upgrade \
+                     dlr-poller"
+                );
+            }
+            if from == 0 {
+                tx.batch_execute(SCHEMA)
+                    .with_context(|| format!("applying schema version {VERSION}"))?;
+                tx.execute(
+                    "INSERT INTO poller_schema (version) VALUES ($1)",
+                    &[&(VERSION as i32)],
+                )?;
+            }
+            tx.commit()?;
+            Ok((from, VERSION))
+        };
+        let result = run(&mut self.client);
+        let _ = self.client.batch_execute(&format!(
+            "SET statement_timeout = {}",
+            STATEMENT_TIMEOUT.as_millis()
+        ));
+        result
+            .context("migrating the schema")
+            .exit_code(Exit::Database)
+    }
+
+    fn check_schema(&mut self) -> Result<()> {
+        let run = |me: &mut Postgres| -> Result<()> {
+            let version = Postgres::version(&mut me.client)
+                .context("reading the schema version")?
+                .unwrap_or(0);
+            if version < VERSION {
+                bail!(
+                    "database schema is at version {version}, this dlr-poller needs {VERSION}: run `dlr-poller migrate`"
+                );
+            }
+            if version > VERSION {
+                bail!(
+                    "database schema version {version} is newer than this dlr-poller knows ({VERSION}); upgrade dlr-poller"
+                );
+            }
+            for table in TABLES {
+                let present: bool = me
+                    .client
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
+                    .get(0);
+                if !present {
+                    bail!(
+                        "table {table} is missing from the database (schema version {version}); restore it, or \
+                         recreate it from schema.postgres.sql"
+                    );
+                }
+            }
+            me.columns()?;
+            let sql = format!(
+                "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at FROM {} LIMIT 0",
+                me.target.submissions
+            );
+            me.client.query(&sql, &[]).with_context(|| {
+                format!(
+                    "reading {}: GRANT SELECT on it to the poller's user",
+                    me.target.submissions_name
+                )
+            })?;
+            Ok(())
+        };
+        run(self).exit_code(Exit::Database)
+    }
+
+    fn prepare_writer(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn read_horizon(&mut self) -> Result<Option<String>> {
+        self.client
+            .query_opt(
+                "SELECT value FROM poller_state WHERE key = $1",
+                &[&HORIZON_KEY],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+            .context("reading the read horizon of the submissions")
+            .exit_code(Exit::Database)
+    }
+
+    fn save_horizon(&mut self, horizon: &str) -> Result<()> {
+        self.client
+            .execute(
+                "INSERT INTO poller_state (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&HORIZON_KEY, &horizon],
+            )
+            .context("saving the read horizon of the submissions")
+            .exit_code(Exit::Database)?;
+        Ok(())
+    }
+
+    fn submissions(
+        &mut self,
+        span: &Span,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Vec<(Submission, Cursor)>> {
+        let run = |me: &mut Postgres| -> Result<Vec<(Submission, Cursor)>> {
+            let columns = me.columns()?;
+            // Values travel as text and are cast to the column's own type, whatever it is (timestamptz, text,
+            // bigint, uuid...). $1 and $2 are the cursor, $3 the span's upper bound, $4 the limit.
+            let at = format!("CAST($1::text AS {})", columns.submitted_at);
+            let id = format!("CAST($2::text AS {})", columns.tracking_id);
+            let to = format!("CAST($3::text AS {})", columns.submitted_at);
+            let start = *cursor == span.start();
+            let after = format!("(s.submitted_at, s.tracking_id) > ({at}, {id})");
+            let (filter, upper) = match span {
+                Span::From(_) if start => (format!("s.submitted_at >= {at}"), None),
+                Span::From(_) => (after, None),
+                Span::Between(_, to_value) if start => (
+                    format!("s.submitted_at >= {at} AND s.submitted_at < {to}"),
+                    Some(to_value),
+                ),
+                Span::Below(to_value) if start => {
+                    (format!("s.submitted_at < {to}"), Some(to_value))
+                }
+                Span::Between(_, to_value) | Span::Below(to_value) => {
+                    (format!("{after} AND s.submitted_at < {to}"), Some(to_value))
+                }
+                Span::Null if start => ("s.submitted_at IS NULL".to_string(), None),
+                Span::Null => (
+                    format!("s.submitted_at IS NULL AND s.tracking_id > {id}"),
+                    None,
+                ),
+            };
+            let sql = format!(
+                "SELECT s.tracking_id::text, s.customer_id::text, s.phone_number::text, \
+                 s.carrier_batch_id::text, s.submitted_at::text, \
+                 EXISTS (SELECT 1 FROM message_tracking t WHERE t.tracking_id = s.tracking_id::text) \
+                 FROM {} s WHERE s.tracking_id IS NOT NULL AND {filter} \
+                 ORDER BY s.submitted_at, s.tracking_id LIMIT $4",
+                me.target.submissions,
+            );
+            let key = |k: &Key| -> Option<String> {
+                match k {
+                    Key::Text(t) => Some(t.clone()),
+                    Key::Integer(n) => Some(n.to_string()),
+                    Key::Real(n) => Some(n.to_string()),
+                    Key::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                    Key::Min | Key::Null => None,
+                }
+            };
+            let first = match (span, start) {
+                (Span::From(from) | Span::Between(from, _), true) => Some(from.clone()),
+                _ => key(&cursor.submitted_at),
+            };
+            let statement = me.prepared(&sql, &[Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8])?;
+            let rows = me.client.query(
+                &statement,
+                &[&first, &key(&cursor.tracking_id), &upper, &(limit as i64)],
+            )?;
+            let mut out = Vec::with_capacity(rows.len().min(READ_RESERVE));
+            for r in rows {
+                let raw: Option<String> = r.get(4);
+                let submitted_at = match &raw {
+                    None => Err("submitted_at is NULL".to_string()),
+                    Some(text) => timefmt::parse_submitted(text).map_err(|e| format!("{e:#}")),
+                };
+                let tracking_id: Option<String> = r.get(0);
+                out.push((
+                    Submission {
+                        rowid: 0,
+                        tracking_id: tracking_id.clone(),
+                        customer_id: r.get(1),
+                        phone_number: r.get(2),
+                        batch_id: r.get(3),
+                        submitted_at,
+                        tracked: r.get(5),
+                    },
+                    Cursor {
+                        submitted_at: raw.map_or(Key::Null, Key::Text),
+                        tracking_id: tracking_id.map_or(Key::Null, Key::Text),
+                    },
+                ));
+            }
+            Ok(out)
+        };
+        let name = self.target.submissions_name.clone();
+        run(self)
+            .with_context(|| format!("reading {name}"))
+            .exit_code(Exit::Database)
+    }
+
+    fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)> {
+        let run = |me: &mut Postgres| -> Result<(usize, usize)> {
+            let n = intakes.len();
+            let (mut ids, mut customers, mut phones, mut batches) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            let (mut submitted, mut states, mut due, mut notes) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for i in intakes {
+                let (state, next_due_at, note) = match &i.kind {
+                    IntakeKind::Future | IntakeKind::Due => {
+                        ("OPEN", i.submitted_at.map(schedule::first_due), None)
+                    }
+                    IntakeKind::Invalid(note) => ("INVALID", None, Some(note.as_str())),
+                    IntakeKind::TooOld(note) => ("TOO_OLD", None, Some(note.as_str())),
+                };
+                ids.push(i.tracking_id.as_str());
+                customers.push(i.customer_id.as_deref());
+                phones.push(i.phone_number.as_deref());
+                batches.push(i.batch_id.as_deref());
+                submitted.push(i.submitted_at);
+                states.push(state);
+                due.push(next_due_at);
+                notes.push(clean(note));
+            }
+            let mut tx = me.client.transaction()?;
+            Postgres::check_lease(&mut tx, me.lease.as_deref())?;
+            let rows = tx.query(
+                "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                 submitted_at, state, next_due_at, note) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
+                 $6::text[], $7::timestamptz[], $8::text[]) \
+                 ON CONFLICT (tracking_id) DO NOTHING RETURNING state",
+                &[
+                    &ids, &customers, &phones, &batches, &submitted, &states, &due, &notes,
+                ],
+            )?;
+            tx.commit()?;
+            let (mut open, mut too_old) = (0, 0);
+            for r in rows {
+                match r.get::<_, &str>(0) {
+                    "OPEN" => open += 1,
+                    "TOO_OLD" => too_old += 1,
+                    _ => {}
+                }
+            }
+            Ok((open, too_old))
+        };
+        run(self)
+            .context("taking in new submissions")
+            .exit_code(Exit::Database)
+    }
+
+    fn due_groups(&mut self, cutoff: DateTime<Utc>) -> Result<Vec<DueGroup>> {
+        self.client
+            .query(
+                "SELECT carrier_batch_id, count(*), min(next_due_at) FROM message_tracking \
+                 WHERE state = 'OPEN' AND next_due_at <= $1 \
+                 GROUP BY carrier_batch_id ORDER BY min(next_due_at), carrier_batch_id",
+                &[&cutoff],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| DueGroup {
+                        batch_id: r.get(0),
+                        messages: r.get::<_, i64>(1) as u64,
+                    })
+                    .collect()
+            })
+            .context("finding due messages")
+            .exit_code(Exit::Database)
+    }
+
+    fn due_messages(
+        &mut self,
+        batch_id: Option<&str>,
+        cutoff: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DueMessage>> {
+        let sql = format!(
+            "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, polls \
+             FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND tracking_id > $3 AND {} \
+             ORDER BY tracking_id LIMIT $4",
+            if batch_id.is_some() {
+                "carrier_batch_id = $1"
+            } else {
+                "carrier_batch_id IS NULL"
+            }
+        );
+        let run = |me: &mut Postgres| -> Result<Vec<DueMessage>> {
+            let statement = me.prepared(
+                &sql,
+                &[Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8],
+            )?;
+            let rows = me.client.query(
+                &statement,
+                &[&batch_id, &cutoff, &after.unwrap_or(""), &(limit as i64)],
+            )?;
+            rows.iter().map(due_message).collect()
+        };
+        run(self)
+            .context("finding due messages")
+            .exit_code(Exit::Database)
+    }
+
+    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
+        let host = hostname();
+        let pid = std::process::id();
+        let me = format!(
+            "{host}/{pid}/{}",
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let run = |pg: &mut Postgres| -> Result<Lease> {
+            // The session lock is the lease: the server lets go of it when this connection ends, however the
+            // process dies.
+            let locked: bool = pg
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&CYCLE_LOCK])?
+                .get(0);
+            let mut tx = pg.client.transaction()?;
+            let current = tx
+                .query_opt(
+                    &format!(
+                        "SELECT host, pid, {}, {} FROM poller_lease WHERE id = 1 FOR UPDATE",
+                        millis("acquired_at"),
+                        millis("expires_at")
+                    ),
+                    &[],
+                )?
+                .map(|r| LeaseHolder {
+                    host: r.get(0),
+                    pid: r.get::<_, i32>(1) as i64,
+                    acquired_at: r.get(2),
+                    expires_at: r.get(3),
+                });
+            if !locked {
+                return Ok(Lease::Held(current.unwrap_or_else(|| LeaseHolder {
+                    host: "another host".into(),
+                    pid: 0,
+                    acquired_at: "just now".into(),
+                    expires_at: "when it exits".into(),
+                })));
+            }
+            let expires_at = now + chrono::TimeDelta::from_std(ttl)?;
+            tx.execute(
+                "INSERT INTO poller_lease (id, holder, host, pid, acquired_at, expires_at) \
+                 VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
+                 host = excluded.host, pid = excluded.pid, acquired_at = excluded.acquired_at, \
+                 expires_at = excluded.expires_at",
+                &[&me, &host, &(pid as i32), &now, &expires_at],
+            )?;
+            tx.commit()?;
+            Ok(Lease::Acquired { took_over: current })
+        };
+        let lease = run(self)
+            .context("taking the cycle lease")
+            .exit_code(Exit::Database)?;
+        if matches!(lease, Lease::Acquired { .. }) {
+            self.lease = Some(me);
+        }
+        Ok(lease)
+    }
+
+    fn release_lease(&mut self) -> Result<()> {
+        let Some(me) = self.lease.take() else {
+            return Ok(());
+        };
+        let run = |client: &mut Client| -> Result<()> {
+            client.execute(
+                "DELETE FROM poller_lease WHERE id = 1 AND holder = $1",
+                &[&me],
+            )?;
+            client.execute("SELECT pg_advisory_unlock($1)", &[&CYCLE_LOCK])?;
+            Ok(())
+        };
+        run(&mut self.client)
+            .context("releasing the cycle lease")
+            .exit_code(Exit::Database)
+    }
+
+    fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
+        let run = |client: &mut Client| -> Result<i64> {
+            let mut tx = client.transaction()?;
+            let abandoned = tx.execute(
+                "UPDATE poll_cycles SET outcome = 'abandoned', \
+                 error = 'the run ended without finishing the cycle (killed or crashed)' WHERE outcome = 'running'",
+                &[],
+            )?;
+            if abandoned > 0 {
+                log::warn!(
+                    "{abandoned} earlier cycle(s) never finished (killed or crashed); marked abandoned"
+                );
+            }
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome) \
+                     VALUES ($1, date_trunc('second', $2::timestamptz), $3, $4, 'running') RETURNING id",
+                    &[
+                        &started_at,
+                        &cycle_now,
+                        &hostname(),
+                        &(std::process::id() as i32),
+                    ],
+                )?
+                .get(0);
+            tx.commit()?;
+            Ok(id)
+        };
+        run(&mut self.client)
+            .context("recording the cycle start")
+            .exit_code(Exit::Database)
+    }
+
+    fn record(
+        &mut self,
+        cycle_id: i64,
+        polled_at: DateTime<Utc>,
+        records: &[PollRecord],
+    ) -> Result<Written> {
+        let run = |me: &mut Postgres| -> Result<Written> {
+            let polled_at = timefmt::parse(&timefmt::format(polled_at))?;
+            let created_at = Utc::now();
+            let mut tx = me.client.transaction()?;
+            Postgres::check_lease(&mut tx, me.lease.as_deref())?;
+            // Tracked messages: one guarded update for all (the poll count must still be the one read).
+            let (tracked, first): (Vec<_>, Vec<_>) = records
+                .iter()
+                .enumerate()
+                .partition(|(_, r)| r.message.intake.is_none());
+            let mut stored = vec![false; records.len()];
+            if !tracked.is_empty() {
+                let mut ids = Vec::with_capacity(tracked.len());
+                let mut polls = Vec::with_capacity(tracked.len());
+                let mut states = Vec::with_capacity(tracked.len());
+                let mut due = Vec::with_capacity(tracked.len());
+                let mut statuses = Vec::with_capacity(tracked.len());
+                let mut notes = Vec::with_capacity(tracked.len());
+                for (_, r) in &tracked {
+                    ids.push(r.message.tracking_id.as_str());
+                    polls.push(r.message.polls as i32);
+                    states.push(r.state.as_str());
+                    due.push(r.next_due_at);
+                    statuses.push(r.status.as_str());
+                    notes.push(match r.entry {
+                        Entry::Poll => None,
+                        Entry::Close => clean(r.failure_reason),
+                    });
+                }
+                let rows = tx.query(
+                    "UPDATE message_tracking t SET polls = t.polls + 1, state = u.state, next_due_at = u.due, \
+                     last_status = CASE WHEN u.note IS NULL THEN u.status ELSE t.last_status END, \
+                     last_polled_at = CASE WHEN u.note IS NULL THEN $7::timestamptz ELSE t.last_polled_at END, \
+                     closed_at = CASE WHEN u.state = 'OPEN' THEN NULL ELSE $7::timestamptz END, note = COALESCE(u.note, t.note) \
+                     FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+                       AS u(id, polls, state, due, status, note) \
+                     WHERE t.tracking_id = u.id AND t.polls = u.polls AND t.state = 'OPEN' \
+                     RETURNING t.tracking_id",
+                    &[&ids, &polls, &states, &due, &statuses, &notes, &polled_at],
+                )?;
+                let done: std::collections::HashSet<&str> =
+                    rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+                for (i, r) in &tracked {
+                    stored[*i] = done.contains(r.message.tracking_id.as_str());
+                }
+            }
+            if !first.is_empty() {
+                let mut ids = Vec::with_capacity(first.len());
+                let mut customers = Vec::with_capacity(first.len());
+                let mut phones = Vec::with_capacity(first.len());
+                let mut batches = Vec::with_capacity(first.len());
+                let mut submitted = Vec::with_capacity(first.len());
+                let mut states = Vec::with_capacity(first.len());
+                let mut due = Vec::with_capacity(first.len());
+                let mut statuses = Vec::with_capacity(first.len());
+                let mut notes = Vec::with_capacity(first.len());
+                for (_, r) in &first {
+                    let m = r.message;
+                    ids.push(m.tracking_id.as_str());
+                    customers.push(m.customer_id.as_deref());
+                    phones.push(m.phone_number.as_deref());
+                    batches.push(m.batch_id.as_deref());
+                    submitted.push(m.submitted_at);
+                    states.push(r.state.as_str());
+                    due.push(r.next_due_at);
+                    statuses.push(r.status.as_str());
+                    notes.push(match r.entry {
+                        Entry::Poll => None,
+                        Entry::Close => clean(r.failure_reason),
+                    });
+                }
+                let rows = tx.query(
+                    "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                     submitted_at, state, polls, next_due_at, last_status, last_polled_at, closed_at, note) \
+                     SELECT u.id, u.customer, u.phone, u.batch, u.submitted, u.state, 1, u.due, u.status, $10::timestamptz, \
+                     CASE WHEN u.state = 'OPEN' THEN NULL ELSE $10::timestamptz END, u.note \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], \
+                       $7::timestamptz[], $8::text[], $9::text[]) \
+                       AS u(id, customer, phone, batch, submitted, state, due, status, note) \
+                     ON CONFLICT (tracking_id) DO NOTHING RETURNING tracking_id",
+                    &[
+                        &ids, &customers, &phones, &batches, &submitted, &states, &due, &statuses, &notes,
+                        &polled_at,
+                    ],
+                )?;
+                let done: std::collections::HashSet<&str> =
+                    rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+                for (i, r) in &first {
+                    stored[*i] = done.contains(r.message.tracking_id.as_str());
+                }
+            }
+            let mut written = Written::default();
+            for (r, &ok) in records.iter().zip(&stored) {
+                if !ok {
+                    if r.message.intake.is_some() {
+                        warn_repeated(&r.message.tracking_id);
+                        written.repeated += 1;
+                    } else {
+                        log::warn!(
+                            "message {:?} was updated by another run since it was read; its result is not \
+                             recorded twice",
+                            r.message.tracking_id
+                        );
+                    }
+                }
+            }
+            // The audit rows, by binary COPY.
+            if stored.iter().any(|s| *s) {
+                let sink = tx.copy_in(
+                    "COPY sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                     delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, \
+                     poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry) FROM STDIN BINARY",
+                )?;
+                let mut writer = BinaryCopyInWriter::new(
+                    sink,
+                    &[
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TIMESTAMPTZ,
+                        Type::TIMESTAMPTZ,
+                        Type::INT4,
+                        Type::TIMESTAMPTZ,
+                        Type::INT8,
+                        Type::TEXT,
+                        Type::BOOL,
+                        Type::TEXT,
+                    ],
+                );
+                for (r, _) in records.iter().zip(&stored).filter(|(_, s)| **s) {
+                    let m = r.message;
+                    let confirmed = r
+                        .confirmed_at
+                        .as_deref()
+                        .and_then(|t| timefmt::parse(t).ok());
+                    let row: [&(dyn ToSql + Sync); 15] = [
+                        &m.tracking_id,
+                        &m.customer_id,
+                        &m.phone_number,
+                        &m.batch_id,
+                        &r.status.as_str(),
+                        &clean(r.failure_code),
+                        &clean(r.failure_reason),
+                        &polled_at,
+                        &confirmed,
+                        &((m.polls + 1) as i32),
+                        &created_at,
+                        &cycle_id,
+                        &clean(r.carrier_status),
+                        &r.carrier_status.is_some(),
+                        &r.entry.as_str(),
+                    ];
+                    writer.write(&row)?;
+                }
+                writer.finish()?;
+            }
+            tx.commit()?;
+            written.stored = stored;
+            Ok(written)
+        };
+        run(self)
+            .context("writing poll results")
+            .exit_code(Exit::Database)
+    }
+
+    fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
+        let run = |client: &mut Client| -> Result<()> {
+            let mut tx = client.transaction()?;
+            let n = |v: u64| v as i64;
+            tx.execute(
+                "UPDATE poll_cycles SET finished_at = $2::text::timestamptz, duration_seconds = $3, outcome = $4, \
+                 exit_code = $5, messages_due = $6, polled = $7, delivered = $8, failed = $9, pending = $10, \
+                 closed_unconfirmed = $11, unknown_statuses = $12, not_found = $13, batches_ok = $14, \
+                 batches_failed = $15, http_requests = $16, retries = $17, new_submissions = $18, \
+                 invalid_submissions = $19, error = $20, lookups_failed = $21, duplicate_reports = $22, \
+                 malformed_reports = $23, too_old = $24, closed_unanswered = $25, lookups_rejected = $26 \
+                 WHERE id = $1",
+                &[
+                    &s.cycle_id,
+                    &s.finished_at,
+                    &s.duration_seconds,
+                    &s.outcome,
+                    &s.exit_code.map(i16::from),
+                    &n(s.messages_due),
+                    &n(s.polled),
+                    &n(s.delivered),
+                    &n(s.failed),
+                    &n(s.pending),
+                    &n(s.closed_unconfirmed),
+                    &n(s.unknown_statuses),
+                    &n(s.not_found),
+                    &n(s.batches_ok),
+                    &n(s.batches_failed),
+                    &n(s.http_requests),
+                    &n(s.retries),
+                    &n(s.new_submissions),
+                    &n(s.invalid_submissions),
+                    &clean(s.error.as_deref()),
+                    &n(s.lookups_failed),
+                    &n(s.duplicate_reports),
+                    &n(s.malformed_reports),
+                    &n(s.too_old),
+                    &n(s.closed_unanswered),
+                    &n(s.lookups_rejected),
+                ],
+            )?;
+            let (names, values): (Vec<String>, Vec<i64>) = totals_of(s)
+                .into_iter()
+                .map(|(name, value)| (name, value as i64))
+                .unzip();
+            tx.execute(
+                "INSERT INTO poller_totals (name, value) SELECT * FROM unnest($1::text[], $2::bigint[]) \
+                 ON CONFLICT (name) DO UPDATE SET value = poller_totals.value + excluded.value",
+                &[&names, &values],
+            )?;
+            if s.exit_code == Some(0) {
+                tx.execute(
+                    "INSERT INTO poller_state (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&LAST_SUCCESS_KEY, &s.finished_at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        };
+        run(&mut self.client)
+            .context("recording the cycle end")
+            .exit_code(Exit::Database)
+    }
+
+    fn metrics_data(&mut self, now: DateTime<Utc>) -> Result<MetricsData> {
+        let run = |client: &mut Client| -> Result<MetricsData> {
+            let totals = client
+                .query("SELECT name, value FROM poller_totals ORDER BY name", &[])?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                .collect();
+            let last_success: Option<String> = client
+                .query_opt(
+                    "SELECT value FROM poller_state WHERE key = $1",
+                    &[&LAST_SUCCESS_KEY],
+                )?
+                .map(|r| r.get(0));
+            let since = now - chrono::TimeDelta::hours(24);
+            let closed_24h = client
+                .query(
+                    "SELECT state, count(*) FROM message_tracking WHERE closed_at IS NOT NULL AND closed_at > $1 \
+                     AND state IN ('DELIVERED', 'FAILED', 'UNCONFIRMED') GROUP BY state",
+                    &[&since],
+                )?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                .collect();
+            Ok(MetricsData {
+                totals,
+                last_success: last_success.and_then(|t| timefmt::parse(&t).ok()),
+                closed_24h,
+            })
+        };
+        run(&mut self.client)
+            .context("reading metrics data")
+            .exit_code(Exit::Database)
+    }
+
+    fn last_finished_cycle(&mut self) -> Result<Option<Summary>> {
+        let id: Option<i64> = self
+            .client
+            .query_one(
+                "SELECT max(id) FROM poll_cycles WHERE outcome NOT IN ('running', 'abandoned')",
+                &[],
+            )
+            .map(|r| r.get(0))
+            .context("reading poll_cycles")
+            .exit_code(Exit::Database)?;
+        let Some(id) = id else { return Ok(None) };
+        Ok(self.cycles_where("id = $1", id, 1)?.pop())
+    }
+
+    fn counts(&mut self) -> Result<(u64, u64, u64)> {
+        let sql = format!(
+            "SELECT (SELECT count(*) FROM {}), \
+             (SELECT count(*) FROM message_tracking WHERE state = 'OPEN'), (SELECT count(*) FROM poll_cycles)",
+            self.target.submissions
+        );
+        self.client
+            .query_one(&sql, &[])
+            .map(|r| {
+                (
+                    r.get::<_, i64>(0) as u64,
+                    r.get::<_, i64>(1) as u64,
+                    r.get::<_, i64>(2) as u64,
+                )
+            })
+            .context("counting rows")
+            .exit_code(Exit::Database)
+    }
+
+    fn prune(&mut self, cutoff: DateTime<Utc>, dry_run: bool, chunk: usize) -> Result<(u64, u64)> {
+        const AUDIT: &str = "FROM sms_delivery_confirmations WHERE polled_at < $1 AND NOT EXISTS \
+            (SELECT 1 FROM message_tracking t WHERE t.tracking_id = sms_delivery_confirmations.tracking_id \
+             AND t.state = 'OPEN')";
+        const CYCLES: &str = "FROM poll_cycles WHERE started_at < $1 AND outcome != 'running'";
+        let run = |client: &mut Client| -> Result<(u64, u64)> {
+            if dry_run {
+                let mut count = |from: &str| -> Result<u64> {
+                    Ok(client
+                        .query_one(&format!("SELECT count(*) {from}"), &[&cutoff])?
+                        .get::<_, i64>(0) as u64)
+                };
+                return Ok((count(AUDIT)?, count(CYCLES)?));
+            }
+            let mut totals = (0, 0);
+            for (from, total) in [(AUDIT, &mut totals.0), (CYCLES, &mut totals.1)] {
+                let table = from.split_whitespace().nth(1).unwrap_or_default();
+                let sql =
+                    format!("DELETE FROM {table} WHERE id IN (SELECT id {from} LIMIT {chunk})");
+                loop {
+                    let deleted = client.execute(&sql, &[&cutoff])?;
+                    *total += deleted;
+                    if (deleted as usize) < chunk {
+                        break;
+                    }
+                }
+            }
+            Ok(totals)
+        };
+        run(&mut self.client)
+            .context("pruning old rows")
+            .exit_code(Exit::Database)
+    }
+
+    fn cycles(&mut self, n: u64) -> Result<Vec<Summary>> {
+        self.cycles_where("$1::bigint = $1::bigint", 0, n)
+    }
+
+    fn close(&mut self, tracking_id: &str, reason: &str, now: DateTime<Utc>) -> Result<Closed> {
+        let run = |me: &mut Postgres| -> Result<Closed> {
+            let now = timefmt::parse(&timefmt::format(now))?;
+            let note = format!("closed by hand: {reason}").replace('\0', "");
+            let sql_submission = format!(
+                "SELECT customer_id::text, phone_number::text, carrier_batch_id::text, submitted_at::text \
+                 FROM {} WHERE tracking_id::text = $1 LIMIT 1",
+                me.target.submissions
+            );
+            let mut tx = me.client.transaction()?;
+            let tracked = tx.query_opt(
+                "SELECT state, polls, customer_id, phone_number, carrier_batch_id FROM message_tracking \
+                 WHERE tracking_id = $1 FOR UPDATE",
+                &[&tracking_id],
+            )?;
+            let (polls, customer, phone, batch): (
+                i32,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = match tracked {
+                Some(r) if r.get::<_, &str>(0) != "OPEN" => {
+                    return Ok(Closed::Ended(r.get(0)));
+                }
+                Some(r) => {
+                    tx.execute(
+                        "UPDATE message_tracking SET polls = polls + 1, state = 'UNCONFIRMED', \
+                             next_due_at = NULL, closed_at = $2, note = $3 WHERE tracking_id = $1",
+                        &[&tracking_id, &now, &note],
+                    )?;
+                    (r.get(1), r.get(2), r.get(3), r.get(4))
+                }
+                None => {
+                    let Some(s) = tx.query_opt(&sql_submission, &[&tracking_id])? else {
+                        return Ok(Closed::Unknown);
+                    };
+                    let submitted_at = s
+                        .get::<_, Option<String>>(3)
+                        .and_then(|t| timefmt::parse_submitted(&t).ok());
+                    let (customer, phone, batch): (Option<String>, Option<String>, Option<String>) =
+                        (s.get(0), s.get(1), s.get(2));
+                    tx.execute(
+                        "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, \
+                             carrier_batch_id, submitted_at, state, polls, closed_at, note) \
+                             VALUES ($1, $2, $3, $4, $5, 'UNCONFIRMED', 1, $6, $7)",
+                        &[
+                            &tracking_id,
+                            &customer,
+                            &phone,
+                            &batch,
+                            &submitted_at,
+                            &now,
+                            &note,
+                        ],
+                    )?;
+                    (0, customer, phone, batch)
+                }
+            };
+            tx.execute(
+                "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                 delivery_status, failure_reason, polled_at, poll_attempt, created_at, cycle_id, carrier_found, \
+                 entry) VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, 0, false, 'close')",
+                &[&tracking_id, &customer, &phone, &batch, &note, &now, &(polls + 1), &Utc::now()],
+            )?;
+            tx.commit()?;
+            Ok(Closed::Now)
+        };
+        run(self)
+            .with_context(|| format!("closing {tracking_id:?}"))
+            .exit_code(Exit::Database)
+    }
+
+    fn history(&mut self, tracking_id: &str) -> Result<Option<History>> {
+        let run = |me: &mut Postgres| -> Result<Option<History>> {
+            let head_sql = format!(
+                "SELECT COALESCE(t.customer_id, s.customer_id::text), COALESCE(t.phone_number, s.phone_number::text), \
+                 COALESCE(t.carrier_batch_id, s.carrier_batch_id::text), COALESCE({}, s.submitted_at::text), \
+                 t.state, COALESCE(t.polls, 0), {}, {}, t.note \
+                 FROM (SELECT $1::text AS id) q \
+                 LEFT JOIN LATERAL (SELECT * FROM {} x WHERE x.tracking_id::text = q.id LIMIT 1) s ON true \
+                 LEFT JOIN message_tracking t ON t.tracking_id = q.id \
+                 WHERE s.tracking_id IS NOT NULL OR t.tracking_id IS NOT NULL",
+                secs("t.submitted_at"),
+                secs("t.next_due_at"),
+                secs("t.closed_at"),
+                me.target.submissions
+            );
+            let Some(r) = me.client.query_opt(&head_sql, &[&tracking_id])? else {
+                return Ok(None);
+            };
+            let mut history = History {
+                tracking_id: tracking_id.to_string(),
+                customer_id: r.get(0),
+                phone_number: r.get(1),
+                carrier_batch_id: r.get(2),
+                // The dispatcher's own value, in the stored form when it can be read.
+                submitted_at: r
+                    .get::<_, Option<String>>(3)
+                    .map(|t| timefmt::parse_submitted(&t).map_or(t, timefmt::format)),
+                state: r.get(4),
+                polls: r.get::<_, i32>(5) as i64,
+                next_due_at: r.get(6),
+                closed_at: r.get(7),
+                note: r.get(8),
+                results: Vec::new(),
+            };
+            let sql = format!(
+                "SELECT poll_attempt, {}, delivery_status, carrier_status, carrier_found, failure_code, \
+                 failure_reason, {}, cycle_id, {}, entry FROM sms_delivery_confirmations \
+                 WHERE tracking_id = $1 ORDER BY poll_attempt",
+                secs("polled_at"),
+                secs("delivery_confirmed_at"),
+                millis("created_at")
+            );
+            history.results = me
+                .client
+                .query(&sql, &[&tracking_id])?
+                .iter()
+                .map(|r| AuditRow {
+                    poll_attempt: r.get::<_, i32>(0) as i64,
+                    polled_at: r.get(1),
+                    delivery_status: r.get(2),
+                    carrier_status: r.get(3),
+                    carrier_found: r.get(4),
+                    failure_code: r.get(5),
+                    failure_reason: r.get(6),
+                    delivery_confirmed_at: r.get(7),
+                    cycle_id: r.get(8),
+                    created_at: r.get(9),
+                    entry: r.get(10),
+                })
+                .collect();
+            Ok(Some(history))
+        };
+        run(self)
+            .with_context(|| format!("reading the history of {tracking_id:?}"))
+            .exit_code(Exit::Database)
+    }
+}
+
+fn due_message(row: &Row) -> Result<DueMessage> {
+    let tracking_id: String = row.get(0);
+    let submitted_at: Option<DateTime<Utc>> = row.get(4);
+    let submitted_at = submitted_at.with_context(|| {
+        format!("message_tracking row {tracking_id:?} is OPEN without a submitted_at")
+    })?;
+    Ok(DueMessage {
+        tracking_id,
+        customer_id: row.get(1),
+        phone_number: row.get(2),
+        batch_id: row.get(3),
+        submitted_at,
+        polls: row.get::<_, i32>(5) as i64,
+        intake: None,
+    })
+}
+
+/// What to tell the operator about an error of this backend.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    use postgres::error::SqlState;
+    let pg = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<postgres::Error>())?;
+    if let Some(code) = pg.code() {
+        return match code {
+            c if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+            {
+                Some(
+                    "the server refused the user or password: check the user in --db and the password in \
+                     --db-password-file"
+                        .into(),
+                )
+            }
+            c if *c == SqlState::INSUFFICIENT_PRIVILEGE => Some(
+                "the poller's user lacks a grant: see \"PostgreSQL\" in the README for the grants it needs".into(),
+            ),
+            c if *c == SqlState::LOCK_NOT_AVAILABLE => Some(
+                "another session held a lock for longer than --busy-timeout".into(),
+            ),
+            c if *c == SqlState::QUERY_CANCELED => Some(format!(
+                "a statement ran longer than the poller's statement_timeout ({}s)",
+                STATEMENT_TIMEOUT.as_secs()
+            )),
+            c if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CRASH_SHUTDOWN => Some(
+                "the server shut down during the run; what was committed stays, the next run goes on".into(),
+            ),
+            _ => None,
+        };
+    }
+    if pg.is_closed() {
+        return Some(
+            "the connection to the server was lost; what was committed stays, the next run goes on"
+                .into(),
+        );
+    }
+    None
+}
