@@ -258,6 +258,7 @@ fn duplicate_submission_rows_are_tracked_once() {
     let db = TestDb {
         path: path.clone(),
         dir,
+        pg: None,
     };
     db.cmd().arg("migrate").assert().code(0);
     let mut server = mockito::Server::new();

@@ -4,8 +4,22 @@
 
 mod common;
 
-use common::{TestDb, listing, wire};
+use common::{Backend, TestDb, listing, wire};
 use mockito::Matcher;
+
+on_both_backends!(
+    a_first_run_on_months_of_history_asks_only_about_current_messages,
+    a_message_seen_late_gets_one_overdue_poll_inside_the_catch_up_margin,
+    a_message_the_carrier_refuses_to_answer_about_is_polled_and_closed_after_its_window,
+    a_message_never_answered_is_closed_at_the_first_cycle_after_its_window,
+    a_listing_refused_for_good_falls_back_to_lookups_in_the_same_cycle,
+    of_a_message_listed_twice_the_newer_report_wins_and_times_are_stored_in_utc,
+    closing_a_message_by_hand,
+    a_clock_in_the_future_is_refused_unless_meant,
+    metrics_that_cannot_be_written_do_not_change_the_cycle_outcome,
+    check_exits_only_with_nagios_codes,
+    the_same_bad_value_gets_the_same_code_in_every_command,
+);
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
 const NOW: &str = "2025-12-01T11:00:00Z";
@@ -33,9 +47,8 @@ fn lookups(
         .create()
 }
 
-#[test]
-fn a_first_run_on_months_of_history_asks_only_about_current_messages() {
-    let db = TestDb::new();
+fn a_first_run_on_months_of_history_asks_only_about_current_messages(backend: Backend) {
+    let db = backend.db();
     for i in 0..10 {
         db.submit(&format!("OLD{i}"), None, "2025-06-01T09:00:00Z");
         db.submit(&format!("CUR{i}"), None, SUBMITTED);
@@ -82,9 +95,8 @@ fn a_first_run_on_months_of_history_asks_only_about_current_messages() {
     );
 }
 
-#[test]
-fn a_message_seen_late_gets_one_overdue_poll_inside_the_catch_up_margin() {
-    let db = TestDb::new();
+fn a_message_seen_late_gets_one_overdue_poll_inside_the_catch_up_margin(backend: Backend) {
+    let db = backend.db();
     db.submit("H80", None, "2025-11-28T03:00:00Z"); // 80 hours before NOW
     db.submit("H100", None, "2025-11-27T07:00:00Z"); // 100 hours before NOW
     let mut server = mockito::Server::new();
@@ -110,7 +122,7 @@ fn a_message_seen_late_gets_one_overdue_poll_inside_the_catch_up_margin() {
     assert_eq!(db.tracking("H100").unwrap().state, "TOO_OLD");
 
     // A deliberate backfill with a wider margin (here through the env var) polls what a narrow one would not.
-    let wide = TestDb::new();
+    let wide = backend.db();
     wide.submit("H100", None, "2025-11-27T07:00:00Z");
     let run = common::Run::from(
         wide.poll(&server.url(), NOW)
@@ -136,9 +148,10 @@ fn a_message_seen_late_gets_one_overdue_poll_inside_the_catch_up_margin() {
     );
 }
 
-#[test]
-fn a_message_the_carrier_refuses_to_answer_about_is_polled_and_closed_after_its_window() {
-    let db = TestDb::new();
+fn a_message_the_carrier_refuses_to_answer_about_is_polled_and_closed_after_its_window(
+    backend: Backend,
+) {
+    let db = backend.db();
     db.submit("M400", None, SUBMITTED);
     db.submit("MOTHER", None, SUBMITTED);
     let mut server = mockito::Server::new();
@@ -208,9 +221,8 @@ fn a_message_the_carrier_refuses_to_answer_about_is_polled_and_closed_after_its_
     other.assert();
 }
 
-#[test]
-fn a_message_never_answered_is_closed_at_the_first_cycle_after_its_window() {
-    let db = TestDb::new();
+fn a_message_never_answered_is_closed_at_the_first_cycle_after_its_window(backend: Backend) {
+    let db = backend.db();
     db.submit("M503", None, SUBMITTED);
     db.submit("B503", Some("B"), SUBMITTED);
     let mut server = mockito::Server::new();
@@ -272,9 +284,8 @@ fn a_message_never_answered_is_closed_at_the_first_cycle_after_its_window() {
     assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
 }
 
-#[test]
-fn a_listing_refused_for_good_falls_back_to_lookups_in_the_same_cycle() {
-    let db = TestDb::new();
+fn a_listing_refused_for_good_falls_back_to_lookups_in_the_same_cycle(backend: Backend) {
+    let db = backend.db();
     db.submit("G1", Some("GONE"), SUBMITTED);
     db.submit("G2", Some("GONE"), SUBMITTED);
     db.submit("P1", Some("PAGES"), SUBMITTED);
@@ -320,9 +331,8 @@ fn a_listing_refused_for_good_falls_back_to_lookups_in_the_same_cycle() {
     each.assert();
 }
 
-#[test]
-fn of_a_message_listed_twice_the_newer_report_wins_and_times_are_stored_in_utc() {
-    let db = TestDb::new();
+fn of_a_message_listed_twice_the_newer_report_wins_and_times_are_stored_in_utc(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", Some("B"), SUBMITTED);
     db.submit("T2", Some("B"), SUBMITTED);
     let at = |id: &str, status: &str, when: &str| {
@@ -359,9 +369,8 @@ fn of_a_message_listed_twice_the_newer_report_wins_and_times_are_stored_in_utc()
     m.assert();
 }
 
-#[test]
-fn closing_a_message_by_hand() {
-    let db = TestDb::new();
+fn closing_a_message_by_hand(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", None, SUBMITTED);
     let mut server = mockito::Server::new();
     let m = lookups(&mut server, "T1", 200, &wire("T1", "SENT").to_string(), 1);
@@ -426,9 +435,8 @@ fn closing_a_message_by_hand() {
     assert_eq!(missing.status.code(), Some(64), "--reason is required");
 }
 
-#[test]
-fn a_clock_in_the_future_is_refused_unless_meant() {
-    let db = TestDb::new();
+fn a_clock_in_the_future_is_refused_unless_meant(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", None, "2098-12-31T20:00:00Z");
     let out = db
         .poll("http://127.0.0.1:9", "2099-01-01T00:00:00Z")
@@ -458,9 +466,8 @@ fn a_clock_in_the_future_is_refused_unless_meant() {
     m.assert();
 }
 
-#[test]
-fn metrics_that_cannot_be_written_do_not_change_the_cycle_outcome() {
-    let db = TestDb::new();
+fn metrics_that_cannot_be_written_do_not_change_the_cycle_outcome(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", None, SUBMITTED);
     let mut server = mockito::Server::new();
     let _m = lookups(
@@ -485,9 +492,8 @@ fn metrics_that_cannot_be_written_do_not_change_the_cycle_outcome() {
     );
 }
 
-#[test]
-fn check_exits_only_with_nagios_codes() {
-    let db = TestDb::new();
+fn check_exits_only_with_nagios_codes(backend: Backend) {
+    let db = backend.db();
     for args in [
         &["check", "--max-age", "soon"][..],
         &["check", "--now", "yesterday"],
@@ -514,9 +520,8 @@ fn check_exits_only_with_nagios_codes() {
     assert_eq!(missing.status.code(), Some(3));
 }
 
-#[test]
-fn the_same_bad_value_gets_the_same_code_in_every_command() {
-    let db = TestDb::new();
+fn the_same_bad_value_gets_the_same_code_in_every_command(backend: Backend) {
+    let db = backend.db();
     let bad_now = |cmd: &[&str]| {
         let out = db
             .cmd()

@@ -5,20 +5,31 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestDb, sent_world};
+use common::{Backend, TestDb, sent_world};
 use dlr_poller::sandbox::{SandboxServer, SimMessage};
 use dlr_poller::timefmt;
+
+on_both_backends!(
+    a_second_poll_during_a_cycle_exits_73_naming_the_holder_and_writes_nothing,
+    concurrent_starts_run_one_cycle_at_a_time_and_never_poll_twice,
+    sigterm_saves_what_was_obtained_records_the_cycle_and_releases_the_lease,
+    a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_once,
+    a_carrier_that_hangs_is_bounded_by_the_deadline,
+    rate_limit_storms_respect_retry_after_and_the_deadline,
+    a_carrier_going_down_halfway_keeps_what_was_obtained,
+    max_rps_caps_the_request_rate,
+);
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
 const NOW: &str = "2025-12-01T11:00:00Z";
 
 /// A database with `batches` x `per_batch` messages due at NOW, and a sandbox serving them.
-fn setup(batches: usize, per_batch: usize) -> (TestDb, SandboxServer) {
-    setup_with(sent_world(batches, per_batch, SUBMITTED))
+fn setup(backend: Backend, batches: usize, per_batch: usize) -> (TestDb, SandboxServer) {
+    setup_with(backend, sent_world(batches, per_batch, SUBMITTED))
 }
 
-fn setup_with(messages: Vec<SimMessage>) -> (TestDb, SandboxServer) {
-    common::with_sandbox(messages, NOW)
+fn setup_with(backend: Backend, messages: Vec<SimMessage>) -> (TestDb, SandboxServer) {
+    common::with_sandbox_on(backend.db(), messages, NOW)
 }
 
 fn hostname() -> String {
@@ -30,9 +41,8 @@ fn hostname() -> String {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-#[test]
-fn a_second_poll_during_a_cycle_exits_73_naming_the_holder_and_writes_nothing() {
-    let (db, server) = setup(10, 5);
+fn a_second_poll_during_a_cycle_exits_73_naming_the_holder_and_writes_nothing(backend: Backend) {
+    let (db, server) = setup(backend, 10, 5);
     server
         .sandbox()
         .faults(|f| f.latency = Duration::from_millis(300));
@@ -71,7 +81,7 @@ fn a_second_poll_during_a_cycle_exits_73_naming_the_holder_and_writes_nothing() 
 
 #[test]
 fn leases_of_crashed_runs_are_taken_over_and_live_ones_are_respected() {
-    let (db, server) = setup(1, 3);
+    let (db, server) = setup(Backend::Sqlite, 1, 3);
     let lease = |host: &str, pid: i64, expires: &str| {
         db.conn()
             .execute(
@@ -103,9 +113,8 @@ fn leases_of_crashed_runs_are_taken_over_and_live_ones_are_respected() {
     );
 }
 
-#[test]
-fn concurrent_starts_run_one_cycle_at_a_time_and_never_poll_twice() {
-    let (db, server) = setup(12, 10);
+fn concurrent_starts_run_one_cycle_at_a_time_and_never_poll_twice(backend: Backend) {
+    let (db, server) = setup(backend, 12, 10);
     server
         .sandbox()
         .faults(|f| f.latency = Duration::from_millis(20));
@@ -142,7 +151,7 @@ fn concurrent_starts_run_one_cycle_at_a_time_and_never_poll_twice() {
         assert_eq!(rows, 120, "round {round}");
     }
     assert_eq!(
-        db.count("SELECT COUNT(*) FROM (SELECT 1 FROM sms_delivery_confirmations GROUP BY tracking_id, cycle_id HAVING COUNT(*) > 1)"),
+        db.count("SELECT COUNT(*) FROM (SELECT 1 FROM sms_delivery_confirmations GROUP BY tracking_id, cycle_id HAVING COUNT(*) > 1) AS twice"),
         0
     );
     // Recorded cycles never overlap in time.
@@ -157,9 +166,8 @@ fn concurrent_starts_run_one_cycle_at_a_time_and_never_poll_twice() {
     );
 }
 
-#[test]
-fn sigterm_saves_what_was_obtained_records_the_cycle_and_releases_the_lease() {
-    let (db, server) = setup(30, 10);
+fn sigterm_saves_what_was_obtained_records_the_cycle_and_releases_the_lease(backend: Backend) {
+    let (db, server) = setup(backend, 30, 10);
     server
         .sandbox()
         .faults(|f| f.latency = Duration::from_millis(300));
@@ -204,9 +212,10 @@ fn sigterm_saves_what_was_obtained_records_the_cycle_and_releases_the_lease() {
     );
 }
 
-#[test]
-fn a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_once() {
-    let (db, server) = setup(2, 2);
+fn a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_once(
+    backend: Backend,
+) {
+    let (db, server) = setup(backend, 2, 2);
     server.sandbox().faults(|f| f.hang = true);
     let run = db.spawn_poll(&server.url(), NOW, &[]);
     assert!(db.wait_for("SELECT COUNT(*) FROM poll_cycles", 1, LIMIT));
@@ -236,9 +245,8 @@ fn a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_o
     assert!(!run.stderr.contains("abandoned"), "{}", run.stderr);
 }
 
-#[test]
-fn a_carrier_that_hangs_is_bounded_by_the_deadline() {
-    let (db, server) = setup(3, 2);
+fn a_carrier_that_hangs_is_bounded_by_the_deadline(backend: Backend) {
+    let (db, server) = setup(backend, 3, 2);
     server.sandbox().faults(|f| f.hang = true);
     let run = db.spawn_poll(
         &server.url(),
@@ -253,9 +261,8 @@ fn a_carrier_that_hangs_is_bounded_by_the_deadline() {
     assert_eq!(run.summary["polled"], 0);
 }
 
-#[test]
-fn rate_limit_storms_respect_retry_after_and_the_deadline() {
-    let (db, server) = setup(2, 2);
+fn rate_limit_storms_respect_retry_after_and_the_deadline(backend: Backend) {
+    let (db, server) = setup(backend, 2, 2);
     server.sandbox().faults(|f| {
         f.rate_limited_next = 1_000;
         f.retry_after_secs = 1;
@@ -277,9 +284,8 @@ fn rate_limit_storms_respect_retry_after_and_the_deadline() {
     assert!((2..=8).contains(&requests), "{requests} requests");
 }
 
-#[test]
-fn a_carrier_going_down_halfway_keeps_what_was_obtained() {
-    let (db, server) = setup(10, 5);
+fn a_carrier_going_down_halfway_keeps_what_was_obtained(backend: Backend) {
+    let (db, server) = setup(backend, 10, 5);
     server.sandbox().faults(|f| f.unavailable_after = Some(4));
     let run = db.poll_json(
         &server.url(),
@@ -298,14 +304,13 @@ fn a_carrier_going_down_halfway_keeps_what_was_obtained() {
     run.assert_stderr_has("HTTP 503");
 }
 
-#[test]
-fn max_rps_caps_the_request_rate() {
+fn max_rps_caps_the_request_rate(backend: Backend) {
     // Every message is missing from its listing: 1 listing request + 30 lookups.
     let messages = sent_world(1, 30, SUBMITTED)
         .into_iter()
         .map(|m| SimMessage { listed: false, ..m })
         .collect();
-    let (db, server) = setup_with(messages);
+    let (db, server) = setup_with(backend, messages);
     let started = Instant::now();
     let run = db.poll_json(
         &server.url(),

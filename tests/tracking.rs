@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{TOKEN, TestDb, expected_status, next_slot};
+use common::{Backend, TOKEN, TestDb, expected_status, next_slot};
 use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 
@@ -33,13 +33,38 @@ type Row = (
 );
 
 fn rows_polled_at(db: &TestDb, at: &str) -> HashMap<String, Vec<Row>> {
+    let mut map: HashMap<String, Vec<Row>> = HashMap::new();
+    if let Some(pg) = &db.pg {
+        let rows = pg
+            .client()
+            .query(
+                "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
+                 failure_reason, to_char(delivery_confirmed_at AT TIME ZONE 'UTC', \
+                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), cycle_id FROM sms_delivery_confirmations \
+                 WHERE polled_at = $1::text::timestamptz",
+                &[&at],
+            )
+            .unwrap();
+        for r in rows {
+            map.entry(r.get(0)).or_default().push((
+                r.get::<_, i32>(1).into(),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+                r.get(7),
+                r.get(8),
+            ));
+        }
+        return map;
+    }
     let conn = db.conn();
     let mut stmt = conn
         .prepare(
             "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
              failure_reason, delivery_confirmed_at, cycle_id FROM sms_delivery_confirmations WHERE polled_at = ?1",
         ).unwrap();
-    let mut map: HashMap<String, Vec<Row>> = HashMap::new();
     let rows = stmt
         .query_map([at], |r| {
             Ok((
@@ -64,12 +89,16 @@ fn rows_polled_at(db: &TestDb, at: &str) -> HashMap<String, Vec<Row>> {
     map
 }
 
-#[test]
-fn every_message_is_tracked_correctly_for_72_hours() {
+on_both_backends!(
+    every_message_is_tracked_correctly_for_72_hours,
+    the_deadline_stops_new_work_and_the_next_run_finishes_it,
+);
+
+fn every_message_is_tracked_correctly_for_72_hours(backend: Backend) {
     let start = timefmt::parse("2025-12-01T09:00:00Z").unwrap();
     let world = World::generate(1_200, 100, start, 42);
     let messages: Vec<SimMessage> = world.messages().to_vec();
-    let db = TestDb::new();
+    let db = backend.db();
     db.insert_world(&messages);
     let sandbox = Arc::new(Sandbox::new(world, TOKEN, start).with_page_size(40));
     sandbox.faults(|f| f.error_rate = 0.03);
@@ -219,7 +248,7 @@ fn every_message_is_tracked_correctly_for_72_hours() {
         total
     );
     assert_eq!(
-        db.count("SELECT COUNT(*) FROM (SELECT 1 FROM sms_delivery_confirmations GROUP BY tracking_id, cycle_id HAVING COUNT(*) > 1)"),
+        db.count("SELECT COUNT(*) FROM (SELECT 1 FROM sms_delivery_confirmations GROUP BY tracking_id, cycle_id HAVING COUNT(*) > 1) AS twice"),
         0,
         "no message polled twice in a cycle"
     );
@@ -245,12 +274,11 @@ fn every_message_is_tracked_correctly_for_72_hours() {
     );
 }
 
-#[test]
-fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
+fn the_deadline_stops_new_work_and_the_next_run_finishes_it(backend: Backend) {
     let start = timefmt::parse("2025-12-01T09:00:00Z").unwrap();
     let now = "2025-12-01T12:00:00Z";
     let world = World::generate(400, 10, start, 9);
-    let (db, server) = common::with_sandbox(world.messages().to_vec(), now);
+    let (db, server) = common::with_sandbox_on(backend.db(), world.messages().to_vec(), now);
     let sandbox = server.sandbox();
     sandbox.faults(|f| f.latency = Duration::from_millis(150));
 
@@ -280,7 +308,7 @@ fn the_deadline_stops_new_work_and_the_next_run_finishes_it() {
     assert_eq!(s["messages_due"].as_u64(), Some(400 - polled));
     assert_eq!(s["polled"].as_u64(), Some(400 - polled));
     assert_eq!(
-        db.count("SELECT COUNT(*) FROM (SELECT tracking_id FROM sms_delivery_confirmations GROUP BY tracking_id HAVING COUNT(*) = 1)"),
+        db.count("SELECT COUNT(*) FROM (SELECT tracking_id FROM sms_delivery_confirmations GROUP BY tracking_id HAVING COUNT(*) = 1) AS once"),
         400,
         "every message polled exactly once across the two runs"
     );

@@ -2,6 +2,9 @@
 //! and readers for the tables the tests assert on.
 #![allow(dead_code)]
 
+pub mod pg;
+
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -14,10 +17,66 @@ use tempfile::TempDir;
 
 pub const TOKEN: &str = "test-token-5f2b9c";
 
+/// A migrated database: a SQLite file (`path`), or with `pg`, a PostgreSQL database whose dispatcher's table was
+/// created as the dispatch system would.
 pub struct TestDb {
     pub dir: TempDir,
     pub path: PathBuf,
+    pub pg: Option<pg::PgDb>,
 }
+
+/// Which store a behaviour test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh migrated database of this backend.
+    pub fn db(self) -> TestDb {
+        match self {
+            Backend::Sqlite => TestDb::new(),
+            Backend::Postgres => TestDb::postgres("").expect("PostgreSQL became unavailable"),
+        }
+    }
+
+    /// Whether tests can run on this backend here (a skipped test says so on stderr).
+    pub fn available(self, test: &str) -> bool {
+        self == Backend::Sqlite || pg::available(test)
+    }
+}
+
+/// Runs each named behaviour test, a `fn name(backend: Backend)`, on both backends: as `sqlite::name` and as
+/// `postgres::name` (skipped, saying so, where no PostgreSQL is available).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::common::Backend::Sqlite)
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if super::common::Backend::Postgres.available(stringify!($name)) {
+                        super::$name(super::common::Backend::Postgres)
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// The dispatcher's table on PostgreSQL, as a dispatch system might create it.
+pub const PG_SUBMISSIONS: &str = "CREATE TABLE sms_submissions (tracking_id text PRIMARY KEY, customer_id text, \
+    phone_number text, carrier_batch_id text, submitted_at timestamptz NOT NULL); \
+    CREATE INDEX ON sms_submissions (submitted_at, tracking_id);";
 
 /// One audit row, in the columns the tests check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,15 +116,57 @@ impl TestDb {
     pub fn new() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("poller.db");
-        let db = TestDb { dir, path };
+        let db = TestDb {
+            dir,
+            path,
+            pg: None,
+        };
         db.cmd().arg("migrate").assert().code(0);
         db
+    }
+
+    /// A fresh PostgreSQL database with the dispatcher's table, migrated through the real binary; `None` when
+    /// PostgreSQL is not available here (the test is then skipped, saying so).
+    pub fn postgres(test: &str) -> Option<TestDb> {
+        let db = TestDb::postgres_empty(test)?;
+        db.pg().client().batch_execute(PG_SUBMISSIONS).unwrap();
+        db.cmd().arg("migrate").assert().code(0);
+        Some(db)
+    }
+
+    /// A fresh, empty PostgreSQL database (nothing created, nothing migrated).
+    pub fn postgres_empty(test: &str) -> Option<TestDb> {
+        let pg = pg::PgDb::new(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db-password"), format!("{}\n", pg.password)).unwrap();
+        Some(TestDb {
+            path: dir.path().join("unused.db"),
+            dir,
+            pg: Some(pg),
+        })
+    }
+
+    pub fn pg(&self) -> &pg::PgDb {
+        self.pg.as_ref().expect("a PostgreSQL test database")
+    }
+
+    /// The arguments that point the binary at this database.
+    pub fn db_args(&self) -> Vec<OsString> {
+        match &self.pg {
+            None => vec!["--db".into(), self.path.clone().into()],
+            Some(pg) => vec![
+                "--db".into(),
+                pg.url.clone().into(),
+                "--db-password-file".into(),
+                self.dir.path().join("db-password").into(),
+            ],
+        }
     }
 
     /// The binary pointed at this database.
     pub fn cmd(&self) -> Command {
         let mut cmd = bin();
-        cmd.arg("--db").arg(&self.path);
+        cmd.args(self.db_args());
         cmd
     }
 
@@ -96,8 +197,7 @@ impl TestDb {
             cmd.env("LLVM_PROFILE_FILE", profile);
         }
         cmd.env("DLR_CARRIER_TOKEN", TOKEN)
-            .arg("--db")
-            .arg(&self.path)
+            .args(self.db_args())
             .args(["poll", "--json", "--carrier-url", url, "--now", now])
             .args(extra)
             .stdout(Stdio::piped())
@@ -109,12 +209,7 @@ impl TestDb {
     pub fn wait_for(&self, sql: &str, n: i64, limit: Duration) -> bool {
         let until = Instant::now() + limit;
         while Instant::now() < until {
-            if self
-                .conn()
-                .query_row(sql, [], |r| r.get::<_, i64>(0))
-                .unwrap_or(0)
-                >= n
-            {
+            if self.try_count(sql).unwrap_or(0) >= n {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -122,11 +217,23 @@ impl TestDb {
         false
     }
 
+    /// A connection to the SQLite database (SQLite tests only).
     pub fn conn(&self) -> Connection {
+        assert!(self.pg.is_none(), "conn() is for SQLite test databases");
         Connection::open(&self.path).unwrap()
     }
 
     pub fn submit(&self, tracking_id: &str, batch_id: Option<&str>, submitted_at: &str) {
+        if let Some(pg) = &self.pg {
+            pg.client()
+                .execute(
+                    "INSERT INTO sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                     submitted_at) VALUES ($1, 'C1', '+4915112345678', $2, $3::text::timestamptz)",
+                    &[&tracking_id, &batch_id, &submitted_at],
+                )
+                .unwrap();
+            return;
+        }
         self.conn()
             .execute(
                 "INSERT INTO sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at) \
@@ -138,12 +245,66 @@ impl TestDb {
 
     /// Writes sandbox messages into sms_submissions, as the dispatch system would.
     pub fn insert_world(&self, messages: &[SimMessage]) {
+        if let Some(pg) = &self.pg {
+            let mut client = pg.client();
+            for chunk in messages.chunks(50_000) {
+                let column = |f: &dyn Fn(&SimMessage) -> Option<String>| -> Vec<Option<String>> {
+                    chunk.iter().map(f).collect()
+                };
+                client
+                    .execute(
+                        "INSERT INTO sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                         submitted_at) SELECT a, b, c, d, e::timestamptz FROM \
+                         unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(a, b, c, d, e)",
+                        &[
+                            &column(&|m| Some(m.tracking_id.clone())),
+                            &column(&|m| Some(m.customer_id.clone())),
+                            &column(&|m| Some(m.phone_number.clone())),
+                            &column(&|m| m.batch_id.clone()),
+                            &column(&|m| Some(timefmt::format(m.submitted_at))),
+                        ],
+                    )
+                    .unwrap();
+            }
+            return;
+        }
         World::new(messages.to_vec())
             .write_submissions(&mut self.conn())
             .unwrap();
     }
 
     pub fn audit(&self, tracking_id: &str) -> Vec<Audit> {
+        if let Some(pg) = &self.pg {
+            let utc = |c: &str| {
+                format!("to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+            };
+            return pg
+                .client()
+                .query(
+                    &format!(
+                        "SELECT poll_attempt, {}, delivery_status, carrier_status, carrier_found, failure_code, \
+                         failure_reason, {}, cycle_id FROM sms_delivery_confirmations \
+                         WHERE tracking_id = $1 ORDER BY poll_attempt",
+                        utc("polled_at"),
+                        utc("delivery_confirmed_at")
+                    ),
+                    &[&tracking_id],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| Audit {
+                    attempt: r.get::<_, i32>(0).into(),
+                    polled_at: r.get(1),
+                    status: r.get(2),
+                    carrier_status: r.get(3),
+                    found: r.get(4),
+                    failure_code: r.get(5),
+                    failure_reason: r.get(6),
+                    confirmed_at: r.get(7),
+                    cycle_id: r.get(8),
+                })
+                .collect();
+        }
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -171,6 +332,21 @@ impl TestDb {
     }
 
     pub fn tracking(&self, tracking_id: &str) -> Option<Tracking> {
+        if let Some(pg) = &self.pg {
+            return pg
+                .client()
+                .query_opt(
+                    "SELECT state, polls, to_char(next_due_at AT TIME ZONE 'UTC', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM message_tracking WHERE tracking_id = $1",
+                    &[&tracking_id],
+                )
+                .unwrap()
+                .map(|r| Tracking {
+                    state: r.get(0),
+                    polls: r.get::<_, i32>(1).into(),
+                    next_due_at: r.get(2),
+                });
+        }
         self.conn()
             .query_row(
                 "SELECT state, polls, next_due_at FROM message_tracking WHERE tracking_id = ?1",
@@ -187,8 +363,24 @@ impl TestDb {
             .unwrap()
     }
 
+    /// The one number `sql` selects (write it in SQL both backends speak).
     pub fn count(&self, sql: &str) -> i64 {
-        self.conn().query_row(sql, [], |r| r.get(0)).unwrap()
+        self.try_count(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn try_count(&self, sql: &str) -> Result<i64, String> {
+        match &self.pg {
+            // Any integer type the query yields, as a bigint.
+            Some(pg) => pg
+                .client()
+                .query_one(&format!("SELECT ({sql})::bigint"), &[])
+                .and_then(|r| r.try_get::<_, i64>(0))
+                .map_err(|e| format!("{e:?}")),
+            None => self
+                .conn()
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| e.to_string()),
+        }
     }
 }
 
@@ -319,7 +511,15 @@ pub fn sent_world_named(
 /// A migrated database holding `messages` as submissions, and a sandbox carrier serving them with its clock at
 /// `now`.
 pub fn with_sandbox(messages: Vec<SimMessage>, now: &str) -> (TestDb, SandboxServer) {
-    let db = TestDb::new();
+    with_sandbox_on(TestDb::new(), messages, now)
+}
+
+/// [`with_sandbox`] on a given database.
+pub fn with_sandbox_on(
+    db: TestDb,
+    messages: Vec<SimMessage>,
+    now: &str,
+) -> (TestDb, SandboxServer) {
     db.insert_world(&messages);
     let sandbox = Sandbox::new(World::new(messages), TOKEN, timefmt::parse(now).unwrap());
     let server = SandboxServer::start(std::sync::Arc::new(sandbox), 0).unwrap();
