@@ -3,11 +3,21 @@
 
 mod common;
 
-use common::{TestDb, wire};
+use common::{Backend, wire};
 use mockito::Matcher;
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
 const NOW: &str = "2025-12-01T11:00:00Z";
+
+on_both_backends!(
+    metrics_file_tracks_successes_failures_and_totals,
+    delivery_rate_of_the_last_24_hours,
+    metrics_are_pushed_and_a_failed_push_is_only_a_warning,
+    check_follows_the_nagios_convention,
+    doctor_checks_everything_and_writes_nothing,
+    json_logs_carry_the_cycle_id,
+    prune_deletes_only_old_rows_of_finished_messages,
+);
 
 /// Parses the text exposition format into (series, value), failing on any malformed line.
 fn scrape(text: &str) -> Vec<(String, f64)> {
@@ -51,9 +61,8 @@ fn carrier(answer: &str) -> (mockito::ServerGuard, mockito::Mock) {
     (server, mock)
 }
 
-#[test]
-fn metrics_file_tracks_successes_failures_and_totals() {
-    let db = TestDb::new();
+fn metrics_file_tracks_successes_failures_and_totals(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", None, SUBMITTED);
     db.submit("T2", None, SUBMITTED);
     let file = db.dir.path().join("dlr_poller.prom");
@@ -127,9 +136,8 @@ fn metrics_file_tracks_successes_failures_and_totals() {
     );
 }
 
-#[test]
-fn delivery_rate_of_the_last_24_hours() {
-    let db = TestDb::new();
+fn delivery_rate_of_the_last_24_hours(backend: Backend) {
+    let db = backend.db();
     for i in 0..19 {
         db.submit(&format!("D{i}"), None, SUBMITTED);
     }
@@ -166,9 +174,8 @@ fn delivery_rate_of_the_last_24_hours() {
     );
 }
 
-#[test]
-fn metrics_are_pushed_and_a_failed_push_is_only_a_warning() {
-    let db = TestDb::new();
+fn metrics_are_pushed_and_a_failed_push_is_only_a_warning(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", None, SUBMITTED);
     let (server, _m) = carrier("DELIVERED");
     let mut gateway = mockito::Server::new();
@@ -206,9 +213,8 @@ fn metrics_are_pushed_and_a_failed_push_is_only_a_warning() {
     );
 }
 
-#[test]
-fn check_follows_the_nagios_convention() {
-    let db = TestDb::new();
+fn check_follows_the_nagios_convention(backend: Backend) {
+    let db = backend.db();
     let check = |now: &str| {
         let out = db.cmd().args(["check", "--now", now]).output().unwrap();
         (
@@ -226,14 +232,9 @@ fn check_follows_the_nagios_convention() {
     let (server, _m) = carrier("SENT");
     assert_eq!(db.poll_json(&server.url(), NOW, &[]).code, Some(0));
     // `check` judges by the wall clock of the runs: judge ten minutes after this one ended.
-    let finished: String = db
-        .conn()
-        .query_row(
-            "SELECT finished_at FROM poll_cycles WHERE id = 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let out = db.cmd().args(["cycles", "--json"]).output().unwrap();
+    let cycles: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finished = cycles[0]["finished_at"].as_str().unwrap().to_string();
     let ran_at = dlr_poller::timefmt::parse(&finished).unwrap() + chrono::TimeDelta::minutes(10);
     let (code, line) = check(&dlr_poller::timefmt::format_millis(ran_at));
     assert_eq!(code, Some(0), "{line}");
@@ -292,9 +293,8 @@ fn check_follows_the_nagios_convention() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("UNKNOWN: opening database"));
 }
 
-#[test]
-fn doctor_checks_everything_and_writes_nothing() {
-    let db = TestDb::new();
+fn doctor_checks_everything_and_writes_nothing(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", None, SUBMITTED);
     let mut server = mockito::Server::new();
     let probe = server
@@ -365,9 +365,8 @@ fn doctor_checks_everything_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(78), "no token");
 }
 
-#[test]
-fn json_logs_carry_the_cycle_id() {
-    let db = TestDb::new();
+fn json_logs_carry_the_cycle_id(backend: Backend) {
+    let db = backend.db();
     db.submit("T1", None, SUBMITTED);
     let (server, _m) = carrier("ACCEPTD");
     let run = db.poll_json(&server.url(), NOW, &["--log-format", "json"]);
@@ -414,9 +413,8 @@ fn json_logs_carry_the_cycle_id() {
     );
 }
 
-#[test]
-fn prune_deletes_only_old_rows_of_finished_messages() {
-    let db = TestDb::new();
+fn prune_deletes_only_old_rows_of_finished_messages(backend: Backend) {
+    let db = backend.db();
     db.submit("OLD", None, SUBMITTED);
     db.submit("OPEN", None, "2026-03-01T09:00:00Z");
     let (server, _m) = carrier("SENT");
