@@ -1553,3 +1553,117 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<PgTarget> {
+        PgTarget::parse(url, None, "sms_submissions")
+    }
+
+    #[test]
+    fn tls_is_required_off_this_machine_unless_the_url_says_otherwise() {
+        assert_eq!(
+            parse("postgres://u@127.0.0.1/db").unwrap().ssl,
+            SslMode::Disable
+        );
+        assert_eq!(
+            parse("postgres://u@localhost:5433/db").unwrap().ssl,
+            SslMode::Disable
+        );
+        assert_eq!(
+            parse("postgresql://u@%2Fvar%2Frun%2Fpostgresql/db")
+                .unwrap()
+                .ssl,
+            SslMode::Disable
+        );
+        assert_eq!(
+            parse("postgres://u@db.internal/db").unwrap().ssl,
+            SslMode::VerifyFull
+        );
+        assert_eq!(
+            parse("postgres://u@10.0.0.5/db?sslmode=require")
+                .unwrap()
+                .ssl,
+            SslMode::Require
+        );
+        assert_eq!(
+            parse("postgres://u@db.internal/db?sslmode=disable")
+                .unwrap()
+                .ssl,
+            SslMode::Disable
+        );
+        for mode in ["prefer", "allow"] {
+            let e = parse(&format!("postgres://u@db.internal/db?sslmode={mode}")).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("may connect without TLS"),
+                "{e:#}"
+            );
+        }
+        assert!(parse("postgres://u@h/db?sslmode=verify").is_err());
+        let e = parse("postgres://u@h/db?sslmode=disable&sslrootcert=/ca.pem").unwrap_err();
+        assert!(format!("{e:#}").contains("sslrootcert"));
+    }
+
+    #[test]
+    fn the_password_is_never_shown() {
+        let t = parse("postgres://u:hunter2@db.internal:5432/db?sslmode=require&connect_timeout=5")
+            .unwrap();
+        let shown = format!("{t} {t:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://u:***@db.internal:5432/db?sslmode=require"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact("postgres://u@h/db?password=hunter2&x=1"),
+            "postgres://u@h/db?password=***&x=1"
+        );
+        let e = parse("postgres://u:hunter2@h:notaport/db").unwrap_err();
+        assert!(!format!("{e:#}").contains("hunter2"), "{e:#}");
+        // The password file wins over the URL's.
+        let t = PgTarget::parse("postgres://u:old@h/db", Some("new".into()), "t").unwrap();
+        assert_eq!(t.config.get_password(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn the_url_sets_timeouts_the_operator_did_not() {
+        let t = parse("postgres://u@h/db").unwrap();
+        assert_eq!(t.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert!(t.config.get_keepalives());
+        // The URL's tcp_user_timeout is in seconds.
+        let t = parse("postgres://u@h/db?connect_timeout=3&tcp_user_timeout=7").unwrap();
+        assert_eq!(
+            t.config.get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+        assert_eq!(
+            t.config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(7))
+        );
+        assert!(parse("postgres://h/db").is_err(), "a user is required");
+    }
+
+    #[test]
+    fn the_submissions_table_is_an_identifier() {
+        assert_eq!(
+            quote_table("sms_submissions").unwrap().0,
+            "\"sms_submissions\""
+        );
+        assert_eq!(
+            quote_table("notify.sends").unwrap().0,
+            "\"notify\".\"sends\""
+        );
+        for bad in ["", "a.b.c", "x; DROP TABLE y", "1abc", "a\"b", "sends "] {
+            assert!(quote_table(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_dropped_and_nothing_else() {
+        assert_eq!(clean(Some("a\0b\0")).as_deref(), Some("ab"));
+        assert_eq!(clean(Some("äöü 🚀")).as_deref(), Some("äöü 🚀"));
+        assert_eq!(clean(None), None);
+    }
+}

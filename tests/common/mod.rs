@@ -136,14 +136,18 @@ impl TestDb {
 
     /// A fresh, empty PostgreSQL database (nothing created, nothing migrated).
     pub fn postgres_empty(test: &str) -> Option<TestDb> {
-        let pg = pg::PgDb::new(test)?;
+        Some(TestDb::on_postgres(pg::PgDb::new(test)?))
+    }
+
+    /// A TestDb on a given PostgreSQL database (nothing created, nothing migrated).
+    pub fn on_postgres(pg: pg::PgDb) -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("db-password"), format!("{}\n", pg.password)).unwrap();
-        Some(TestDb {
+        TestDb {
             path: dir.path().join("unused.db"),
             dir,
             pg: Some(pg),
-        })
+        }
     }
 
     pub fn pg(&self) -> &pg::PgDb {
@@ -161,6 +165,14 @@ impl TestDb {
                 self.dir.path().join("db-password").into(),
             ],
         }
+    }
+
+    /// The binary pointed at this PostgreSQL database by another URL (TLS options, say), with its password file.
+    pub fn cmd_at(&self, url: &str) -> Command {
+        let mut cmd = bin();
+        cmd.args(["--db", url, "--db-password-file"])
+            .arg(self.dir.path().join("db-password"));
+        cmd
     }
 
     /// The binary pointed at this database.
@@ -370,12 +382,18 @@ impl TestDb {
 
     fn try_count(&self, sql: &str) -> Result<i64, String> {
         match &self.pg {
-            // Any integer type the query yields, as a bigint.
-            Some(pg) => pg
-                .client()
-                .query_one(&format!("SELECT ({sql})::bigint"), &[])
-                .and_then(|r| r.try_get::<_, i64>(0))
-                .map_err(|e| format!("{e:?}")),
+            // Any integer type the query yields, as a bigint; once more on a new connection if the server
+            // went away since the last query.
+            Some(pg) => {
+                let sql = format!("SELECT ({sql})::bigint");
+                let query = || pg.client().query_one(&sql, &[])?.try_get::<_, i64>(0);
+                query()
+                    .or_else(|_| {
+                        pg.reset();
+                        query()
+                    })
+                    .map_err(|e| format!("{e:?}"))
+            }
             None => self
                 .conn()
                 .query_row(sql, [], |r| r.get(0))

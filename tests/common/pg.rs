@@ -43,7 +43,8 @@ pub fn skip(test: &str, why: &str) {
     let _ = writeln!(std::io::stderr(), "skipped: {test}: {why}");
 }
 
-fn pg_bin() -> Option<PathBuf> {
+/// The directory of the newest installed PostgreSQL's binaries.
+pub fn pg_bin() -> Option<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -72,7 +73,8 @@ fn as_server_user(program: &Path) -> Command {
     }
 }
 
-fn chown_to_server_user(path: &Path) {
+/// Gives `path` (recursively) to the user the server runs as.
+pub fn chown_to_server_user(path: &Path) {
     if is_root() {
         let ok = Command::new("chown")
             .args(["-R", "nobody:nogroup"])
@@ -166,15 +168,18 @@ impl PgDb {
             return None;
         }
         let bin = pg_bin()?;
-        let server = Server::start(&bin, None);
-        let db = PgDb {
+        Some(PgDb::on(Server::start(&bin, None)))
+    }
+
+    /// The `postgres` database of a server this test started.
+    pub fn on(server: Server) -> PgDb {
+        PgDb {
             url: format!("postgres://postgres@127.0.0.1:{}/postgres", server.port),
             password: PASSWORD.into(),
             server: Some(server),
             external: None,
             client: Default::default(),
-        };
-        Some(db)
+        }
     }
 
     fn external(admin: &str, test: &str) -> PgDb {
@@ -219,6 +224,11 @@ impl PgDb {
         let mut config: postgres::Config = self.url.parse().unwrap();
         config.password(&self.password);
         config.connect(postgres::NoTls).unwrap()
+    }
+
+    /// Drops the test's connection (the next `client()` makes a new one).
+    pub fn reset(&self) {
+        self.client.borrow_mut().take();
     }
 
     /// The test's connection for setting up and checking (made again if the server went away).
@@ -286,7 +296,7 @@ impl Server {
             .arg(self.dir.path().join("log"))
             .arg("-o")
             .arg(format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off \
                  -c full_page_writes=off -c max_connections=200",
                 self.port,
                 self.dir.path().display()

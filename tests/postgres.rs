@@ -1,0 +1,528 @@
+//! PostgreSQL on its own: connecting (passwords, TLS, servers that are down or go away), the dispatcher's table
+//! read in place, transactions that commit late, concurrent `migrate`, and carrier text PostgreSQL would refuse.
+//! Every test runs against a real throwaway server (see common/pg.rs) and is skipped, saying so, where there is
+//! none.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command as Process;
+use std::time::Duration;
+
+use common::pg::{self, PgDb, Server};
+use common::{PG_SUBMISSIONS, Run, TOKEN, TestDb, bin, sent_world, wire};
+use mockito::Matcher;
+
+const SUBMITTED: &str = "2025-12-01T09:00:00Z";
+const NOW: &str = "2025-12-01T11:00:00Z";
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A carrier that answers every one-by-one lookup with `status`.
+fn carrier(status: &'static str) -> mockito::ServerGuard {
+    let mut server = mockito::Server::new();
+    server
+        .mock("GET", Matcher::Regex("^/messages/".into()))
+        .with_body_from_request(move |req| {
+            let id = req.path().rsplit('/').next().unwrap().to_string();
+            wire(&id, status).to_string().into_bytes()
+        })
+        .create();
+    server
+}
+
+#[test]
+fn connection_failures_name_their_cause_and_never_show_the_password() {
+    let Some(db) = TestDb::postgres("connection_failures") else {
+        return;
+    };
+    let pg = db.pg();
+    // A wrong password from the file.
+    let wrong = db.dir.path().join("wrong");
+    std::fs::write(&wrong, "Wr0ngPassw0rd-zz\n").unwrap();
+    let out = bin()
+        .args(["--db", &pg.url, "--db-password-file"])
+        .arg(&wrong)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "check speaks Nagios");
+    let out = bin()
+        .args(["--db", &pg.url, "--db-password-file"])
+        .arg(&wrong)
+        .arg("cycles")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains("--db-password-file"), "the hint: {err}");
+    assert!(!err.contains("Wr0ngPassw0rd-zz"), "{err}");
+
+    // A password in the URL, and a server that is not listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres:S3cretInUrl@127.0.0.1:{closed}/postgres");
+    let out = bin()
+        .args(["--db", &url, "-v", "migrate"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+    assert!(err.contains("postgres://postgres:***@127.0.0.1"), "{err}");
+    assert!(!err.contains("S3cretInUrl"), "{err}");
+
+    // Configuration mistakes are 78 and name the flag.
+    let out = bin()
+        .args([
+            "--db",
+            &pg.url,
+            "--db-password-file",
+            "/nonexistent/pw",
+            "cycles",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("--db-password-file"));
+    let out = bin()
+        .args(["--db", &format!("{}?sslmode=prefer", pg.url), "cycles"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(stderr(&out).contains("sslmode=prefer"), "{}", stderr(&out));
+    // A URL that asks for TLS never falls back to plaintext: this server speaks none.
+    let out = db
+        .cmd_at(&format!("{}?sslmode=require", pg.url))
+        .arg("cycles")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+}
+
+/// A CA and a server certificate it signed for `localhost` only, in `dir`: (ca.pem, server.pem, server.key).
+fn certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Process::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2"],
+        &[
+            "-subj",
+            "/CN=dlr-poller test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    // Another CA, which signed nothing here.
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "other.key", "-out", "other.pem", "-days", "2"],
+        &["-subj", "/CN=another CA"],
+    ]
+    .concat());
+}
+
+#[test]
+fn tls_with_a_ca_signed_server_certificate() {
+    if !pg::available("tls_with_a_ca_signed_server_certificate")
+        || std::env::var_os("DLR_POLLER_TEST_PG_URL").is_some() && pg::pg_bin().is_none()
+    {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    certificates(certs.path());
+    pg::chown_to_server_user(certs.path());
+    let mut perms = std::fs::metadata(certs.path().join("server.key"))
+        .unwrap()
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(certs.path().join("server.key"), perms).unwrap();
+    let server = Server::start(
+        &pg::pg_bin().unwrap(),
+        Some(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nlog_connections = on",
+            certs.path().join("server.pem").display(),
+            certs.path().join("server.key").display()
+        )),
+    );
+    let port = server.port;
+    let db = TestDb::on_postgres(PgDb::on(server));
+    db.pg().client().batch_execute(PG_SUBMISSIONS).unwrap();
+    db.submit("T1", None, SUBMITTED);
+    let ca = certs.path().join("ca.pem");
+    let url =
+        |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/postgres?{query}");
+    let run = |url: &str, args: &[&str]| {
+        db.cmd_at(url)
+            .args(args)
+            .env("DLR_CARRIER_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+
+    let full = url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    );
+    let out = run(&full, &["migrate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let server = carrier("DELIVERED");
+    let out = run(
+        &full,
+        &[
+            "poll",
+            "--carrier-url",
+            &server.url(),
+            "--now",
+            NOW,
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = db.pg().server.as_ref().unwrap().log();
+    assert!(
+        log.contains("SSL enabled"),
+        "the poller's connections used TLS:\n{log}"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        1
+    );
+
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses it, verify-ca and require accept it.
+    let by_ip = |mode: &str| {
+        url(
+            "127.0.0.1",
+            &format!("sslmode={mode}&sslrootcert={}", ca.display()),
+        )
+    };
+    let out = run(&by_ip("verify-full"), &["cycles"]);
+    assert_eq!(out.status.code(), Some(74));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    assert_eq!(run(&by_ip("verify-ca"), &["cycles"]).status.code(), Some(0));
+    assert_eq!(
+        run(&url("127.0.0.1", "sslmode=require"), &["cycles"])
+            .status
+            .code(),
+        Some(0)
+    );
+    // A root that did not sign it.
+    let other = url(
+        "localhost",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}",
+            certs.path().join("other.pem").display()
+        ),
+    );
+    let out = run(&other, &["cycles"]);
+    assert_eq!(out.status.code(), Some(74));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    // verify-full without a root file trusts the public roots, which did not sign it either.
+    let out = run(&url("localhost", "sslmode=verify-full"), &["cycles"]);
+    assert_eq!(out.status.code(), Some(74));
+}
+
+#[test]
+fn a_submission_committed_late_by_a_long_transaction_is_polled_by_the_next_cycle() {
+    let Some(db) = TestDb::postgres_empty("committed_late") else {
+        return;
+    };
+    let pg = db.pg();
+    // The dispatcher's ids come from a sequence: the late row takes the lower id.
+    pg.client()
+        .batch_execute(
+            "CREATE TABLE sms_submissions (id bigserial PRIMARY KEY, tracking_id text UNIQUE, customer_id text, \
+             phone_number text, carrier_batch_id text, submitted_at timestamptz NOT NULL); \
+             CREATE INDEX ON sms_submissions (submitted_at, tracking_id);",
+        )
+        .unwrap();
+    db.cmd().arg("migrate").assert().code(0);
+    let mut late = pg.connect();
+    let mut open = late.transaction().unwrap();
+    open.execute(
+        "INSERT INTO sms_submissions (tracking_id, customer_id, submitted_at) VALUES ('LATE', 'C1', $1::text::timestamptz)",
+        &[&SUBMITTED],
+    )
+    .unwrap();
+    db.submit("EARLY", None, "2025-12-01T09:00:01Z");
+    let server = carrier("SENT");
+    let run = db.poll_json(&server.url(), NOW, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["messages_due", "polled"]), [1, 1]);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_submissions WHERE id < 2"),
+        0,
+        "not visible yet"
+    );
+    open.commit().unwrap();
+
+    let run = db.poll_json(&server.url(), "2025-12-01T11:30:00Z", &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["messages_due", "polled"]), [1, 1]);
+    assert_eq!(db.audit("LATE").len(), 1);
+    let run = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &[]);
+    assert_eq!(run.counts(&["messages_due", "polled"]), [2, 2]);
+    let at = |id: &str| -> Vec<String> { db.audit(id).into_iter().map(|a| a.polled_at).collect() };
+    assert_eq!(
+        at("EARLY"),
+        ["2025-12-01T11:00:00Z", "2025-12-01T13:00:00Z"]
+    );
+    assert_eq!(at("LATE"), ["2025-12-01T11:30:00Z", "2025-12-01T13:00:00Z"]);
+}
+
+#[test]
+fn concurrent_migrate_applies_the_schema_once() {
+    let Some(db) = TestDb::postgres_empty("concurrent_migrate") else {
+        return;
+    };
+    db.pg().client().batch_execute(PG_SUBMISSIONS).unwrap();
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let mut cmd = Process::new(assert_cmd::cargo::cargo_bin!("dlr-poller"));
+            cmd.env_clear()
+                .args(db.db_args())
+                .arg("migrate")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut migrated = 0;
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        migrated += usize::from(err.contains("from schema version 0 to 2"));
+    }
+    assert_eq!(
+        migrated, 1,
+        "one run applied the schema, the others found it current"
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM poller_schema"), 1);
+    db.cmd().arg("cycles").assert().code(0);
+}
+
+#[test]
+fn the_server_restarting_mid_cycle_is_a_database_error_and_the_next_run_goes_on() {
+    let Some(db) = TestDb::postgres("server_restarting") else {
+        return;
+    };
+    if db.pg().server.is_none() {
+        pg::skip(
+            "server_restarting",
+            "needs a server of its own, not DLR_POLLER_TEST_PG_URL",
+        );
+        return;
+    }
+    let (db, sandbox) = common::with_sandbox_on(db, sent_world(40, 10, SUBMITTED), NOW);
+    sandbox
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(100));
+    let run = db.spawn_poll(&sandbox.url(), NOW, &["--concurrency", "2"]);
+    assert!(db.wait_for("SELECT COUNT(*) FROM sms_delivery_confirmations", 20, LIMIT));
+    let server = db.pg().server.as_ref().unwrap();
+    server.stop();
+    let run = run.wait(LIMIT).expect("the run ended");
+    assert_eq!(run.code, Some(74), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("terminating connection")
+            || run.stderr.contains("connection closed")
+            || run.stderr.contains("server shut down")
+            || run.stderr.contains("connection was lost"),
+        "{}",
+        run.stderr
+    );
+    server.restart();
+    sandbox.sandbox().faults(|f| f.latency = Duration::ZERO);
+    let stored = db.count("SELECT COUNT(*) FROM sms_delivery_confirmations");
+    assert!((20..400).contains(&stored), "{stored}");
+    let next = db.poll_json(&sandbox.url(), NOW, &[]);
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert_eq!(next.counts(&["polled"]), [400 - stored as u64]);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        400
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        400
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_cycles WHERE outcome = 'abandoned'"),
+        1
+    );
+}
+
+#[test]
+fn carrier_text_with_nul_characters_loses_only_those_characters() {
+    let Some(db) = TestDb::postgres("nul_characters") else {
+        return;
+    };
+    for id in ["N1", "N2", "N3"] {
+        db.submit(id, Some("B1"), SUBMITTED);
+    }
+    let mut server = mockito::Server::new();
+    let entry = |id: &str| {
+        serde_json::json!({
+            "tracking_id": id, "status": "FAILED", "error_code": "E\u{0}7",
+            "error_message": "handset\u{0} busy", "status_updated_at": "2025-12-01T10:00:00Z"
+        })
+    };
+    server
+        .mock("GET", Matcher::Regex("^/batches/B1".into()))
+        .with_body(common::listing(
+            "B1",
+            &[entry("N1"), entry("N2"), entry("N3")],
+            None,
+        ))
+        .create();
+    let run = db.poll_json(&server.url(), NOW, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["polled", "failed"]), [3, 3]);
+    let audit = db.audit("N2");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].failure_code.as_deref(), Some("E7"));
+    assert_eq!(audit[0].failure_reason.as_deref(), Some("handset busy"));
+}
+
+#[test]
+fn the_dispatchers_table_is_read_in_place_with_select_only() {
+    let Some(db) = TestDb::postgres_empty("read_in_place") else {
+        return;
+    };
+    db.pg()
+        .client()
+        .batch_execute(
+            "CREATE ROLE poller LOGIN PASSWORD 'poller-pw-3c'; \
+             CREATE SCHEMA notify; \
+             CREATE TABLE notify.sends (tracking_id text PRIMARY KEY, customer_id text, phone_number text, \
+               carrier_batch_id text, submitted_at timestamptz NOT NULL); \
+             CREATE INDEX ON notify.sends (submitted_at, tracking_id); \
+             CREATE TABLE notify.secret (tracking_id text, customer_id text, phone_number text, \
+               carrier_batch_id text, submitted_at timestamptz); \
+             GRANT USAGE ON SCHEMA notify TO poller; GRANT SELECT ON notify.sends TO poller; \
+             CREATE SCHEMA poller AUTHORIZATION poller; \
+             INSERT INTO notify.sends VALUES ('S1', 'C1', '+4915112345678', NULL, '2025-12-01T09:00:00Z'), \
+               ('S2', 'C1', '+4915112345678', NULL, '2025-12-01T09:00:00Z');",
+        )
+        .unwrap();
+    let password = db.dir.path().join("poller-pw");
+    std::fs::write(&password, "poller-pw-3c").unwrap();
+    let url = db
+        .pg()
+        .url
+        .replace("postgres://postgres@", "postgres://poller@");
+    let poller = |table: &str| {
+        let mut cmd = bin();
+        cmd.args(["--db", &url, "--db-password-file"])
+            .arg(&password)
+            .args(["--submissions-table", table])
+            .env("DLR_CARRIER_TOKEN", TOKEN);
+        cmd
+    };
+    poller("notify.sends").arg("migrate").assert().code(0);
+    let server = carrier("DELIVERED");
+    let run = Run::from(
+        poller("notify.sends")
+            .args([
+                "poll",
+                "--json",
+                "--carrier-url",
+                &server.url(),
+                "--now",
+                NOW,
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["polled", "delivered"]), [2, 2]);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'poller'"),
+        7,
+        "the poller's tables are in its own schema"
+    );
+    let out = poller("notify.sends")
+        .args(["history", "S1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A table it may not read is named, with the grant it needs.
+    let out = poller("notify.secret")
+        .args(["poll", "--carrier-url", &server.url(), "--now", NOW])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74));
+    assert!(stderr(&out).contains("notify.secret"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("GRANT SELECT"), "{}", stderr(&out));
+    let out = poller("notify.sends; DROP TABLE x")
+        .arg("cycles")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+}
