@@ -7,6 +7,11 @@
 //! concurrency) and the SQLite floor (a minimal program inserting the same number of audit rows, with the same
 //! indexes, in batched transactions). Results go in BENCHMARKS.md.
 //!
+//! With `--postgres URL` (a superuser URL of a running PostgreSQL server) the same runs against a fresh database
+//! on that server (dropped at the end), and the floor is the PostgreSQL one: binary COPY of the same number of
+//! audit rows with the audit table's indexes, plus a guarded tracking update of as many rows through `unnest`,
+//! 25,000 rows per transaction (what one transaction of results does).
+//!
 //! Options: --messages N (100000), --batch-size N (500; 0 = no batch ids, one lookup per message),
 //! --latency-ms N (20), --concurrency N (8), --page-size N (1000), --ids sequential|random (sequential: ids that
 //! sort in submission order; random: UUID-shaped ids in no order), --verbose 1 (the poller logs at debug level,
@@ -35,6 +40,7 @@ struct Options {
     page_size: usize,
     random_ids: bool,
     verbose: bool,
+    postgres: Option<String>,
 }
 
 fn options() -> Result<Options> {
@@ -46,12 +52,17 @@ fn options() -> Result<Options> {
         page_size: 1000,
         random_ids: false,
         verbose: false,
+        postgres: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let [flag, value] = pair else {
             bail!("expected --flag value pairs, got {pair:?}")
         };
+        if flag == "--postgres" {
+            o.postgres = Some(value.clone());
+            continue;
+        }
         if flag == "--ids" {
             o.random_ids = match value.as_str() {
                 "sequential" => false,
@@ -84,7 +95,10 @@ fn main() -> Result<()> {
     let o = options()?;
     let bin = support::poller_binary()?;
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("bench.db");
+    let db = match &o.postgres {
+        Some(admin) => Db::postgres(admin, dir.path())?,
+        None => Db::Sqlite(dir.path().join("bench.db")),
+    };
     let start = timefmt::parse("2025-12-01T09:00:00Z")?;
 
     // Every message is listed in its batch (batch mode) or has no batch (per-message mode), and stays SENT, so
@@ -97,7 +111,10 @@ fn main() -> Result<()> {
     let world = World::uniform_with(o.messages, o.batch_size, start, id);
     let setup = Instant::now();
     poller(&bin, &db, &["migrate"], None, false)?;
-    world.write_submissions(&mut rusqlite::Connection::open(&db)?)?;
+    match &db {
+        Db::Sqlite(path) => world.write_submissions(&mut rusqlite::Connection::open(path)?)?,
+        Db::Postgres { url, password, .. } => pg_submissions(url, password, &world)?,
+    }
     eprintln!(
         "setup: {} submissions in {:.1}s",
         o.messages,
@@ -125,18 +142,17 @@ fn main() -> Result<()> {
     };
     let first = cycle(now)?;
     let second = cycle(now + TimeDelta::minutes(1))?;
-    let db_bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", db.display())).ok())
-        .map(|m| m.len())
-        .sum();
+    let db_bytes = db.size()?;
 
     let requests = first.summary["http_requests"].as_u64().unwrap_or(0);
     let polled = first.summary["polled"].as_u64().unwrap_or(0);
     let network_floor = requests as f64 * o.latency_ms as f64 / 1000.0 / o.concurrency as f64;
-    let sqlite_floor = sqlite_floor(dir.path(), o.messages, o.batch_size.max(50), id)?;
+    let store_floor = match &db {
+        Db::Sqlite(_) => sqlite_floor(dir.path(), o.messages, o.batch_size.max(50), id)?,
+        Db::Postgres { url, password, .. } => pg_floor(url, password, o.messages, id)?,
+    };
     let wall = first.wall.as_secs_f64();
-    let floor = network_floor.max(sqlite_floor);
+    let floor = network_floor.max(store_floor);
 
     let mut mode = if o.batch_size > 0 {
         format!("batch {}", o.batch_size)
@@ -146,8 +162,11 @@ fn main() -> Result<()> {
     if o.random_ids {
         mode.push_str(", random ids");
     }
+    if o.postgres.is_some() {
+        mode.push_str(", PostgreSQL");
+    }
     println!(
-        "| mode | messages | latency | concurrency | cycle 1 | msg/s | req/s | peak RSS | cycle 2 (nothing due) | DB size | network floor | SQLite floor | cycle / floor |"
+        "| mode | messages | latency | concurrency | cycle 1 | msg/s | req/s | peak RSS | cycle 2 (nothing due) | DB size | network floor | store floor | cycle / floor |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
@@ -162,7 +181,7 @@ fn main() -> Result<()> {
         second.wall.as_secs_f64(),
         db_bytes as f64 / 1e6,
         network_floor,
-        sqlite_floor,
+        store_floor,
         wall / floor,
     );
     eprintln!(
@@ -171,19 +190,197 @@ fn main() -> Result<()> {
         second.summary["messages_due"],
         second.peak_rss_kb / 1024
     );
+    if let Db::Postgres { admin, name, .. } = &db {
+        let mut client = postgres::Client::connect(admin, postgres::NoTls)?;
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    }
     if polled != o.messages as u64 {
         bail!("cycle 1 polled {polled} of {} messages", o.messages);
     }
     Ok(())
 }
 
+/// The database under test.
+enum Db {
+    Sqlite(std::path::PathBuf),
+    /// A fresh database on the server `admin` points at: its URL, the password file, its name.
+    Postgres {
+        admin: String,
+        url: String,
+        password: std::path::PathBuf,
+        name: String,
+    },
+}
+
+impl Db {
+    fn postgres(admin: &str, dir: &Path) -> Result<Db> {
+        let name = format!("dlr_bench_{}", std::process::id());
+        let mut client = postgres::Client::connect(admin, postgres::NoTls)
+            .with_context(|| format!("connecting to --postgres {admin}"))?;
+        client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        let config: postgres::Config = admin.parse()?;
+        let password = dir.join("db-password");
+        std::fs::write(
+            &password,
+            config
+                .get_password()
+                .map(|p| p.to_vec())
+                .unwrap_or_default(),
+        )?;
+        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+        let url = format!("{base}/{name}");
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        client.batch_execute(
+            "CREATE TABLE sms_submissions (tracking_id text PRIMARY KEY, customer_id text, phone_number text, \
+             carrier_batch_id text, submitted_at timestamptz NOT NULL); \
+             CREATE INDEX ON sms_submissions (submitted_at, tracking_id);",
+        )?;
+        Ok(Db::Postgres {
+            admin: admin.to_string(),
+            url,
+            password,
+            name,
+        })
+    }
+
+    /// The arguments that point the poller at it.
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            Db::Sqlite(path) => vec!["--db".into(), path.into()],
+            Db::Postgres { url, password, .. } => {
+                let mut args = vec!["--db".into(), url.into()];
+                if std::fs::metadata(password).is_ok_and(|m| m.len() > 0) {
+                    args.extend(["--db-password-file".into(), password.into()]);
+                }
+                args
+            }
+        }
+    }
+
+    fn size(&self) -> Result<u64> {
+        Ok(match self {
+            Db::Sqlite(path) => ["", "-wal"]
+                .iter()
+                .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", path.display())).ok())
+                .map(|m| m.len())
+                .sum(),
+            Db::Postgres { url, .. } => {
+                let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+                let size: i64 = client
+                    .query_one("SELECT pg_database_size(current_database())", &[])?
+                    .get(0);
+                size as u64
+            }
+        })
+    }
+}
+
+/// Writes the world's submissions into the dispatcher's table on PostgreSQL by COPY.
+fn pg_submissions(url: &str, _password: &Path, world: &World) -> Result<()> {
+    use std::io::Write;
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    let mut sink = client.copy_in(
+        "COPY sms_submissions (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at) FROM STDIN",
+    )?;
+    let mut buf = std::io::BufWriter::new(&mut sink);
+    for m in world.messages() {
+        writeln!(
+            buf,
+            "{}\t{}\t{}\t{}\t{}",
+            m.tracking_id,
+            m.customer_id,
+            m.phone_number,
+            m.batch_id.as_deref().unwrap_or("\\N"),
+            timefmt::format(m.submitted_at)
+        )?;
+    }
+    buf.flush()?;
+    drop(buf);
+    sink.finish()?;
+    Ok(())
+}
+
+/// The PostgreSQL floor, in a scratch schema of the bench database: binary COPY of `rows` audit rows into the audit
+/// table (with its indexes), then a guarded update of as many tracking rows through `unnest`, each in
+/// transactions of 25,000 rows. The tracking rows are inserted first, untimed.
+fn pg_floor(url: &str, _password: &Path, rows: usize, id: impl Fn(usize) -> String) -> Result<f64> {
+    use postgres::binary_copy::BinaryCopyInWriter;
+    use postgres::types::{ToSql, Type};
+    const CHUNK: usize = 25_000;
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute("CREATE SCHEMA floor; SET search_path = floor")?;
+    client.batch_execute(include_str!("../schema.postgres.sql"))?;
+    let ids: Vec<String> = (0..rows).map(&id).collect();
+    let polled_at = timefmt::parse("2025-12-01T11:00:00Z")?;
+    let due = timefmt::parse("2025-12-01T13:00:00Z")?;
+    client.execute(
+        "INSERT INTO message_tracking (tracking_id, submitted_at, state, polls, next_due_at) \
+         SELECT id, $2, 'OPEN', 0, $3 FROM unnest($1::text[]) AS u(id)",
+        &[&ids, &polled_at, &polled_at],
+    )?;
+    client.batch_execute("VACUUM ANALYZE message_tracking")?;
+    let started = Instant::now();
+    for (n, chunk) in ids.chunks(CHUNK).enumerate() {
+        let mut tx = client.transaction()?;
+        let sink = tx.copy_in(
+            "COPY sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+             delivery_status, polled_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found) \
+             FROM STDIN BINARY",
+        )?;
+        let mut writer = BinaryCopyInWriter::new(
+            sink,
+            &[
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::INT4,
+                Type::TIMESTAMPTZ,
+                Type::INT8,
+                Type::TEXT,
+                Type::BOOL,
+            ],
+        );
+        let batch = format!("B{n:06}");
+        for (i, tracking_id) in chunk.iter().enumerate() {
+            let customer = format!("C{:06}", i % 100_000);
+            let phone = format!("+4915{i:09}");
+            let row: [&(dyn ToSql + Sync); 11] = [
+                tracking_id,
+                &customer,
+                &phone,
+                &batch,
+                &"PENDING",
+                &polled_at,
+                &1i32,
+                &polled_at,
+                &1i64,
+                &"SENT",
+                &true,
+            ];
+            writer.write(&row)?;
+        }
+        writer.finish()?;
+        let polls = vec![0i32; chunk.len()];
+        tx.execute(
+            "UPDATE message_tracking t SET polls = t.polls + 1, next_due_at = $3, last_status = 'PENDING', \
+             last_polled_at = $4 FROM unnest($1::text[], $2::int[]) AS u(id, polls) \
+             WHERE t.tracking_id = u.id AND t.polls = u.polls AND t.state = 'OPEN'",
+            &[&chunk, &polls, &due, &polled_at],
+        )?;
+        tx.commit()?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// Runs the poller under `/usr/bin/time -v` and returns its wall time, peak RSS and JSON summary.
-fn poller(bin: &Path, db: &Path, args: &[&str], token: Option<&str>, verbose: bool) -> Result<Run> {
+fn poller(bin: &Path, db: &Db, args: &[&str], token: Option<&str>, verbose: bool) -> Result<Run> {
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-v")
         .arg(bin)
-        .arg("--db")
-        .arg(db)
+        .args(db.args())
         .arg(if verbose { "-v" } else { "-q" })
         .args(args);
     if let Some(token) = token {
