@@ -186,6 +186,8 @@ pub fn read(
     mut take_in: impl FnMut(Vec<Intake>) -> bool,
 ) -> Result<ReadEnd> {
     let mut end = ReadEnd::default();
+    let started = std::time::Instant::now();
+    let mut reading = std::time::Duration::ZERO;
     let mut gather = Gatherer::for_intake();
     let mut open = true;
     for span in window.spans() {
@@ -194,7 +196,9 @@ pub fn read(
             if control.stopped().is_some() {
                 return Ok(end);
             }
+            let query = std::time::Instant::now();
             let rows = store.submissions(&span, &cursor, READ_CHUNK)?;
+            reading += query.elapsed();
             let more = rows.len() == READ_CHUNK;
             let mut intakes = Vec::new();
             for (row, at) in rows {
@@ -234,6 +238,12 @@ pub fn read(
         }
     }
     end.complete = open && gather.finish(poll);
+    log::debug!(
+        "read {} submissions in {:.2}s, {:.2}s of it in the database",
+        end.rows,
+        started.elapsed().as_secs_f64(),
+        reading.as_secs_f64()
+    );
     Ok(end)
 }
 

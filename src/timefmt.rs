@@ -18,16 +18,15 @@ pub fn parse(s: &str) -> Result<DateTime<Utc>> {
 /// `CURRENT_TIMESTAMP` / `datetime('now')` form and PostgreSQL's `timestamp` (`2025-12-01 09:00:00`), read as
 /// UTC. A dispatcher that fills `submitted_at` with a column default writes one of the latter.
 pub fn parse_submitted(s: &str) -> Result<DateTime<Utc>> {
+    // Tried without building an error for each form that does not match: this runs for every row of a window.
     let s = s.trim();
-    parse(s).or_else(|e| {
-        DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z")
-            .map(|t| t.with_timezone(&Utc))
-            .or_else(|_| {
-                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
-                    .map(|t| t.and_utc())
-            })
-            .map_err(|_| e)
-    })
+    DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
+        })
+        .or_else(|_| parse(s))
 }
 
 /// The stored form: whole seconds, `Z`.

@@ -216,10 +216,14 @@ impl PgTarget {
                 )?)),
         }
         .with_context(|| format!("connecting to {}", self.shown))?;
+        // Plans are made for each execution's values: a generic plan of the chunked read, made without them,
+        // hashes the whole tracking table for every chunk. JIT compilation costs more than the poller's short
+        // statements ever take.
         client
             .batch_execute(&format!(
                 "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; SET statement_timeout = {}; SET lock_timeout = {}; \
-                 SET idle_in_transaction_session_timeout = {}",
+                 SET idle_in_transaction_session_timeout = {}; SET plan_cache_mode = force_custom_plan; \
+                 SET jit = off",
                 STATEMENT_TIMEOUT.as_millis(),
                 lock_timeout.as_millis().max(1),
                 IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
@@ -731,11 +735,14 @@ impl Backend for Postgres {
                     None,
                 ),
             };
+            // Whether each row is tracked is one index probe per row (a lateral subquery): as an EXISTS, the
+            // planner may hash the whole tracking table for every chunk instead.
             let sql = format!(
                 "SELECT s.tracking_id::text, s.customer_id::text, s.phone_number::text, \
-                 s.carrier_batch_id::text, s.submitted_at::text, \
-                 EXISTS (SELECT 1 FROM message_tracking t WHERE t.tracking_id = s.tracking_id::text) \
-                 FROM {} s WHERE s.tracking_id IS NOT NULL AND {filter} \
+                 s.carrier_batch_id::text, s.submitted_at::text, t.tracked IS NOT NULL \
+                 FROM {} s LEFT JOIN LATERAL (SELECT true AS tracked FROM message_tracking t \
+                   WHERE t.tracking_id = s.tracking_id::text LIMIT 1) t ON true \
+                 WHERE s.tracking_id IS NOT NULL AND {filter} \
                  ORDER BY s.submitted_at, s.tracking_id LIMIT $4",
                 me.target.submissions,
             );
