@@ -669,6 +669,24 @@ impl Backend for Postgres {
                     me.target.submissions_name
                 )
             })?;
+            // Each cycle reads the window by (submitted_at, tracking_id): without an index that starts so, every
+            // chunk of the read scans the table.
+            let indexed: bool = me
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+                     AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass($1) AND a.attname = 'submitted_at')",
+                    &[&me.target.submissions],
+                )?
+                .get(0);
+            if !indexed {
+                log::warn!(
+                    "{} has no index on (submitted_at, tracking_id): each cycle's read of it scans the whole table; \
+                     ask its owners for CREATE INDEX CONCURRENTLY ON {} (submitted_at, tracking_id)",
+                    me.target.submissions_name,
+                    me.target.submissions_name
+                );
+            }
             Ok(())
         };
         run(self).exit_code(Exit::Database)
