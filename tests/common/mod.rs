@@ -64,7 +64,9 @@ macro_rules! on_both_backends {
             $(
                 #[test]
                 fn $name() {
-                    if super::common::Backend::Postgres.available(stringify!($name)) {
+                    if super::common::Backend::Postgres
+                        .available(concat!(module_path!(), "::", stringify!($name)))
+                    {
                         super::$name(super::common::Backend::Postgres)
                     }
                 }
