@@ -81,11 +81,41 @@ CREATE TABLE poll_cycles (
   error               text,
   too_old             bigint NOT NULL DEFAULT 0,
   closed_unanswered   bigint NOT NULL DEFAULT 0,
-  lookups_rejected    bigint NOT NULL DEFAULT 0
+  lookups_rejected    bigint NOT NULL DEFAULT 0,
+  round_id            bigint,   -- poll_rounds.id: the cycle this run shared with other replicas
+  run_token           text      -- the run's token: its sessions are named dlr-poller:{token} while it lives
 );
 
--- The lease of the running cycle. The cycle holds a session advisory lock, which the server releases when the
--- holder's connection ends; this row names the holder and fences every write of a cycle.
+-- One cycle shared by the runs started for it (replicas): one clock, one intake, the work split into units that
+-- one run at a time claims.
+CREATE TABLE poll_rounds (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  cycle_now   timestamptz NOT NULL,  -- the clock of every run of the round
+  phase       text NOT NULL CHECK (phase IN ('intake', 'polling', 'done')),
+  coordinator text NOT NULL,         -- the run taking the submissions in and publishing the units
+  started_at  timestamptz NOT NULL,  -- wall clock
+  expires_at  timestamptz NOT NULL,  -- wall clock: no run joins the round after this
+  finished_at timestamptz
+);
+
+-- The work of a round: a carrier batch, or up to ten messages without a batch (first_id..last_id). A run claims
+-- units for a short lease, renewed while it lives; a unit whose lease ran out is taken over by another run.
+CREATE TABLE poll_units (
+  round_id      bigint NOT NULL,
+  unit_id       integer NOT NULL,
+  batch_id      text,
+  first_id      text,
+  last_id       text,
+  messages      integer NOT NULL,
+  claimed_by    text,
+  claimed_until timestamptz,
+  done          boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (round_id, unit_id)
+);
+CREATE INDEX idx_poll_units_open ON poll_units (round_id, unit_id) WHERE NOT done;
+
+-- The lease row of the SQLite backend's single-cycle model; on PostgreSQL runs share rounds instead, and this
+-- table stays empty.
 CREATE TABLE poller_lease (
   id          smallint PRIMARY KEY CHECK (id = 1),
   holder      text NOT NULL,

@@ -26,7 +26,8 @@ use crate::intake::{self, Gatherer, ReadEnd, Window};
 use crate::schedule::{self, Next};
 use crate::status::{DeliveryStatus, map_status};
 use crate::store::{
-    self, Backend, DueMessage, Entry, Intake, Lease, PollRecord, Target, TrackState, warn_repeated,
+    self, Backend, DueMessage, Entry, Intake, Join, Lease, Phase, PollRecord, Target, TrackState,
+    Unit, warn_repeated,
 };
 use crate::summary::Summary;
 use crate::timefmt;
@@ -42,11 +43,42 @@ const TAKE_IN_AHEAD: usize = 50_000;
 const DUE_CHUNK: usize = 10_000;
 /// The lease outlives the deadline and the grace by this much, in case the clock or the disk is slow.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// How long a run's claim on a unit of a shared round lasts without renewal: a run that vanishes without its
+/// sessions closing (a host lost) gives its units up after this; one whose sessions close, at once.
+const UNIT_LEASE: Duration = Duration::from_secs(30);
+/// How often the writer renews this run's claims.
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How often a run waiting for the round's intake looks again.
+const INTAKE_WAIT: Duration = Duration::from_millis(200);
+
+/// How this run takes part in its cycle.
+#[derive(Clone, Debug)]
+enum Mode {
+    /// The only run of the cycle (SQLite: it holds the lease).
+    Alone,
+    /// The run of a shared round that takes the submissions in and publishes the units, then claims some.
+    Coordinate { round: i64, me: String },
+    /// A run that claims units of a round under way.
+    Help { round: i64, me: String },
+    /// The round for this cycle is over.
+    Finished,
+}
+
+impl Mode {
+    fn shared(&self) -> Option<(i64, &str)> {
+        match self {
+            Mode::Coordinate { round, me } | Mode::Help { round, me } => Some((*round, me)),
+            _ => None,
+        }
+    }
+}
 
 /// A unit of work for one worker: one batch, or a chunk of messages without a batch.
 struct Job {
     batch_id: Option<String>,
     messages: Vec<DueMessage>,
+    /// The unit of a shared round this job is.
+    unit: Option<i64>,
 }
 
 /// What became of a message in this cycle.
@@ -91,6 +123,8 @@ struct Done {
     /// Tracking ids of new messages that were in the job twice (a tracking id repeated in sms_submissions):
     /// dropped from the job, asked for once.
     repeated: Vec<String>,
+    /// The cycle stopped (signal, deadline) before every message of the job was asked about.
+    cut_short: bool,
 }
 
 /// Runs one cycle against the database at `db`. `signal` is set by the signal handlers. Whole-cycle failures
@@ -105,6 +139,9 @@ pub fn run(
     let started = Utc::now();
     let mut store = store::open(db, false, busy_timeout)?;
     store.check_schema()?;
+    if store.shares_cycles() {
+        return shared(db, config, busy_timeout, &control, &mut *store, started);
+    }
     match store.acquire_lease(started, config.deadline + GRACE + LEASE_MARGIN)? {
         Lease::Held(h) => {
             return Err(anyhow!(
@@ -127,15 +164,26 @@ pub fn run(
         ),
         Lease::Acquired { took_over: None } => {}
     }
-    let outcome = leased(db, config, busy_timeout, &control, &mut *store, started);
+    let now = config.now.unwrap_or(started);
+    let outcome = leased(
+        db,
+        config,
+        busy_timeout,
+        &control,
+        &mut *store,
+        started,
+        now,
+        Mode::Alone,
+    );
     if let Err(e) = store.release_lease() {
         log::warn!("{e:#}; the next run takes it over when it expires");
     }
     outcome
 }
 
-/// The cycle proper, while this run holds the lease.
-fn leased(
+/// A cycle on a store whose runs share it (PostgreSQL replicas): this run joins the round for its clock, or
+/// starts one and coordinates it.
+fn shared(
     db: &Target,
     config: &PollConfig,
     busy_timeout: Duration,
@@ -143,8 +191,61 @@ fn leased(
     store: &mut dyn Backend,
     started: DateTime<Utc>,
 ) -> Result<(Summary, Exit)> {
+    // Unique per run, short enough for a session name.
+    let me = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        started.timestamp_nanos_opt().unwrap_or_default()
+    );
+    let clock = config.now.unwrap_or(started);
+    let (mode, now) = match store.join_round(&me, clock, config.deadline + GRACE + LEASE_MARGIN)? {
+        Join::Busy {
+            round,
+            cycle_now,
+            coordinator,
+        } => {
+            return Err(anyhow!(
+                "another cycle is running on this database: round {round} with clock {cycle_now}, started by \
+                 run {coordinator}; runs join a round only for the same clock (within 5 minutes); this run did \
+                 nothing"
+            ))
+            .exit_code(Exit::Locked);
+        }
+        Join::Coordinate { round, cycle_now } => {
+            log::info!("round {round}: this run takes the submissions in and shares out the work");
+            (Mode::Coordinate { round, me }, cycle_now)
+        }
+        Join::Help { round, cycle_now } => {
+            log::info!(
+                "round {round} for clock {} is under way: this run takes a share of its work",
+                timefmt::format(cycle_now)
+            );
+            (Mode::Help { round, me }, cycle_now)
+        }
+        Join::Finished { round, cycle_now } => {
+            log::info!(
+                "round {round} for clock {} is over: nothing is left to do",
+                timefmt::format(cycle_now)
+            );
+            (Mode::Finished, cycle_now)
+        }
+    };
+    leased(db, config, busy_timeout, control, store, started, now, mode)
+}
+
+/// The cycle proper, while this run holds the lease or its place in a round.
+#[allow(clippy::too_many_arguments)]
+fn leased(
+    db: &Target,
+    config: &PollConfig,
+    busy_timeout: Duration,
+    control: &Arc<Control>,
+    store: &mut dyn Backend,
+    started: DateTime<Utc>,
+    now: DateTime<Utc>,
+    mode: Mode,
+) -> Result<(Summary, Exit)> {
     let clock = Instant::now();
-    let now = config.now.unwrap_or(started);
     let cycle_id = store.begin_cycle(started, now)?;
     crate::logging::set_cycle(cycle_id);
     let mut summary = Summary {
@@ -160,7 +261,19 @@ fn leased(
         crate::config::humanize(config.deadline)
     );
 
-    let result = poll(db, config, busy_timeout, control, store, now, &mut summary);
+    let result = match mode {
+        Mode::Finished => Ok(true),
+        mode => poll(
+            db,
+            config,
+            busy_timeout,
+            control,
+            store,
+            now,
+            &mut summary,
+            &mode,
+        ),
+    };
     // The code recorded is the code the process exits with: an error that carries none is a database error.
     let (result, exit) = match result {
         Ok(complete) => (Ok(()), exit_code(&summary, control.stopped(), complete)),
@@ -189,6 +302,7 @@ fn leased(
 
 /// Polls what is due. Returns whether every new submission was read (false when the cycle stopped first:
 /// more may be due than the summary counts).
+#[allow(clippy::too_many_arguments)]
 fn poll(
     db: &Target,
     config: &PollConfig,
@@ -197,17 +311,21 @@ fn poll(
     store: &mut dyn Backend,
     now: DateTime<Utc>,
     summary: &mut Summary,
+    mode: &Mode,
 ) -> Result<bool> {
     let window = Window::new(now, config.catch_up, store.read_horizon()?);
-    log::info!(
-        "reading new submissions since {}{}",
-        window.floor,
-        match &window.horizon {
-            None => " and, this once, every older row".to_string(),
-            Some(h) if *h < window.floor => format!(" and the older rows since {h}"),
-            Some(_) => String::new(),
-        }
-    );
+    let reads = !matches!(mode, Mode::Help { .. });
+    if reads {
+        log::info!(
+            "reading new submissions since {}{}",
+            window.floor,
+            match &window.horizon {
+                None => " and, this once, every older row".to_string(),
+                Some(h) if *h < window.floor => format!(" and the older rows since {h}"),
+                Some(_) => String::new(),
+            }
+        );
+    }
 
     // Threads are detached, not scoped: after a signal the cycle must be able to stop waiting for a request
     // that hangs, save what it has and exit.
@@ -223,7 +341,8 @@ fn poll(
     let dispatcher = {
         let (control, out_tx) = (control.clone(), out_tx.clone());
         let (claimed, tracked_due) = (claimed.clone(), tracked_due.clone());
-        let window = window.clone();
+        let (window, mode) = (window.clone(), mode.clone());
+        let concurrency = config.concurrency;
         std::thread::Builder::new()
             .name("dispatch".into())
             .spawn(move || {
@@ -232,7 +351,20 @@ fn poll(
                     jobs: job_tx,
                     out: out_tx,
                 };
-                dispatch(&mut *reader, &window, now, &to, &claimed, &tracked_due)
+                match mode {
+                    Mode::Alone => {
+                        dispatch(&mut *reader, &window, now, &to, &claimed, &tracked_due)
+                    }
+                    mode => dispatch_shared(
+                        &mut *reader,
+                        &window,
+                        now,
+                        &to,
+                        &tracked_due,
+                        &mode,
+                        concurrency,
+                    ),
+                }
             })
             .context("starting the dispatcher thread")?
     };
@@ -262,8 +394,22 @@ fn poll(
         intakes: Vec::new(),
         pending_rows: 0,
         repeated: 0,
+        units: Vec::new(),
+        shared: mode.shared().map(|(round, me)| (round, me.to_string())),
+        renewed: Instant::now(),
     };
     let drained = writer.drain(&out_rx, control);
+    if let Some((round, me)) = mode.shared() {
+        // Units this run claimed and did not finish go back at once, for another run or the next one.
+        match writer.store.release_units(round, me) {
+            Ok(0) => {}
+            Ok(n) => log::info!("handed back {n} units of round {round} this run did not finish"),
+            Err(e) => log::warn!("{e:#}; they are taken over when their claims run out"),
+        }
+        if let Err(e) = writer.store.end_round(round) {
+            log::warn!("{e:#}");
+        }
+    }
     writer.log_refusals();
     let repeated = writer.repeated;
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
@@ -284,14 +430,16 @@ fn poll(
     let claimed = claimed.load(Ordering::Relaxed);
     summary.messages_due = due(claimed);
     summary.invalid_submissions = end.invalid;
-    log::info!(
-        "read {} rows of sms_submissions: {claimed} new due now, {} due at a later cycle, {} too old to track, \
-         {} invalid",
-        end.rows,
-        end.not_yet,
-        summary.too_old,
-        end.invalid
-    );
+    if reads {
+        log::info!(
+            "read {} rows of sms_submissions: {claimed} new due now, {} due at a later cycle, {} too old to \
+             track, {} invalid",
+            end.rows,
+            end.not_yet,
+            summary.too_old,
+            end.invalid
+        );
+    }
     if end.deferred > 0 {
         log::info!(
             "{} new messages of interleaved batches were taken in and polled with the tracked ones, one listing \
@@ -306,7 +454,7 @@ fn poll(
             end.untrackable
         );
     }
-    if end.complete {
+    if end.complete && reads {
         store.save_horizon(&window.floor)?;
     }
     Ok(end.complete && tracked_done)
@@ -347,7 +495,13 @@ fn dispatch(
     claimed: &AtomicU64,
     tracked_due: &AtomicU64,
 ) -> Result<(ReadEnd, bool)> {
-    let mut send = |(batch_id, messages)| to.send(Job { batch_id, messages });
+    let mut send = |(batch_id, messages)| {
+        to.send(Job {
+            batch_id,
+            messages,
+            unit: None,
+        })
+    };
     // Submissions to take in may come by the million (a first run on history, interleaved batches): at most
     // TAKE_IN_AHEAD wait for the writer at a time, so that memory stays flat.
     let mut ahead = 0;
@@ -405,6 +559,136 @@ fn dispatch(
     Ok((end, true))
 }
 
+/// The dispatcher of a run in a shared round. The coordinator reads the new submissions and takes every one of
+/// them in (none is polled on the spot: the work is shared out as units), then publishes the units; a helper
+/// waits for that (taking the intake over if the coordinator died first). Then both claim units, a few at a
+/// time, and hand each out as one job, until none is left to claim.
+fn dispatch_shared(
+    reader: &mut dyn Backend,
+    window: &Window,
+    now: DateTime<Utc>,
+    to: &Dispatch,
+    tracked_due: &AtomicU64,
+    mode: &Mode,
+    concurrency: usize,
+) -> Result<(ReadEnd, bool)> {
+    let Some((round, me)) = mode.shared() else {
+        return Ok((ReadEnd::default(), true));
+    };
+    let cutoff = schedule::cutoff(now);
+    let mut end = ReadEnd {
+        complete: true,
+        ..ReadEnd::default()
+    };
+    let mut coordinate = matches!(mode, Mode::Coordinate { .. });
+    while !coordinate {
+        match reader.round_phase(round)? {
+            Phase::Polling => break,
+            Phase::Done => return Ok((end, true)),
+            Phase::Intake if reader.take_over_round(round, me)? => {
+                log::warn!(
+                    "round {round}: its coordinator died during the intake; this run takes it over"
+                );
+                coordinate = true;
+            }
+            Phase::Intake => {
+                if to.control.stopped().is_some() {
+                    return Ok((ReadEnd::default(), false));
+                }
+                std::thread::sleep(INTAKE_WAIT);
+            }
+        }
+    }
+    if coordinate {
+        end = take_everything_in(reader, window, now, to)?;
+        if !end.complete || !to.flush() {
+            return Ok((end, false));
+        }
+        let units = reader.publish_units(round, cutoff)?;
+        log::info!("round {round}: {units} units of work published");
+    }
+    loop {
+        if to.control.stopped().is_some() {
+            return Ok((end, false));
+        }
+        let units = reader.claim_units(round, me, concurrency.max(1), UNIT_LEASE)?;
+        if units.is_empty() {
+            return Ok((end, true));
+        }
+        for unit in units {
+            let messages = unit_messages(reader, &unit, cutoff)?;
+            tracked_due.fetch_add(messages.len() as u64, Ordering::Relaxed);
+            if messages.is_empty() {
+                // Polled already (a run that died after storing it): nothing to ask.
+                reader.record_units(0, now, &[], &[unit.id])?;
+                continue;
+            }
+            let job = Job {
+                batch_id: unit.batch_id.clone(),
+                messages,
+                unit: Some(unit.id),
+            };
+            if !to.send(job) {
+                return Ok((end, false));
+            }
+        }
+    }
+}
+
+/// The coordinator's intake: every new submission is taken in, due ones too.
+fn take_everything_in(
+    reader: &mut dyn Backend,
+    window: &Window,
+    now: DateTime<Utc>,
+    to: &Dispatch,
+) -> Result<ReadEnd> {
+    let ahead = std::cell::Cell::new(0);
+    let take_in = |intakes: Vec<Intake>| {
+        ahead.set(ahead.get() + intakes.len());
+        if to.out.send(Output::TakeIn(intakes)).is_err() {
+            return false;
+        }
+        if ahead.get() >= TAKE_IN_AHEAD {
+            ahead.set(0);
+            return to.flush();
+        }
+        true
+    };
+    let mut due =
+        |(_, messages): intake::Group| take_in(messages.into_iter().map(Intake::due).collect());
+    intake::read(
+        reader,
+        window,
+        now,
+        to.control,
+        &AtomicU64::new(0),
+        &mut due,
+        take_in,
+    )
+}
+
+/// The messages of a claimed unit still due: a whole batch, read in chunks, or a run of messages without one.
+fn unit_messages(
+    reader: &mut dyn Backend,
+    unit: &Unit,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<DueMessage>> {
+    let Some(batch) = &unit.batch_id else {
+        return reader.unit_messages(unit, cutoff);
+    };
+    let mut messages = Vec::with_capacity(unit.messages as usize);
+    let mut after: Option<String> = None;
+    loop {
+        let chunk = reader.due_messages(Some(batch), cutoff, after.as_deref(), DUE_CHUNK)?;
+        let more = chunk.len() == DUE_CHUNK;
+        after = chunk.last().map(|m| m.tracking_id.clone());
+        messages.extend(chunk);
+        if !more {
+            return Ok(messages);
+        }
+    }
+}
+
 /// A worker: takes jobs until there are none, asks the carrier, hands the answers to the writer.
 fn work(
     carrier: &dyn StatusSource,
@@ -442,6 +726,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
         lookup_failures: 0,
         lookup_error: None,
         repeated,
+        cut_short: true,
     };
     if control.stopped().is_some() {
         return done;
@@ -489,6 +774,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
                         .iter_mut()
                         .for_each(|r| *r = Some(reason.clone()));
                 }
+                done.cut_short = matches!(e, FetchError::Deadline | FetchError::Stopped);
                 done.batch_error = Some(e);
                 return done;
             }
@@ -506,7 +792,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
             }
             Err(e @ (FetchError::Deadline | FetchError::Stopped)) => {
                 done.lookup_error.get_or_insert(e);
-                break;
+                return done;
             }
             Err(e) => {
                 let fatal = matches!(e, FetchError::CredentialsRejected { .. });
@@ -519,6 +805,7 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
             }
         }
     }
+    done.cut_short = false;
     done
 }
 
@@ -593,6 +880,12 @@ struct Writer<'a> {
     pending_rows: usize,
     /// New messages found to repeat a tracking id: not messages of their own, so not due.
     repeated: u64,
+    /// Units of a shared round whose jobs are finished, to be marked done with the next transaction.
+    units: Vec<i64>,
+    /// The round and this run's token, in a shared round.
+    shared: Option<(i64, String)>,
+    /// When this run's claims were last renewed.
+    renewed: Instant,
 }
 
 /// How the writer's loop ended.
@@ -660,6 +953,14 @@ impl Writer<'_> {
                     log::error!("{e:#}; stopping the cycle");
                     control.abort_store_failed();
                     failure = Some(e);
+                }
+            }
+            if let Some((round, me)) = &self.shared
+                && self.renewed.elapsed() >= RENEW_EVERY
+            {
+                self.renewed = Instant::now();
+                if let Err(e) = self.store.renew_units(*round, me, UNIT_LEASE) {
+                    log::warn!("{e:#}");
                 }
             }
             if finished {
@@ -754,6 +1055,9 @@ impl Writer<'_> {
                 )));
             }
         }
+        if let (Some(unit), false) = (done.job.unit, done.cut_short) {
+            self.units.push(unit);
+        }
         let answered = done.answers.iter().filter(|a| a.is_some()).count();
         if answered > 0 {
             self.pending_rows += answered;
@@ -772,6 +1076,11 @@ impl Writer<'_> {
             self.summary.too_old += too_old as u64;
         }
         if self.pending.is_empty() {
+            if !self.units.is_empty() {
+                let units = std::mem::take(&mut self.units);
+                self.store
+                    .record_units(self.cycle_id, self.now, &[], &units)?;
+            }
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
@@ -786,9 +1095,10 @@ impl Writer<'_> {
         // In tracking id order, each index on tracking_id is walked once per transaction instead of jumped about
         // in: with ids in no order (UUIDs), a page is then written once per transaction, not once per result.
         records.sort_unstable_by(|a, b| a.message.tracking_id.cmp(&b.message.tracking_id));
+        let units = std::mem::take(&mut self.units);
         let written = self
             .store
-            .record(self.cycle_id, self.now, &records)
+            .record_units(self.cycle_id, self.now, &records, &units)
             .map_err(|e| {
                 let batches: Vec<String> = pending.iter().map(|d| label(&d.job)).collect();
                 e.context(format!("storing the results of {}", batches.join(", ")))

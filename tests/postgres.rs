@@ -518,7 +518,7 @@ fn the_dispatchers_table_is_read_in_place_with_select_only() {
     assert_eq!(run.counts(&["polled", "delivered"]), [2, 2]);
     assert_eq!(
         db.count("SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'poller'"),
-        7,
+        9,
         "the poller's tables are in its own schema"
     );
     let out = poller("notify.sends")
@@ -539,4 +539,174 @@ fn the_dispatchers_table_is_read_in_place_with_select_only() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
+}
+
+/// `n` replicas of `poll --json` at one clock, started together.
+fn replicas(db: &TestDb, url: &str, now: &str, n: usize) -> Vec<common::Running> {
+    (0..n)
+        .map(|_| db.spawn_poll(url, now, &["--concurrency", "4"]))
+        .collect()
+}
+
+#[test]
+fn four_replicas_share_one_cycle_and_poll_every_message_once() {
+    let Some(db) = TestDb::postgres("four_replicas") else {
+        return;
+    };
+    // 99,000 messages in batches of 500 and 1,000 without a batch (asked for one by one).
+    let mut messages = sent_world(198, 500, SUBMITTED);
+    messages.extend(
+        common::sent_world_named("L", "X", 1_000, 1_000, SUBMITTED)
+            .into_iter()
+            .map(|mut m| {
+                m.batch_id = None;
+                m
+            }),
+    );
+    let (db, sandbox) = common::with_sandbox_on(db, messages, NOW);
+    sandbox
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(20));
+    let runs: Vec<Run> = replicas(&db, &sandbox.url(), NOW, 4)
+        .into_iter()
+        .map(|r| r.wait(Duration::from_secs(300)).expect("replica finished"))
+        .collect();
+    for run in &runs {
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    let polled: Vec<u64> = runs.iter().map(|r| r.counts(&["polled"])[0]).collect();
+    assert_eq!(polled.iter().sum::<u64>(), 100_000, "{polled:?}");
+    assert!(
+        polled.iter().all(|p| *p > 0),
+        "the work was spread over all four: {polled:?}"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        100_000
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        100_000
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM poll_rounds"), 1);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_rounds WHERE phase = 'done'"),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT cycle_now) FROM poll_cycles WHERE round_id IS NOT NULL"),
+        1,
+        "one cycle clock for all"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_cycles WHERE outcome = 'ok'"),
+        4
+    );
+    // The carrier was asked once per batch (five pages of the sandbox's 100) and once per message without one,
+    // across the four: no unit was asked for by two replicas.
+    let requests: u64 = runs.iter().map(|r| r.counts(&["http_requests"])[0]).sum();
+    assert_eq!(requests, 198 * 5 + 1_000);
+
+    // A replica that arrives after the work is done has nothing to do, and says so.
+    let late = db.poll_json(&sandbox.url(), NOW, &[]);
+    assert_eq!(late.code, Some(0), "{}", late.stderr);
+    assert_eq!(
+        late.counts(&["messages_due", "polled", "http_requests"]),
+        [0, 0, 0]
+    );
+    late.assert_stderr_has("is over: nothing is left to do");
+}
+
+#[test]
+fn a_replica_killed_mid_cycle_loses_only_its_claims_and_nothing_is_stored_twice() {
+    let Some(db) = TestDb::postgres("replica_killed") else {
+        return;
+    };
+    let (db, sandbox) = common::with_sandbox_on(db, sent_world(200, 100, SUBMITTED), NOW);
+    sandbox
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(100));
+    let mut runs = replicas(&db, &sandbox.url(), NOW, 4);
+    assert!(db.wait_for(
+        "SELECT COUNT(*) FROM poll_units WHERE claimed_by IS NOT NULL AND NOT done",
+        4,
+        LIMIT
+    ));
+    assert!(db.wait_for(
+        "SELECT COUNT(*) FROM sms_delivery_confirmations",
+        500,
+        LIMIT
+    ));
+    let victim = runs.remove(1);
+    victim.signal("KILL");
+    let killed = victim.wait(LIMIT).expect("reaped");
+    assert_eq!(killed.code, None, "killed by the signal");
+    let started = std::time::Instant::now();
+    let runs: Vec<Run> = runs
+        .into_iter()
+        .map(|r| r.wait(Duration::from_secs(120)).expect("replica finished"))
+        .collect();
+    for run in &runs {
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the survivors took the dead replica's units over without waiting out the deadline"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        20_000
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        20_000
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_units WHERE NOT done"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_rounds WHERE phase = 'done'"),
+        1
+    );
+    // The next run finds the round over, and records the dead replica's cycle as abandoned.
+    let next = db.poll_json(&sandbox.url(), NOW, &[]);
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert_eq!(next.counts(&["polled"]), [0]);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_cycles WHERE outcome = 'abandoned'"),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_cycles WHERE outcome = 'running'"),
+        0
+    );
+}
+
+#[test]
+fn a_run_for_another_clock_while_a_round_runs_exits_73() {
+    let Some(db) = TestDb::postgres("another_clock") else {
+        return;
+    };
+    let (db, sandbox) = common::with_sandbox_on(db, sent_world(20, 10, SUBMITTED), NOW);
+    sandbox
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(200));
+    let first = db.spawn_poll(&sandbox.url(), NOW, &["--concurrency", "1"]);
+    assert!(db.wait_for(
+        "SELECT COUNT(*) FROM poll_rounds WHERE phase = 'polling'",
+        1,
+        LIMIT
+    ));
+    let other = db.poll_json(&sandbox.url(), "2025-12-01T13:00:00Z", &[]);
+    assert_eq!(other.code, Some(73), "{}", other.stderr);
+    other.assert_stderr_has(
+        "another cycle is running on this database: round 1 with clock 2025-12-01T11:00:00Z",
+    );
+    let first = first.wait(LIMIT).expect("first run finished");
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        200
+    );
 }

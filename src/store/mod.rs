@@ -134,8 +134,84 @@ pub trait Backend: Send {
         polled_at: DateTime<Utc>,
         records: &[PollRecord],
     ) -> Result<Written>;
+    /// [`Backend::record`], and in the same transaction marks the round's `units` done (a store whose runs share
+    /// cycles; others ignore them).
+    fn record_units(
+        &mut self,
+        cycle_id: i64,
+        polled_at: DateTime<Utc>,
+        records: &[PollRecord],
+        units: &[i64],
+    ) -> Result<Written> {
+        let _ = units;
+        self.record(cycle_id, polled_at, records)
+    }
     /// Records how a cycle ended, adds its counts to the running totals, and remembers a success.
     fn finish_cycle(&mut self, s: &Summary) -> Result<()>;
+
+    /// Whether several runs share one cycle here (PostgreSQL: replicas), through rounds of claimed units,
+    /// instead of one run holding the lease.
+    fn shares_cycles(&self) -> bool {
+        false
+    }
+    /// Joins the round for a cycle at `now`, or starts one (this run then coordinates it). `ttl`: how long the
+    /// round may run. Also remembers the round on this connection, for the cycle record.
+    fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Result<Join> {
+        let _ = (me, now, ttl);
+        unshared()
+    }
+    /// Where a round is.
+    fn round_phase(&mut self, round: i64) -> Result<Phase> {
+        let _ = round;
+        unshared()
+    }
+    /// Takes over the intake of a round whose coordinator died before publishing its units; false while it lives.
+    fn take_over_round(&mut self, round: i64, me: &str) -> Result<bool> {
+        let _ = (round, me);
+        unshared()
+    }
+    /// Splits the messages due at `cutoff` into the round's units (a batch, or up to ten messages without one)
+    /// and opens the round for polling. Returns the number of units.
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>) -> Result<u64> {
+        let _ = (round, cutoff);
+        unshared()
+    }
+    /// Claims up to `limit` units nobody holds (or whose holder's lease ran out) for `lease`.
+    fn claim_units(
+        &mut self,
+        round: i64,
+        me: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Unit>> {
+        let _ = (round, me, limit, lease);
+        unshared()
+    }
+    /// Extends the lease of the units `me` holds and has not finished; returns how many.
+    fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> Result<u64> {
+        let _ = (round, me, lease);
+        unshared()
+    }
+    /// Hands back the units `me` claimed and did not finish (a run that stops early); returns how many.
+    fn release_units(&mut self, round: i64, me: &str) -> Result<u64> {
+        let _ = (round, me);
+        unshared()
+    }
+    /// The messages of a unit without a batch still due at `cutoff`.
+    fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>> {
+        let _ = (unit, cutoff);
+        unshared()
+    }
+    /// Units of the round not done yet.
+    fn units_open(&mut self, round: i64) -> Result<u64> {
+        let _ = round;
+        unshared()
+    }
+    /// Marks the round done, once every unit is.
+    fn end_round(&mut self, round: i64) -> Result<()> {
+        let _ = round;
+        unshared()
+    }
 
     /// What the metrics need beyond the cycle's own summary.
     fn metrics_data(&mut self, now: DateTime<Utc>) -> Result<MetricsData>;
@@ -156,6 +232,55 @@ pub trait Backend: Send {
 
 /// The dispatcher's table, unless `--submissions-table` names another.
 pub const DEFAULT_SUBMISSIONS: &str = "sms_submissions";
+fn unshared<T>() -> Result<T> {
+    anyhow::bail!("this database runs one cycle at a time; rounds are for PostgreSQL")
+}
+
+/// How a run takes part in a cycle shared by several runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Join {
+    /// A new round: this run takes the submissions in and publishes the work.
+    Coordinate {
+        round: i64,
+        cycle_now: DateTime<Utc>,
+    },
+    /// A round under way for this cycle: this run helps with its work, on its clock.
+    Help {
+        round: i64,
+        cycle_now: DateTime<Utc>,
+    },
+    /// The round for this cycle is over: nothing is left to do.
+    Finished {
+        round: i64,
+        cycle_now: DateTime<Utc>,
+    },
+    /// A round for another clock is under way.
+    Busy {
+        round: i64,
+        cycle_now: String,
+        coordinator: String,
+    },
+}
+
+/// Where a round is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Intake,
+    Polling,
+    Done,
+}
+
+/// One unit of a round's work: a batch, or up to ten messages without a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unit {
+    pub id: i64,
+    pub batch_id: Option<String>,
+    /// For messages without a batch: the first and last tracking id.
+    pub first_id: Option<String>,
+    pub last_id: Option<String>,
+    pub messages: u64,
+}
+
 /// The schema version this build writes, on both backends.
 pub const VERSION: usize = 2;
 /// How far back sms_submissions has been read completely (a submitted_at value).

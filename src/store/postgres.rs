@@ -19,8 +19,8 @@ use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
     AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, Entry, HORIZON_KEY, History, Intake,
-    IntakeKind, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, PollRecord, Span,
-    Submission, TABLES, VERSION, Written, hostname, totals_of, warn_repeated,
+    IntakeKind, Join, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Phase, PollRecord,
+    Span, Submission, TABLES, Unit, VERSION, Written, hostname, totals_of, warn_repeated,
 };
 use crate::exit::{Exit, ExitContext};
 use crate::schedule;
@@ -46,6 +46,17 @@ const CYCLE_LOCK: i64 = 0x0064_6c72_706f_6c6c;
 const MIGRATE_LOCK: i64 = 0x0064_6c72_6d69_6772;
 /// Rows reserved up front for one read of the submissions.
 const READ_RESERVE: usize = 10_000;
+/// The advisory lock key that makes joining or starting a round one run at a time ("dlrrnd").
+const ROUND_LOCK: i64 = 0x0000_646c_7272_6e64;
+/// Runs whose clocks are this close share a round: replicas started together for one cycle.
+const ROUND_SPAN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// Messages without a batch per unit of a round.
+const UNIT_LOOKUPS: i64 = 10;
+/// A run's sessions are named `dlr-poller:{token}`: a claim whose holder has no session left is taken over at
+/// once, without waiting for its lease to run out.
+const SESSION_PREFIX: &str = "dlr-poller:";
+/// Whether the run holding a claim (`claimed_by` of alias `c`) still has a session.
+const HOLDER_ALIVE: &str = "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'dlr-poller:' || c.claimed_by)";
 
 /// How the connection is secured (libpq's `sslmode`, less the modes that may silently fall back to plaintext).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,6 +444,9 @@ pub struct Postgres {
     columns: Option<Columns>,
     /// Prepared statements of the reads a cycle repeats, by SQL text.
     statements: std::collections::HashMap<String, Statement>,
+    /// The round this run joined, and its token (its sessions' name).
+    round: Option<i64>,
+    token: Option<String>,
 }
 
 impl Postgres {
@@ -444,7 +458,21 @@ impl Postgres {
             lease: None,
             columns: None,
             statements: std::collections::HashMap::new(),
+            round: None,
+            token: None,
         })
+    }
+
+    /// Names this session after the run, once: other runs see from it that the run lives.
+    fn name_session(&mut self, me: &str) -> Result<()> {
+        if self.token.as_deref() != Some(me) {
+            self.client.batch_execute(&format!(
+                "SET application_name = '{SESSION_PREFIX}{}'",
+                me.replace('\'', "")
+            ))?;
+            self.token = Some(me.to_string());
+        }
+        Ok(())
     }
 
     /// A statement prepared once per connection, its parameters of the given types.
@@ -1003,11 +1031,18 @@ impl Backend for Postgres {
     }
 
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
+        let (round, token) = (self.round, self.token.clone());
         let run = |client: &mut Client| -> Result<i64> {
             let mut tx = client.transaction()?;
+            // A cycle still marked running whose run has no session left died (runs share rounds here, so a
+            // running cycle of a live run is no sign of a crash).
             let abandoned = tx.execute(
-                "UPDATE poll_cycles SET outcome = 'abandoned', \
-                 error = 'the run ended without finishing the cycle (killed or crashed)' WHERE outcome = 'running'",
+                &format!(
+                    "UPDATE poll_cycles c SET outcome = 'abandoned', \
+                     error = 'the run ended without finishing the cycle (killed or crashed)' \
+                     WHERE outcome = 'running' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
+                       WHERE c.run_token IS NOT NULL AND a.application_name = '{SESSION_PREFIX}' || c.run_token)"
+                ),
                 &[],
             )?;
             if abandoned > 0 {
@@ -1017,13 +1052,15 @@ impl Backend for Postgres {
             }
             let id: i64 = tx
                 .query_one(
-                    "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome) \
-                     VALUES ($1, date_trunc('second', $2::timestamptz), $3, $4, 'running') RETURNING id",
+                    "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome, round_id, run_token) \
+                     VALUES ($1, date_trunc('second', $2::timestamptz), $3, $4, 'running', $5, $6) RETURNING id",
                     &[
                         &started_at,
                         &cycle_now,
                         &hostname(),
                         &(std::process::id() as i32),
+                        &round,
+                        &token,
                     ],
                 )?
                 .get(0);
@@ -1041,6 +1078,17 @@ impl Backend for Postgres {
         polled_at: DateTime<Utc>,
         records: &[PollRecord],
     ) -> Result<Written> {
+        self.record_units(cycle_id, polled_at, records, &[])
+    }
+
+    fn record_units(
+        &mut self,
+        cycle_id: i64,
+        polled_at: DateTime<Utc>,
+        records: &[PollRecord],
+        units: &[i64],
+    ) -> Result<Written> {
+        let round = self.round;
         let run = |me: &mut Postgres| -> Result<Written> {
             let polled_at = timefmt::parse(&timefmt::format(polled_at))?;
             let created_at = Utc::now();
@@ -1201,6 +1249,12 @@ impl Backend for Postgres {
                 }
                 writer.finish()?;
             }
+            if let (Some(round), false) = (round, units.is_empty()) {
+                tx.execute(
+                    "UPDATE poll_units SET done = true WHERE round_id = $1 AND unit_id = ANY($2)",
+                    &[&round, &units.iter().map(|u| *u as i32).collect::<Vec<_>>()],
+                )?;
+            }
             tx.commit()?;
             written.stored = stored;
             Ok(written)
@@ -1208,6 +1262,248 @@ impl Backend for Postgres {
         run(self)
             .context("writing poll results")
             .exit_code(Exit::Database)
+    }
+
+    fn shares_cycles(&self) -> bool {
+        true
+    }
+
+    fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Result<Join> {
+        let ttl_ms = ttl.as_millis() as f64;
+        let run = |pg: &mut Postgres| -> Result<Join> {
+            pg.name_session(me)?;
+            let mut tx = pg.client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROUND_LOCK])?;
+            let latest = tx.query_opt(
+                &format!(
+                    "SELECT id, cycle_now, phase, coordinator, expires_at > now(), \
+                     started_at > now() - $1 * interval '1 millisecond', {} FROM poll_rounds ORDER BY id DESC LIMIT 1",
+                    secs("cycle_now")
+                ),
+                &[&ttl_ms],
+            )?;
+            if let Some(r) = latest {
+                let (id, cycle_now, phase): (i64, DateTime<Utc>, String) =
+                    (r.get(0), r.get(1), r.get(2));
+                let (live, recent): (bool, bool) = (r.get(4), r.get(5));
+                let mine = (cycle_now - now).abs() <= ROUND_SPAN;
+                match (phase.as_str(), live, mine) {
+                    ("done", _, true) if recent => {
+                        tx.commit()?;
+                        return Ok(Join::Finished {
+                            round: id,
+                            cycle_now,
+                        });
+                    }
+                    ("intake" | "polling", true, true) => {
+                        tx.commit()?;
+                        return Ok(Join::Help {
+                            round: id,
+                            cycle_now,
+                        });
+                    }
+                    ("intake" | "polling", true, false) => {
+                        return Ok(Join::Busy {
+                            round: id,
+                            cycle_now: r.get(6),
+                            coordinator: r.get(3),
+                        });
+                    }
+                    _ => {}
+                }
+                tx.execute(
+                    "UPDATE poll_rounds SET phase = 'done', finished_at = COALESCE(finished_at, now()) \
+                     WHERE id <= $1 AND phase <> 'done'",
+                    &[&id],
+                )?;
+            }
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO poll_rounds (cycle_now, phase, coordinator, started_at, expires_at) \
+                     VALUES (date_trunc('second', $1::timestamptz), 'intake', $2, now(), \
+                     now() + $3 * interval '1 millisecond') RETURNING id",
+                    &[&now, &me, &ttl_ms],
+                )?
+                .get(0);
+            // Units of earlier rounds are spent.
+            tx.execute("DELETE FROM poll_units WHERE round_id < $1", &[&id])?;
+            tx.commit()?;
+            Ok(Join::Coordinate {
+                round: id,
+                cycle_now: now,
+            })
+        };
+        let joined = run(self)
+            .context("joining the cycle's round")
+            .exit_code(Exit::Database)?;
+        if let Join::Coordinate { round, .. }
+        | Join::Help { round, .. }
+        | Join::Finished { round, .. } = joined
+        {
+            self.round = Some(round);
+        }
+        Ok(joined)
+    }
+
+    fn round_phase(&mut self, round: i64) -> Result<Phase> {
+        let phase: String = self
+            .client
+            .query_one("SELECT phase FROM poll_rounds WHERE id = $1", &[&round])
+            .map(|r| r.get(0))
+            .context("reading the round's phase")
+            .exit_code(Exit::Database)?;
+        Ok(match phase.as_str() {
+            "intake" => Phase::Intake,
+            "polling" => Phase::Polling,
+            _ => Phase::Done,
+        })
+    }
+
+    fn take_over_round(&mut self, round: i64, me: &str) -> Result<bool> {
+        let run = |pg: &mut Postgres| -> Result<bool> {
+            pg.name_session(me)?;
+            let taken = pg.client.execute(
+                &format!(
+                    "UPDATE poll_rounds r SET coordinator = $2 WHERE id = $1 AND phase = 'intake' AND NOT EXISTS \
+                     (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = '{SESSION_PREFIX}' || r.coordinator)"
+                ),
+                &[&round, &me],
+            )?;
+            Ok(taken == 1)
+        };
+        run(self)
+            .context("taking over the round's intake")
+            .exit_code(Exit::Database)
+    }
+
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>) -> Result<u64> {
+        let run = |client: &mut Client| -> Result<u64> {
+            let mut tx = client.transaction()?;
+            // Batches first, the longest-waiting first (as the due groups are), then messages without a batch
+            // in runs of ten by tracking id.
+            let units = tx.execute(
+                "INSERT INTO poll_units (round_id, unit_id, batch_id, first_id, last_id, messages) \
+                 SELECT $1, row_number() OVER (ORDER BY sort, batch_id, first_id), batch_id, first_id, last_id, n \
+                 FROM ( \
+                   SELECT 0 AS sort, min(next_due_at) AS waited, carrier_batch_id AS batch_id, NULL::text AS first_id, \
+                     NULL::text AS last_id, count(*) AS n \
+                   FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NOT NULL \
+                   GROUP BY carrier_batch_id \
+                   UNION ALL \
+                   SELECT 1, min(next_due_at), NULL, min(tracking_id), max(tracking_id), count(*) FROM ( \
+                     SELECT tracking_id, next_due_at, (row_number() OVER (ORDER BY tracking_id) - 1) / $3 AS chunk \
+                     FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NULL \
+                   ) lone GROUP BY chunk \
+                 ) u",
+                &[&round, &cutoff, &UNIT_LOOKUPS],
+            )?;
+            tx.execute(
+                "UPDATE poll_rounds SET phase = 'polling' WHERE id = $1 AND phase = 'intake'",
+                &[&round],
+            )?;
+            tx.commit()?;
+            Ok(units)
+        };
+        run(&mut self.client)
+            .context("publishing the round's work")
+            .exit_code(Exit::Database)
+    }
+
+    fn claim_units(
+        &mut self,
+        round: i64,
+        me: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Unit>> {
+        let run = |pg: &mut Postgres| -> Result<Vec<Unit>> {
+            pg.name_session(me)?;
+            let rows = pg.client.query(
+                &format!(
+                    "UPDATE poll_units u SET claimed_by = $2, claimed_until = now() + $4 * interval '1 millisecond' \
+                     WHERE (u.round_id, u.unit_id) IN ( \
+                       SELECT c.round_id, c.unit_id FROM poll_units c WHERE c.round_id = $1 AND NOT c.done \
+                       AND (c.claimed_by IS NULL OR c.claimed_until < now() OR NOT {HOLDER_ALIVE}) \
+                       ORDER BY c.unit_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING u.unit_id, u.batch_id, u.first_id, u.last_id, u.messages"
+                ),
+                &[&round, &me, &(limit as i64), &(lease.as_millis() as f64)],
+            )?;
+            let mut units: Vec<Unit> = rows
+                .iter()
+                .map(|r| Unit {
+                    id: r.get::<_, i32>(0).into(),
+                    batch_id: r.get(1),
+                    first_id: r.get(2),
+                    last_id: r.get(3),
+                    messages: r.get::<_, i32>(4) as u64,
+                })
+                .collect();
+            units.sort_by_key(|u| u.id);
+            Ok(units)
+        };
+        run(self)
+            .context("claiming work of the round")
+            .exit_code(Exit::Database)
+    }
+
+    fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> Result<u64> {
+        self.client
+            .execute(
+                "UPDATE poll_units SET claimed_until = now() + $3 * interval '1 millisecond' \
+                 WHERE round_id = $1 AND claimed_by = $2 AND NOT done",
+                &[&round, &me, &(lease.as_millis() as f64)],
+            )
+            .context("renewing this run's claims")
+            .exit_code(Exit::Database)
+    }
+
+    fn release_units(&mut self, round: i64, me: &str) -> Result<u64> {
+        self.client
+            .execute(
+                "UPDATE poll_units SET claimed_by = NULL, claimed_until = NULL \
+                 WHERE round_id = $1 AND claimed_by = $2 AND NOT done",
+                &[&round, &me],
+            )
+            .context("handing back this run's unfinished work")
+            .exit_code(Exit::Database)
+    }
+
+    fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>> {
+        self.client
+            .query(
+                "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, polls \
+                 FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $1 AND carrier_batch_id IS NULL \
+                 AND tracking_id BETWEEN $2 AND $3 ORDER BY tracking_id",
+                &[&cutoff, &unit.first_id, &unit.last_id],
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|rows| rows.iter().map(due_message).collect())
+            .context("reading a unit's messages")
+            .exit_code(Exit::Database)
+    }
+
+    fn units_open(&mut self, round: i64) -> Result<u64> {
+        self.client
+            .query_one(
+                "SELECT count(*) FROM poll_units WHERE round_id = $1 AND NOT done",
+                &[&round],
+            )
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .context("counting the round's open work")
+            .exit_code(Exit::Database)
+    }
+
+    fn end_round(&mut self, round: i64) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE poll_rounds SET phase = 'done', finished_at = now() WHERE id = $1 AND phase = 'polling' \
+                 AND NOT EXISTS (SELECT 1 FROM poll_units WHERE round_id = $1 AND NOT done)",
+                &[&round],
+            )
+            .context("ending the round")
+            .exit_code(Exit::Database)?;
+        Ok(())
     }
 
     fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
