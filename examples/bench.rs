@@ -12,6 +12,9 @@
 //! audit rows with the audit table's indexes, plus a guarded tracking update of as many rows through `unnest`,
 //! 25,000 rows per transaction (what one transaction of results does).
 //!
+//! `--replicas N` (with `--postgres`) starts N pollers together for each cycle, as a CronJob with parallelism N
+//! would: the cycle's time is the slowest replica's, the counts are summed, peak RSS is the largest.
+//!
 //! Options: --messages N (100000), --batch-size N (500; 0 = no batch ids, one lookup per message),
 //! --latency-ms N (20), --concurrency N (8), --page-size N (1000), --ids sequential|random (sequential: ids that
 //! sort in submission order; random: UUID-shaped ids in no order), --verbose 1 (the poller logs at debug level,
@@ -41,6 +44,7 @@ struct Options {
     random_ids: bool,
     verbose: bool,
     postgres: Option<String>,
+    replicas: usize,
 }
 
 fn options() -> Result<Options> {
@@ -53,6 +57,7 @@ fn options() -> Result<Options> {
         random_ids: false,
         verbose: false,
         postgres: None,
+        replicas: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -79,8 +84,12 @@ fn options() -> Result<Options> {
             "--concurrency" => o.concurrency = n,
             "--page-size" => o.page_size = n,
             "--verbose" => o.verbose = n > 0,
+            "--replicas" => o.replicas = n.max(1),
             other => bail!("unknown option {other}"),
         }
+    }
+    if o.replicas > 1 && o.postgres.is_none() {
+        bail!("--replicas needs --postgres: replicas share a cycle on PostgreSQL only");
     }
     Ok(o)
 }
@@ -138,15 +147,54 @@ fn main() -> Result<()> {
             "--concurrency",
             &concurrency,
         ];
-        poller(&bin, &db, &args, Some(TOKEN), o.verbose)
+        if o.replicas == 1 {
+            return poller(&bin, &db, &args, Some(TOKEN), o.verbose);
+        }
+        // Replicas started together: the cycle lasts as long as the slowest; counts add up.
+        let runs: Vec<Result<Run>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..o.replicas)
+                .map(|_| s.spawn(|| poller(&bin, &db, &args, Some(TOKEN), o.verbose)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| bail!("a replica thread panicked"))
+                })
+                .collect()
+        });
+        let runs = runs.into_iter().collect::<Result<Vec<Run>>>()?;
+        let sum = |key: &str| -> u64 {
+            runs.iter()
+                .map(|r| r.summary[key].as_u64().unwrap_or(0))
+                .sum()
+        };
+        let polled: Vec<u64> = runs
+            .iter()
+            .map(|r| r.summary["polled"].as_u64().unwrap_or(0))
+            .collect();
+        eprintln!("replicas polled {polled:?}");
+        Ok(Run {
+            wall: runs.iter().map(|r| r.wall).max().unwrap_or_default(),
+            peak_rss_kb: runs.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0),
+            summary: serde_json::json!({
+                "polled": sum("polled"),
+                "http_requests": sum("http_requests"),
+                "messages_due": sum("messages_due"),
+                "exit_code": runs.iter().filter_map(|r| r.summary["exit_code"].as_u64()).max(),
+            }),
+        })
     };
     let first = cycle(now)?;
-    let second = cycle(now + TimeDelta::minutes(1))?;
+    // Ten minutes on: nothing is due, and on PostgreSQL it is a round of its own (runs within five minutes of a
+    // finished round have nothing to do).
+    let second = cycle(now + TimeDelta::minutes(10))?;
     let db_bytes = db.size()?;
 
     let requests = first.summary["http_requests"].as_u64().unwrap_or(0);
     let polled = first.summary["polled"].as_u64().unwrap_or(0);
-    let network_floor = requests as f64 * o.latency_ms as f64 / 1000.0 / o.concurrency as f64;
+    let network_floor =
+        requests as f64 * o.latency_ms as f64 / 1000.0 / (o.concurrency * o.replicas) as f64;
     let store_floor = match &db {
         Db::Sqlite(_) => sqlite_floor(dir.path(), o.messages, o.batch_size.max(50), id)?,
         Db::Postgres { url, password, .. } => pg_floor(url, password, o.messages, id)?,
@@ -164,6 +212,9 @@ fn main() -> Result<()> {
     }
     if o.postgres.is_some() {
         mode.push_str(", PostgreSQL");
+    }
+    if o.replicas > 1 {
+        mode.push_str(&format!(", {} replicas", o.replicas));
     }
     println!(
         "| mode | messages | latency | concurrency | cycle 1 | msg/s | req/s | peak RSS | cycle 2 (nothing due) | DB size | network floor | store floor | cycle / floor |"

@@ -261,10 +261,15 @@ pub struct PollArgs {
     #[arg(long, env = "DLR_POLLER_METRICS_FILE", value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
 
-    /// After the cycle, push the same metrics to this Prometheus Pushgateway (job "dlr_poller"). A failed push is
-    /// a warning, not a failed cycle.
+    /// After the cycle, push the same metrics to this Prometheus Pushgateway (job "dlr_poller", grouped by
+    /// --replica). A failed push is a warning, not a failed cycle.
     #[arg(long, env = "DLR_POLLER_PUSHGATEWAY", value_name = "URL")]
     pub pushgateway: Option<String>,
+
+    /// This run's name among replicas, the `replica` label of its pushed metrics, so that the pushes of several
+    /// replicas do not overwrite each other (letters, digits, `.`, `_`, `-`). Default: the host name.
+    #[arg(long, env = "DLR_POLLER_REPLICA", value_name = "NAME")]
+    pub replica: Option<String>,
 }
 
 #[cfg(test)]

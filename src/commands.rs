@@ -68,6 +68,7 @@ fn resolve(args: &PollArgs) -> Result<PollConfig> {
 /// afterwards are a warning, never another outcome.
 pub fn poll(db: &Db, args: &PollArgs) -> Result<Exit> {
     let config = resolve(args)?;
+    metrics::replica(args.replica.as_deref()).exit_code(Exit::Config)?;
     let signal = signals::install()?;
     let (summary, exit) = cycle::run(&db.target, &config, db.busy_timeout, signal)?;
     log::info!("{}", summary.line());
@@ -99,7 +100,8 @@ fn export_metrics(
         None => Ok(()),
     };
     if let Some(gateway) = &args.pushgateway
-        && let Err(e) = metrics::push(gateway, &text)
+        && let Err(e) = metrics::replica(args.replica.as_deref())
+            .and_then(|replica| metrics::push(gateway, &replica, &text))
     {
         log::warn!("{e:#}; the cycle itself is unaffected");
     }

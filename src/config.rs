@@ -293,6 +293,7 @@ mod tests {
             json: false,
             metrics_file: None,
             pushgateway: None,
+            replica: None,
         }
     }
 

@@ -299,8 +299,40 @@ pub fn write_file(path: &Path, text: &str) -> Result<()> {
 
 /// Pushes `text` to a Pushgateway under the grouping key `job="dlr_poller"` (no instance label: a CronJob's pod
 /// changes every run), replacing the group's previous metrics.
-pub fn push(gateway: &str, text: &str) -> Result<()> {
-    let url = format!("{}/metrics/job/dlr_poller", gateway.trim_end_matches('/'));
+/// The `replica` label: `given` (checked), or the host name with anything but letters, digits, `.`, `_` and `-`
+/// replaced by `_`.
+pub fn replica(given: Option<&str>) -> Result<String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    match given {
+        Some(name) if !name.is_empty() && name.len() <= 64 && name.chars().all(allowed) => {
+            Ok(name.to_string())
+        }
+        Some(name) => anyhow::bail!(
+            "invalid --replica (env DLR_POLLER_REPLICA) {name:?}: expected 1-64 letters, digits, '.', '_' or '-'"
+        ),
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host: String = host
+                .trim()
+                .chars()
+                .take(64)
+                .map(|c| if allowed(c) { c } else { '_' })
+                .collect();
+            Ok(if host.is_empty() {
+                "unknown".into()
+            } else {
+                host
+            })
+        }
+    }
+}
+
+/// Pushes `text` to the Pushgateway's group of this job and replica (PUT: it replaces only that group).
+pub fn push(gateway: &str, replica: &str, text: &str) -> Result<()> {
+    let url = format!(
+        "{}/metrics/job/dlr_poller/replica/{replica}",
+        gateway.trim_end_matches('/')
+    );
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
@@ -322,6 +354,23 @@ pub fn push(gateway: &str, text: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_is_named_for_its_own_pushgateway_group() {
+        assert_eq!(replica(Some("poller-0")).unwrap(), "poller-0");
+        assert_eq!(replica(Some("dlr.poller_7")).unwrap(), "dlr.poller_7");
+        for bad in ["", "a/b", "x y", "../up", &"n".repeat(65)] {
+            let e = replica(Some(bad)).unwrap_err();
+            assert!(format!("{e}").contains("DLR_POLLER_REPLICA"), "{e}");
+        }
+        let host = replica(None).unwrap();
+        assert!(
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+        );
+    }
 
     fn summary() -> Summary {
         Summary {

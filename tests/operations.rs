@@ -179,8 +179,13 @@ fn metrics_are_pushed_and_a_failed_push_is_only_a_warning(backend: Backend) {
     db.submit("T1", None, SUBMITTED);
     let (server, _m) = carrier("DELIVERED");
     let mut gateway = mockito::Server::new();
+    // Each replica pushes to a group of its own: by default its host name, or --replica.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let pushed = gateway
-        .mock("PUT", "/metrics/job/dlr_poller")
+        .mock(
+            "PUT",
+            format!("/metrics/job/dlr_poller/replica/{}", host.trim()).as_str(),
+        )
         .match_body(Matcher::Regex("dlr_poller_last_run_success 1\n".into()))
         .expect(1)
         .create();
@@ -190,14 +195,14 @@ fn metrics_are_pushed_and_a_failed_push_is_only_a_warning(backend: Backend) {
 
     db.submit("T2", None, SUBMITTED);
     let broken = gateway
-        .mock("PUT", "/metrics/job/dlr_poller")
+        .mock("PUT", "/metrics/job/dlr_poller/replica/poller-2")
         .with_status(500)
         .expect(1)
         .create();
     let run = db.poll_json(
         &server.url(),
         "2025-12-01T13:00:00Z",
-        &["--pushgateway", &gateway.url()],
+        &["--pushgateway", &gateway.url(), "--replica", "poller-2"],
     );
     broken.assert();
     assert_eq!(
