@@ -48,6 +48,10 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 const UNIT_LEASE: Duration = Duration::from_secs(30);
 /// How often the writer renews this run's claims.
 const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How long past the deadline and the grace a cycle may still run before the watchdog ends the process: the
+/// deadline itself, within these bounds.
+const WATCHDOG_MIN: Duration = Duration::from_secs(10);
+const WATCHDOG_MAX: Duration = Duration::from_secs(60);
 /// How often a run waiting for the round's intake looks again.
 const INTAKE_WAIT: Duration = Duration::from_millis(200);
 
@@ -130,6 +134,55 @@ struct Done {
 /// Runs one cycle against the database at `db`. `signal` is set by the signal handlers. Whole-cycle failures
 /// (database unusable, another cycle running) are errors; everything else ends in a summary and an exit code.
 pub fn run(
+    db: &Target,
+    config: &PollConfig,
+    busy_timeout: Duration,
+    signal: Arc<AtomicUsize>,
+) -> Result<(Summary, Exit)> {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watchdog(db, config.deadline, done.clone())?;
+    let outcome = cycle(db, config, busy_timeout, signal);
+    done.store(true, Ordering::Relaxed);
+    outcome
+}
+
+/// Ends the process when the cycle is still running well after its deadline and grace: the workers stop
+/// themselves by then, so only a database that stopped answering (a server frozen, a network that swallows
+/// packets while the connection stays up) can hold it. Every transaction is whole or absent, so what was
+/// committed stays and the next run goes on.
+fn watchdog(
+    db: &Target,
+    deadline: Duration,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    let margin = deadline.clamp(WATCHDOG_MIN, WATCHDOG_MAX);
+    let limit = deadline + GRACE + margin;
+    let db = db.to_string();
+    std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            let until = Instant::now() + limit;
+            while Instant::now() < until {
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if !done.load(Ordering::Relaxed) {
+                log::error!(
+                    "the cycle is still running {}s past its deadline and grace: the database {db} stopped \
+                     answering; exiting without recording the cycle (what was committed stays; the next run goes on)",
+                    margin.as_secs()
+                );
+                std::process::exit(Exit::Database.code().into());
+            }
+        })
+        .context("starting the watchdog thread")?;
+    Ok(())
+}
+
+/// The cycle, under the watchdog.
+fn cycle(
     db: &Target,
     config: &PollConfig,
     busy_timeout: Duration,

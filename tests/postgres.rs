@@ -710,3 +710,67 @@ fn a_run_for_another_clock_while_a_round_runs_exits_73() {
         200
     );
 }
+
+#[test]
+fn a_server_that_stops_answering_cannot_hang_a_run() {
+    let Some(db) = TestDb::postgres("server_stops_answering") else {
+        return;
+    };
+    if db.pg().server.is_none() {
+        pg::skip(
+            "server_stops_answering",
+            "needs a server of its own, not DLR_POLLER_TEST_PG_URL",
+        );
+        return;
+    }
+    let (db, sandbox) = common::with_sandbox_on(db, sent_world(40, 10, SUBMITTED), NOW);
+    sandbox
+        .sandbox()
+        .faults(|f| f.latency = Duration::from_millis(200));
+    let run = db.spawn_poll(
+        &sandbox.url(),
+        NOW,
+        &["--concurrency", "1", "--deadline", "2s"],
+    );
+    assert!(db.wait_for("SELECT COUNT(*) FROM sms_delivery_confirmations", 10, LIMIT));
+    // Freeze the run's server processes: its connections stay up, nothing answers.
+    let frozen: Vec<i32> = db
+        .pg()
+        .client()
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'dlr-poller:%'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!frozen.is_empty());
+    let signal = |name: &str| {
+        for pid in &frozen {
+            let _ = Process::new("kill").args([name, &pid.to_string()]).status();
+        }
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let run = run.wait(Duration::from_secs(60));
+    signal("-CONT");
+    let run = run.expect("the run ended by itself");
+    assert_eq!(run.code, Some(74), "{}", run.stderr);
+    run.assert_stderr_has("stopped answering; exiting without recording the cycle");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    // What was committed stays; the next run polls the rest, nothing twice.
+    sandbox.sandbox().faults(|f| f.latency = Duration::ZERO);
+    let stored = db.count("SELECT COUNT(*) FROM sms_delivery_confirmations");
+    let next = db.poll_json(&sandbox.url(), NOW, &[]);
+    assert_eq!(next.code, Some(0), "{}", next.stderr);
+    assert_eq!(next.counts(&["polled"]), [400 - stored as u64]);
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        400
+    );
+}
