@@ -774,3 +774,30 @@ fn a_server_that_stops_answering_cannot_hang_a_run() {
         400
     );
 }
+
+#[test]
+fn a_run_by_hand_after_a_failed_round_retries_what_is_still_due() {
+    let Some(db) = TestDb::postgres("rerun_after_failure") else {
+        return;
+    };
+    for id in ["R1", "R2", "R3"] {
+        db.submit(id, None, SUBMITTED);
+    }
+    let mut down = mockito::Server::new();
+    down.mock("GET", Matcher::Any).with_status(503).create();
+    let run = db.poll_json(&down.url(), NOW, &["--max-attempts", "1"]);
+    assert_eq!(run.code, Some(69), "{}", run.stderr);
+    // The same clock, moments later: the round is over, but its messages are still due, so they are asked again.
+    let up = carrier("DELIVERED");
+    let run = db.poll_json(&up.url(), NOW, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.counts(&["messages_due", "polled", "delivered"]),
+        [3, 3, 3]
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM poll_rounds"), 2);
+    // Once nothing is due, a run for that clock has nothing to do.
+    let run = db.poll_json(&up.url(), NOW, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    run.assert_stderr_has("is over: nothing is left to do");
+}
