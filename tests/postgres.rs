@@ -801,3 +801,50 @@ fn a_run_by_hand_after_a_failed_round_retries_what_is_still_due() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     run.assert_stderr_has("is over: nothing is left to do");
 }
+
+#[test]
+fn a_unit_whose_messages_were_closed_meanwhile_is_done_without_a_request() {
+    let Some(db) = TestDb::postgres("unit_closed_meanwhile") else {
+        return;
+    };
+    for i in 0..60 {
+        db.submit(&format!("L{i:05}"), None, SUBMITTED);
+    }
+    let mut server = mockito::Server::new();
+    let lookups = server
+        .mock("GET", Matcher::Regex("^/messages/".into()))
+        .with_body_from_request(|req| {
+            std::thread::sleep(Duration::from_millis(100));
+            let id = req.path().rsplit('/').next().unwrap().to_string();
+            wire(&id, "DELIVERED").to_string().into_bytes()
+        })
+        .expect(50)
+        .create();
+    // One worker: the run claims a unit when the one before is handed out, so the last of six is claimed seconds
+    // later.
+    let run = db.spawn_poll(&server.url(), NOW, &["--concurrency", "1"]);
+    assert!(db.wait_for(
+        "SELECT COUNT(*) FROM poll_rounds WHERE phase = 'polling'",
+        1,
+        LIMIT
+    ));
+    // The last unit's ten messages are closed by hand before any run claims it.
+    for i in 50..60 {
+        db.cmd()
+            .args(["close", &format!("L{i:05}"), "--reason", "closed by ops"])
+            .assert()
+            .code(0);
+    }
+    let run = run.wait(LIMIT).expect("finished");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["polled"]), [50]);
+    lookups.assert();
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_units WHERE NOT done"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_rounds WHERE phase = 'done'"),
+        1
+    );
+}

@@ -1422,6 +1422,8 @@ impl Backend for Postgres {
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Unit>> {
+        // Units finished on this connection are of this round.
+        self.round = Some(round);
         let run = |pg: &mut Postgres| -> Result<Vec<Unit>> {
             pg.name_session(me)?;
             let rows = pg.client.query(
