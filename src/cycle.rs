@@ -672,7 +672,7 @@ fn dispatch_shared(
             let messages = unit_messages(reader, &unit, cutoff)?;
             tracked_due.fetch_add(messages.len() as u64, Ordering::Relaxed);
             if messages.is_empty() {
-                // Polled already (a run that died after storing it): nothing to ask.
+                // Nothing of it is due any more (closed by hand meanwhile, say): nothing to ask.
                 reader.record_units(0, now, &[], &[unit.id])?;
                 continue;
             }
