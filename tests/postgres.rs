@@ -344,8 +344,12 @@ fn concurrent_migrate_applies_the_schema_once() {
     let runs: Vec<_> = (0..6)
         .map(|_| {
             let mut cmd = Process::new(assert_cmd::cargo::cargo_bin!("dlr-poller"));
-            cmd.env_clear()
-                .args(db.db_args())
+            cmd.env_clear();
+            // As `bin()` does: the coverage tool's profile path, when set.
+            if let Some(profile) = std::env::var_os("LLVM_PROFILE_FILE") {
+                cmd.env("LLVM_PROFILE_FILE", profile);
+            }
+            cmd.args(db.db_args())
                 .arg("migrate")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped());
