@@ -403,6 +403,7 @@ fn poll(
                     control: &control,
                     jobs: job_tx,
                     out: out_tx,
+                    ahead: std::cell::Cell::new(0),
                 };
                 match mode {
                     Mode::Alone => {
@@ -518,9 +519,26 @@ struct Dispatch<'a> {
     control: &'a Control,
     jobs: SyncSender<Job>,
     out: SyncSender<Output>,
+    /// Submissions sent to be taken in since the writer last stored them all.
+    ahead: std::cell::Cell<usize>,
 }
 
 impl Dispatch<'_> {
+    /// Sends submissions to be taken in. They may come by the million (a first run on history, interleaved
+    /// batches, a round's intake): once [`TAKE_IN_AHEAD`] wait for the writer, this waits until it has stored
+    /// them, so that memory stays flat. False once the cycle is stopping.
+    fn take_in(&self, intakes: Vec<Intake>) -> bool {
+        self.ahead.set(self.ahead.get() + intakes.len());
+        if self.out.send(Output::TakeIn(intakes)).is_err() {
+            return false;
+        }
+        if self.ahead.get() >= TAKE_IN_AHEAD {
+            self.ahead.set(0);
+            return self.flush();
+        }
+        true
+    }
+
     /// Hands a job to the workers; false once the cycle is stopping.
     fn send(&self, job: Job) -> bool {
         self.control.stopped().is_none() && self.jobs.send(job).is_ok()
@@ -555,21 +573,9 @@ fn dispatch(
             unit: None,
         })
     };
-    // Submissions to take in may come by the million (a first run on history, interleaved batches): at most
-    // TAKE_IN_AHEAD wait for the writer at a time, so that memory stays flat.
-    let mut ahead = 0;
-    let take_in = |intakes: Vec<Intake>| {
-        ahead += intakes.len();
-        if to.out.send(Output::TakeIn(intakes)).is_err() {
-            return false;
-        }
-        if ahead >= TAKE_IN_AHEAD {
-            ahead = 0;
-            return to.flush();
-        }
-        true
-    };
-    let end = intake::read(reader, window, now, to.control, claimed, &mut send, take_in)?;
+    let end = intake::read(reader, window, now, to.control, claimed, &mut send, |i| {
+        to.take_in(i)
+    })?;
     // Every submission taken in must be stored before the tracked messages due are listed.
     if !to.flush() {
         return Ok((end, false));
@@ -695,20 +701,8 @@ fn take_everything_in(
     now: DateTime<Utc>,
     to: &Dispatch,
 ) -> Result<ReadEnd> {
-    let ahead = std::cell::Cell::new(0);
-    let take_in = |intakes: Vec<Intake>| {
-        ahead.set(ahead.get() + intakes.len());
-        if to.out.send(Output::TakeIn(intakes)).is_err() {
-            return false;
-        }
-        if ahead.get() >= TAKE_IN_AHEAD {
-            ahead.set(0);
-            return to.flush();
-        }
-        true
-    };
     let mut due =
-        |(_, messages): intake::Group| take_in(messages.into_iter().map(Intake::due).collect());
+        |(_, messages): intake::Group| to.take_in(messages.into_iter().map(Intake::due).collect());
     intake::read(
         reader,
         window,
@@ -716,7 +710,7 @@ fn take_everything_in(
         to.control,
         &AtomicU64::new(0),
         &mut due,
-        take_in,
+        |i| to.take_in(i),
     )
 }
 

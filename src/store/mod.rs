@@ -374,6 +374,16 @@ pub struct PollRecord<'a> {
     pub next_due_at: Option<DateTime<Utc>>,
 }
 
+impl PollRecord<'_> {
+    /// The note a closing entry leaves on the message (why tracking ended without an answer); `None` for a poll.
+    pub fn note(&self) -> Option<&str> {
+        match self.entry {
+            Entry::Poll => None,
+            Entry::Close => self.failure_reason,
+        }
+    }
+}
+
 /// What an audit row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {

@@ -18,7 +18,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
-    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, Entry, HORIZON_KEY, History, Intake,
+    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, HORIZON_KEY, History, Intake,
     IntakeKind, Join, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Phase, PollRecord,
     Span, Submission, TABLES, Unit, VERSION, Written, hostname, totals_of, warn_repeated,
 };
@@ -1113,10 +1113,7 @@ impl Backend for Postgres {
                     states.push(r.state.as_str());
                     due.push(r.next_due_at);
                     statuses.push(r.status.as_str());
-                    notes.push(match r.entry {
-                        Entry::Poll => None,
-                        Entry::Close => clean(r.failure_reason),
-                    });
+                    notes.push(clean(r.note()));
                 }
                 let rows = tx.query(
                     "UPDATE message_tracking t SET polls = t.polls + 1, state = u.state, next_due_at = u.due, \
@@ -1155,10 +1152,7 @@ impl Backend for Postgres {
                     states.push(r.state.as_str());
                     due.push(r.next_due_at);
                     statuses.push(r.status.as_str());
-                    notes.push(match r.entry {
-                        Entry::Poll => None,
-                        Entry::Close => clean(r.failure_reason),
-                    });
+                    notes.push(clean(r.note()));
                 }
                 let rows = tx.query(
                     "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, \

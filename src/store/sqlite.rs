@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, Entry, HORIZON_KEY, History, Intake,
+    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, HORIZON_KEY, History, Intake,
     IntakeKind, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, PollRecord, Span,
     Submission, TABLES, VERSION, Written, hostname, totals_of, warn_repeated,
 };
@@ -607,10 +607,7 @@ impl Backend for Sqlite {
                 for r in records {
                     let m = r.message;
                     let next_due_at = r.next_due_at.map(|t| due.of(t));
-                    let note = match r.entry {
-                        Entry::Poll => None,
-                        Entry::Close => r.failure_reason,
-                    };
+                    let note = r.note();
                     let changed = match m.intake {
                         Some(_) => first.execute(params![
                             m.tracking_id,
@@ -1152,7 +1149,7 @@ pub fn lock_path(db: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::status::DeliveryStatus;
-    use crate::store::TrackState;
+    use crate::store::{Entry, TrackState};
 
     const NOW: &str = "2025-12-01T11:00:00Z";
 
