@@ -1,4 +1,4 @@
--- dlr-poller schema for PostgreSQL (15 and later), version 2: the same tables, indexes and invariants as schema.sql
+-- dlr-poller schema for PostgreSQL (15 and later), version 3: the same tables, indexes and invariants as schema.sql
 -- (the readable SQLite reference), in PostgreSQL's native types. `dlr-poller migrate` applies exactly this text to
 -- a new database (src/store/postgres.rs includes it) inside one transaction, under an advisory lock, so that
 -- several pods may run it at once.
@@ -23,7 +23,9 @@ CREATE TABLE sms_delivery_confirmations (
   cycle_id              bigint NOT NULL,  -- poll_cycles.id (no foreign key: pruning cycle records keeps results)
   carrier_status        text,         -- the carrier's word; NULL when the carrier did not know the message
   carrier_found         boolean NOT NULL DEFAULT true,  -- false: no status from the carrier (failure_code says why)
-  entry                 text NOT NULL DEFAULT 'poll' CHECK (entry IN ('poll', 'close'))
+  entry                 text NOT NULL DEFAULT 'poll' CHECK (entry IN ('poll', 'close')),
+  failure_category      text CHECK (failure_category IN ('INVALID_NUMBER', 'NETWORK_ERROR', 'CARRIER_ERROR',
+                                                         'UNDELIVERABLE', 'UNKNOWN'))  -- FAILED rows: why
 );
 -- Unique: a message's poll numbers never repeat, so a result can never be counted twice.
 CREATE UNIQUE INDEX idx_sdc_tracking_id ON sms_delivery_confirmations (tracking_id, poll_attempt);

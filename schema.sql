@@ -1,4 +1,4 @@
--- dlr-poller schema, version 2: the current schema. `dlr-poller migrate` applies exactly this text to a new
+-- dlr-poller schema, version 3: the current schema. `dlr-poller migrate` applies exactly this text to a new
 -- database (src/store.rs includes it); a database made by an older version is brought here by the upgrades in
 -- src/migrations/ instead, and a test checks that both end in the same schema.
 -- Times are RFC 3339 UTC text in one fixed-width form (2025-12-01T09:00:00Z) so that they compare as text.
@@ -37,8 +37,12 @@ CREATE TABLE IF NOT EXISTS sms_delivery_confirmations (
   carrier_status        TEXT,     -- the carrier's word as it said it; NULL when the carrier did not know the message
   carrier_found         INTEGER NOT NULL DEFAULT 1 CHECK (carrier_found IN (0, 1)),  -- 0: no status from the carrier
                                   -- (404, or it refused the question: failure_code says which)
-  entry                 TEXT NOT NULL DEFAULT 'poll' CHECK (entry = 'poll' OR entry = 'close')
+  entry                 TEXT NOT NULL DEFAULT 'poll' CHECK (entry = 'poll' OR entry = 'close'),
                                   -- poll: the carrier's answer; close: tracking ended without one (failure_reason)
+  failure_category      TEXT CHECK (failure_category IS NULL OR failure_category = 'INVALID_NUMBER'
+                                    OR failure_category = 'NETWORK_ERROR' OR failure_category = 'CARRIER_ERROR'
+                                    OR failure_category = 'UNDELIVERABLE' OR failure_category = 'UNKNOWN')
+                                  -- FAILED rows: why, from the failure code and the provider's table
 );
 -- Unique: a message's poll numbers never repeat, so a result can never be counted twice.
 CREATE UNIQUE INDEX IF NOT EXISTS idx_sdc_tracking_id ON sms_delivery_confirmations (tracking_id, poll_attempt);

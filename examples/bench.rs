@@ -15,6 +15,11 @@
 //! `--replicas N` (with `--postgres`) starts N pollers together for each cycle, as a CronJob with parallelism N
 //! would: the cycle's time is the slowest replica's, the counts are summed, peak RSS is the largest.
 //!
+//! `--carrier NAME` runs against the sandbox speaking that provider's dialect (twilio, vonage, sinch, infobip,
+//! telnyx) with the poller's profile for it, and reports requests per 1,000 due messages. The providers' default
+//! rate limits are lifted (`--max-rps`) so that the run measures the poller: what a limit costs follows from
+//! the request count.
+//!
 //! Options: --messages N (100000), --batch-size N (500; 0 = no batch ids, one lookup per message),
 //! --latency-ms N (20), --concurrency N (8), --page-size N (1000), --ids sequential|random (sequential: ids that
 //! sort in submission order; random: UUID-shaped ids in no order), --verbose 1 (the poller logs at debug level,
@@ -30,7 +35,7 @@ use anyhow::{Context, Result, bail};
 #[path = "support/mod.rs"]
 mod support;
 use chrono::TimeDelta;
-use dlr_poller::sandbox::{Sandbox, SandboxServer, World, random_id, sequential_id};
+use dlr_poller::sandbox::{Dialect, Sandbox, SandboxServer, World, random_id, sequential_id};
 use dlr_poller::{schedule, timefmt};
 
 const TOKEN: &str = "bench-token";
@@ -45,6 +50,7 @@ struct Options {
     verbose: bool,
     postgres: Option<String>,
     replicas: usize,
+    dialect: Dialect,
 }
 
 fn options() -> Result<Options> {
@@ -58,6 +64,7 @@ fn options() -> Result<Options> {
         verbose: false,
         postgres: None,
         replicas: 1,
+        dialect: Dialect::Generic,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -66,6 +73,11 @@ fn options() -> Result<Options> {
         };
         if flag == "--postgres" {
             o.postgres = Some(value.clone());
+            continue;
+        }
+        if flag == "--carrier" {
+            o.dialect =
+                Dialect::parse(value).with_context(|| format!("unknown --carrier {value:?}"))?;
             continue;
         }
         if flag == "--ids" {
@@ -117,7 +129,10 @@ fn main() -> Result<()> {
     } else {
         sequential_id
     };
-    let world = World::uniform_with(o.messages, o.batch_size, start, id);
+    let world = match o.dialect {
+        Dialect::Generic => World::uniform_with(o.messages, o.batch_size, start, id),
+        dialect => World::uniform_for(dialect, o.messages, o.batch_size, start),
+    };
     let setup = Instant::now();
     poller(&bin, &db, &["migrate"], None, false)?;
     match &db {
@@ -131,29 +146,40 @@ fn main() -> Result<()> {
     );
 
     let now = schedule::first_due(start);
-    let sandbox = Sandbox::new(world, TOKEN, now).with_page_size(o.page_size);
+    let sandbox = Sandbox::new(world, TOKEN, now)
+        .with_page_size(o.page_size)
+        .with_dialect(o.dialect);
     sandbox.faults(|f| f.latency = Duration::from_millis(o.latency_ms));
     let server = SandboxServer::start(Arc::new(sandbox), 0)?;
     let concurrency = o.concurrency.to_string();
+    let url = server.url();
     let cycle = |clock: chrono::DateTime<chrono::Utc>| {
         let stamp = timefmt::format(clock);
-        let args = [
+        let mut args = vec![
             "poll",
             "--json",
             "--now",
             &stamp,
             "--carrier-url",
-            &server.url(),
+            &url,
             "--concurrency",
             &concurrency,
+            "--carrier",
+            o.dialect.name(),
+            "--max-rps",
+            "100000",
         ];
+        if let Some(account) = o.dialect.account() {
+            args.extend(["--carrier-account", account]);
+        }
+        let args = args.as_slice();
         if o.replicas == 1 {
-            return poller(&bin, &db, &args, Some(TOKEN), o.verbose);
+            return poller(&bin, &db, args, Some(TOKEN), o.verbose);
         }
         // Replicas started together: the cycle lasts as long as the slowest; counts add up.
         let runs: Vec<Result<Run>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..o.replicas)
-                .map(|_| s.spawn(|| poller(&bin, &db, &args, Some(TOKEN), o.verbose)))
+                .map(|_| s.spawn(|| poller(&bin, &db, args, Some(TOKEN), o.verbose)))
                 .collect();
             handles
                 .into_iter()
@@ -216,6 +242,9 @@ fn main() -> Result<()> {
     if o.replicas > 1 {
         mode.push_str(&format!(", {} replicas", o.replicas));
     }
+    if o.dialect != Dialect::Generic {
+        mode = format!("{} ({mode})", o.dialect.name());
+    }
     println!(
         "| mode | messages | latency | concurrency | cycle 1 | msg/s | req/s | peak RSS | cycle 2 (nothing due) | DB size | network floor | store floor | cycle / floor |"
     );
@@ -236,8 +265,10 @@ fn main() -> Result<()> {
         wall / floor,
     );
     eprintln!(
-        "cycle 1: exit {}, {polled} polled, {requests} requests; cycle 2: {} due, peak RSS {} MB",
+        "cycle 1: exit {}, {polled} polled, {requests} requests ({:.1} per 1,000 messages); cycle 2: {} due, \
+         peak RSS {} MB",
         first.summary["exit_code"],
+        requests as f64 * 1000.0 / polled.max(1) as f64,
         second.summary["messages_due"],
         second.peak_rss_kb / 1024
     );

@@ -177,9 +177,30 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct PollArgs {
-    /// Base URL of the carrier's delivery-status API, e.g. https://carrier.example/v1. Required.
+    /// The carrier's API: generic (the generic delivery-status API), twilio, vonage, sinch, infobip or telnyx.
+    #[arg(
+        long,
+        env = "DLR_CARRIER",
+        default_value = "generic",
+        value_name = "NAME"
+    )]
+    pub carrier: String,
+
+    /// The carrier's server URL, e.g. https://carrier.example/v1; the profile appends its paths. Default: the
+    /// provider's public host (Twilio https://api.twilio.com, Vonage https://api.nexmo.com, Sinch
+    /// https://us.sms.api.sinch.com, Telnyx https://api.telnyx.com/v2). Required for generic and Infobip.
     #[arg(long, env = "DLR_CARRIER_URL", value_name = "URL")]
     pub carrier_url: Option<String>,
+
+    /// The non-secret account identity the carrier's API needs: the Twilio Account SID, the Vonage API key, the
+    /// Sinch service plan id.
+    #[arg(long, env = "DLR_CARRIER_ACCOUNT", value_name = "ID")]
+    pub carrier_account: Option<String>,
+
+    /// A file of status words and failure codes that add to or override the carrier's built-in table, under
+    /// [provider] headers (see the README).
+    #[arg(long, env = "DLR_POLLER_STATUS_MAP", value_name = "FILE")]
+    pub status_map: Option<PathBuf>,
 
     /// File holding the carrier token (surrounding whitespace is ignored). Without it, env DLR_CARRIER_TOKEN.
     #[arg(long, env = "DLR_CARRIER_TOKEN_FILE", value_name = "PATH")]

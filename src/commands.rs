@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
-use crate::carrier::http::{HttpCarrier, Stats};
-use crate::carrier::{FetchError, StatusSource};
+use crate::carrier::FetchError;
+use crate::carrier::http::Stats;
 use crate::cli::PollArgs;
 use crate::config::{self, PollConfig, TOKEN_ENV};
 use crate::control::Control;
@@ -15,9 +15,6 @@ use crate::exit::{Exit, ExitContext};
 use crate::redact::mask_phone;
 use crate::store::{self, Backend, Closed, Target};
 use crate::{cycle, metrics, report, signals, timefmt};
-
-/// The tracking id `doctor` asks the carrier about: any answer but 401/403 shows the credentials work.
-const PROBE_ID: &str = "dlr-poller-doctor-probe";
 
 /// What every command shares: the database and how long to wait for its locks.
 pub struct Db {
@@ -112,7 +109,8 @@ fn export_metrics(
 pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
     let config = resolve(args)?;
     println!(
-        "ok: configuration (carrier {}, concurrency {}, deadline {})",
+        "ok: configuration (carrier {} at {}, concurrency {}, deadline {})",
+        config.carrier,
         config.carrier_url,
         config.concurrency,
         config::humanize(config.deadline)
@@ -124,9 +122,9 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
         db.target
     );
     let control = std::sync::Arc::new(Control::new(config.request_timeout, signals::install()?));
-    let carrier = HttpCarrier::new(&config, control, std::sync::Arc::new(Stats::default()));
+    let (carrier, _) = cycle::connect(&config, control, std::sync::Arc::new(Stats::default()))?;
     let started = std::time::Instant::now();
-    match carrier.message(PROBE_ID) {
+    match carrier.profile.probe(&carrier.http) {
         Ok(_) => {
             println!(
                 "ok: carrier answered an authenticated request in {} ms",

@@ -17,6 +17,12 @@ pub const TOKEN_ENV: &str = "DLR_CARRIER_TOKEN";
 /// Everything a poll cycle needs, validated.
 #[derive(Debug, Clone)]
 pub struct PollConfig {
+    /// `--carrier`: the provider profile.
+    pub carrier: String,
+    /// `--carrier-account`: the provider's account identity, where it needs one.
+    pub carrier_account: Option<String>,
+    /// `--status-map`: additions to the provider's status and failure table.
+    pub status_map: Option<std::path::PathBuf>,
     /// Without a trailing slash.
     pub carrier_url: String,
     pub token: CarrierToken,
@@ -37,7 +43,17 @@ impl PollConfig {
     /// Validates the flags; `env_token` is the value of [`TOKEN_ENV`], passed in so tests need not touch the
     /// process environment.
     pub fn resolve(args: &PollArgs, env_token: Option<String>) -> Result<PollConfig> {
-        let carrier_url = carrier_url(args.carrier_url.as_deref(), args.allow_insecure_http)?;
+        let carrier = args.carrier.trim().to_ascii_lowercase();
+        // Checked here, so that a bad account or table is a configuration error before anything is opened.
+        crate::carrier::profile(&carrier, args.carrier_account.as_deref())?;
+        crate::carrier::table::Table::load(&carrier, args.status_map.as_deref())?;
+        let carrier_url = carrier_url(
+            args.carrier_url
+                .as_deref()
+                .or(crate::carrier::default_url(&carrier)),
+            &carrier,
+            args.allow_insecure_http,
+        )?;
         let token = token(args.carrier_token_file.as_deref(), env_token)?;
         let concurrency = bounded_int(
             &args.concurrency,
@@ -80,6 +96,14 @@ impl PollConfig {
             Duration::from_secs(3650 * 86400),
         )?;
         Ok(PollConfig {
+            carrier,
+            carrier_account: args
+                .carrier_account
+                .as_deref()
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+            status_map: args.status_map.clone(),
             carrier_url,
             token,
             concurrency: concurrency as usize,
@@ -123,9 +147,13 @@ pub fn busy_timeout(raw: &str) -> Result<Duration> {
     )
 }
 
-fn carrier_url(raw: Option<&str>, allow_insecure_http: bool) -> Result<String> {
+fn carrier_url(raw: Option<&str>, carrier: &str, allow_insecure_http: bool) -> Result<String> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
-        bail!("no carrier URL: set --carrier-url or env DLR_CARRIER_URL");
+        let why = match carrier {
+            "infobip" => " (each Infobip account has its own https://xxxxx.api.infobip.com)",
+            _ => "",
+        };
+        bail!("no carrier URL: set --carrier-url or env DLR_CARRIER_URL{why}");
     };
     let uri: ureq::http::Uri = raw
         .parse()
@@ -279,7 +307,10 @@ mod tests {
 
     fn args() -> PollArgs {
         PollArgs {
+            carrier: "generic".into(),
             carrier_url: Some("http://127.0.0.1:8080/".into()),
+            carrier_account: None,
+            status_map: None,
             carrier_token_file: None,
             concurrency: "8".into(),
             deadline: "14m".into(),

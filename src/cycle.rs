@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 
-use crate::carrier::http::{HttpCarrier, Stats};
-use crate::carrier::{FetchError, Report, StatusSource};
+use crate::carrier::http::{Http, Stats};
+use crate::carrier::table::{Category, Outcome, Table};
+use crate::carrier::{Bulk, Carrier, FetchError, Report};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::exit::{Exit, ExitContext};
 use crate::intake::{self, Gatherer, ReadEnd, Window};
 use crate::schedule::{self, Next};
-use crate::status::{DeliveryStatus, map_status};
+use crate::status::DeliveryStatus;
 use crate::store::{
     self, Backend, DueMessage, Entry, Intake, Join, Lease, Phase, PollRecord, Target, TrackState,
     Unit, warn_repeated,
@@ -366,7 +367,7 @@ fn poll(
     summary: &mut Summary,
     mode: &Mode,
 ) -> Result<bool> {
-    let window = Window::new(now, config.catch_up, store.read_horizon()?);
+    let mut window = Window::new(now, config.catch_up, store.read_horizon()?);
     let reads = !matches!(mode, Mode::Help { .. });
     if reads {
         log::info!(
@@ -384,7 +385,9 @@ fn poll(
     // that hangs, save what it has and exit.
     let mut reader = store::open(db, false, busy_timeout)?;
     let stats = Arc::new(Stats::default());
-    let carrier = Arc::new(HttpCarrier::new(config, control.clone(), stats.clone()));
+    let (carrier, table) = connect(config, control.clone(), stats.clone())?;
+    window.lone_chunk = carrier.profile.lone_chunk();
+    let carrier = Arc::new(carrier);
     let (job_tx, job_rx) = sync_channel::<Job>(config.concurrency);
     // Room for a few dozen results, so that the workers go on asking while the writer commits a transaction.
     let (out_tx, out_rx) = sync_channel::<Output>((config.concurrency * 2).max(RESULTS_WAITING));
@@ -423,15 +426,10 @@ fn poll(
             .context("starting the dispatcher thread")?
     };
     for i in 0..config.concurrency {
-        let (carrier, control, job_rx, out_tx) = (
-            carrier.clone(),
-            control.clone(),
-            job_rx.clone(),
-            out_tx.clone(),
-        );
+        let (carrier, job_rx, out_tx) = (carrier.clone(), job_rx.clone(), out_tx.clone());
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
-            .spawn(move || work(&*carrier, &control, &job_rx, out_tx))
+            .spawn(move || work(&carrier, now, &job_rx, out_tx))
             .context("starting a worker thread")?;
     }
     drop(out_tx);
@@ -439,6 +437,7 @@ fn poll(
     store.prepare_writer()?;
     let mut writer = Writer {
         store,
+        table,
         cycle_id: summary.cycle_id,
         now,
         summary,
@@ -592,7 +591,7 @@ fn dispatch(
     );
     for group in groups {
         // Read in chunks, each a short read: a group may hold a whole send.
-        let mut gather = Gatherer::default();
+        let mut gather = Gatherer::default().with_chunk(window.lone_chunk);
         let mut open = true;
         let mut after: Option<String> = None;
         while open && to.control.stopped().is_none() {
@@ -663,7 +662,7 @@ fn dispatch_shared(
         if !end.complete || !to.flush() {
             return Ok((end, false));
         }
-        let units = reader.publish_units(round, cutoff)?;
+        let units = reader.publish_units(round, cutoff, window.lone_chunk)?;
         log::info!("round {round}: {units} units of work published");
     }
     loop {
@@ -736,10 +735,30 @@ fn unit_messages(
     }
 }
 
+/// The carrier of `config`: its profile on the shared transport, and its status table.
+pub fn connect(
+    config: &PollConfig,
+    control: Arc<crate::control::Control>,
+    stats: Arc<Stats>,
+) -> Result<(Carrier, Table)> {
+    let profile = crate::carrier::profile(&config.carrier, config.carrier_account.as_deref())
+        .exit_code(Exit::Config)?;
+    let table =
+        Table::load(&config.carrier, config.status_map.as_deref()).exit_code(Exit::Config)?;
+    let http = Http::new(
+        config,
+        profile.auth(),
+        crate::carrier::default_interval(&config.carrier),
+        control,
+        stats,
+    );
+    Ok((Carrier { http, profile }, table))
+}
+
 /// A worker: takes jobs until there are none, asks the carrier, hands the answers to the writer.
 fn work(
-    carrier: &dyn StatusSource,
-    control: &Control,
+    carrier: &Carrier,
+    now: DateTime<Utc>,
     jobs: &Mutex<Receiver<Job>>,
     done: SyncSender<Output>,
 ) {
@@ -750,7 +769,7 @@ fn work(
         };
         let Ok(job) = job else { return };
         if done
-            .send(Output::Answers(Box::new(ask(carrier, control, job))))
+            .send(Output::Answers(Box::new(ask(carrier, now, job))))
             .is_err()
         {
             return;
@@ -758,10 +777,14 @@ fn work(
     }
 }
 
-/// Asks the carrier about one job's messages: the batch listing first (when there is a batch), then one by
-/// one for the messages the listing lacks. A listing that fails for good (a 4xx, a listing past the page cap)
-/// falls back to one-by-one lookups; one that keeps failing (the carrier is unwell) fails the batch.
-fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
+/// Asks the carrier about one job's messages. A message the profile cannot ask about, or one past the
+/// carrier's retention, is closed without a request. Then the profile's bulk question (a batch listing, an id
+/// list, a time window), then one by one for the messages it lacks. A bulk question that fails for good (a
+/// 4xx, a listing past the page cap) falls back to one-by-one lookups; one that keeps failing (the carrier is
+/// unwell) fails the job.
+fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Done {
+    let (http, profile) = (&carrier.http, &*carrier.profile);
+    let control = http.control();
     let repeated = drop_repeats(&mut job.messages);
     let mut done = Done {
         answers: job.messages.iter().map(|_| None).collect(),
@@ -778,60 +801,102 @@ fn ask(carrier: &dyn StatusSource, control: &Control, mut job: Job) -> Done {
     if control.stopped().is_some() {
         return done;
     }
-    if let Some(batch_id) = &done.job.batch_id {
-        match carrier.batch(batch_id) {
-            Ok(Some(listing)) => {
-                done.malformed = listing.malformed;
-                let index: HashMap<&str, usize> = done
-                    .job
-                    .messages
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (m.tracking_id.as_str(), i))
-                    .collect();
-                // Reports about messages not due now (closed ones, other slots) are ignored; of a message listed
-                // twice, the newer report counts.
-                for report in listing.reports {
-                    let Some(&i) = index.get(report.tracking_id.as_str()) else {
-                        continue;
-                    };
-                    match &done.answers[i] {
-                        None => done.answers[i] = Some(Answer::Reported(report)),
-                        Some(Answer::Reported(kept)) => {
-                            done.duplicates += 1;
-                            if newer(&report, kept) {
-                                done.answers[i] = Some(Answer::Reported(report));
-                            }
+    for (message, answer) in done.job.messages.iter().zip(&mut done.answers) {
+        if let Some(reason) = profile.unaskable(message) {
+            *answer = Some(Answer::Closed(format!(
+                "closed without a request: {} cannot ask about it ({reason})",
+                profile.name()
+            )));
+        } else if let Some(keep) = profile.retention()
+            && now - message.submitted_at > keep
+        {
+            *answer = Some(Answer::Closed(format!(
+                "closed without a request: beyond the carrier's retention ({} keeps statuses for {} h)",
+                profile.name(),
+                keep.num_hours()
+            )));
+        }
+    }
+    let askable: Vec<&DueMessage> = done
+        .job
+        .messages
+        .iter()
+        .zip(&done.answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    let batch_id = done.job.batch_id.as_deref();
+    let label = match batch_id {
+        Some(b) => format!("batch {b:?}"),
+        None => format!("{} messages without a batch", askable.len()),
+    };
+    let bulk = if askable.is_empty() {
+        Ok(Bulk::NotOffered)
+    } else {
+        profile.bulk(http, batch_id, &askable)
+    };
+    match bulk {
+        Ok(Bulk::Listed(listing)) => {
+            done.malformed = listing.malformed;
+            let index: HashMap<&str, usize> = done
+                .job
+                .messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.tracking_id.as_str(), i))
+                .collect();
+            // Reports about messages not due now (closed ones, other slots) are ignored; of a message listed
+            // twice, the newer report counts.
+            for report in listing.reports {
+                let Some(&i) = index.get(report.tracking_id.as_str()) else {
+                    continue;
+                };
+                match &done.answers[i] {
+                    None => done.answers[i] = Some(Answer::Reported(report)),
+                    Some(Answer::Reported(kept)) => {
+                        done.duplicates += 1;
+                        if newer(&report, kept) {
+                            done.answers[i] = Some(Answer::Reported(report));
                         }
-                        Some(_) => {}
+                    }
+                    Some(_) => {}
+                }
+            }
+            for id in listing.not_found {
+                if let Some(&i) = index.get(id.as_str())
+                    && done.answers[i].is_none()
+                {
+                    done.answers[i] = Some(Answer::NotFound);
+                }
+            }
+        }
+        Ok(Bulk::NotOffered) => {}
+        Ok(Bulk::UnknownBatch) => {
+            log::info!("carrier does not know {label}; asking for its messages one by one")
+        }
+        Err(e) if e.is_permanent() => log::warn!(
+            "{label}: {e}; asking for its {} messages one by one",
+            askable.len()
+        ),
+        Err(e) => {
+            if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
+                let reason = format!("{label}: {e}");
+                for (answer, error) in done.answers.iter().zip(&mut done.errors) {
+                    if answer.is_none() {
+                        *error = Some(reason.clone());
                     }
                 }
             }
-            Ok(None) => log::info!(
-                "carrier does not know batch {batch_id:?}; asking for its messages one by one"
-            ),
-            Err(e) if e.is_permanent() => log::warn!(
-                "batch {batch_id:?}: {e}; asking for its {} messages one by one",
-                done.job.messages.len()
-            ),
-            Err(e) => {
-                if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
-                    let reason = format!("batch {batch_id:?}: {e}");
-                    done.errors
-                        .iter_mut()
-                        .for_each(|r| *r = Some(reason.clone()));
-                }
-                done.cut_short = matches!(e, FetchError::Deadline | FetchError::Stopped);
-                done.batch_error = Some(e);
-                return done;
-            }
+            done.cut_short = matches!(e, FetchError::Deadline | FetchError::Stopped);
+            done.batch_error = Some(e);
+            return done;
         }
     }
     for i in 0..done.answers.len() {
         if done.answers[i].is_some() {
             continue;
         }
-        match carrier.message(&done.job.messages[i].tracking_id) {
+        match profile.one(http, &done.job.messages[i]) {
             Ok(Some(report)) => done.answers[i] = Some(Answer::Reported(report)),
             Ok(None) => done.answers[i] = Some(Answer::NotFound),
             Err(FetchError::Refused { code, reason }) => {
@@ -914,6 +979,8 @@ const FLUSH_ROWS: usize = 25_000;
 /// transaction.
 struct Writer<'a> {
     store: &'a mut dyn Backend,
+    /// The carrier's status and failure table.
+    table: Table,
     cycle_id: i64,
     now: DateTime<Utc>,
     summary: &'a mut Summary,
@@ -1105,6 +1172,15 @@ impl Writer<'_> {
         if let (Some(unit), false) = (done.job.unit, done.cut_short) {
             self.units.push(unit);
         }
+        // A carrier that sends a code without text (Sinch) gets the code's documented meaning as the reason.
+        for answer in &mut done.answers {
+            if let Some(Answer::Reported(r)) = answer
+                && r.error_message.is_none()
+                && let Some(code) = &r.error_code
+            {
+                r.error_message = self.table.meaning(code).map(str::to_string);
+            }
+        }
         let answered = done.answers.iter().filter(|a| a.is_some()).count();
         if answered > 0 {
             self.pending_rows += answered;
@@ -1165,7 +1241,15 @@ impl Writer<'_> {
             self.summary.polled += 1;
             match r.status {
                 DeliveryStatus::Delivered => self.summary.delivered += 1,
-                DeliveryStatus::Failed => self.summary.failed += 1,
+                DeliveryStatus::Failed => {
+                    self.summary.failed += 1;
+                    let category = r.failure_category.unwrap_or(Category::Unknown);
+                    *self
+                        .summary
+                        .failed_by_category
+                        .entry(category.as_str().to_string())
+                        .or_default() += 1;
+                }
                 DeliveryStatus::Pending => self.summary.pending += 1,
             }
             if r.state == TrackState::Unconfirmed {
@@ -1196,23 +1280,24 @@ impl Writer<'_> {
             carrier_status: None,
             failure_code: None,
             failure_reason: Some(reason),
+            failure_category: None,
             confirmed_at: None,
             state: TrackState::Unconfirmed,
             next_due_at: None,
         };
-        let (status, report, refusal) = match answer {
+        let (outcome, report, refusal) = match answer {
             Answer::Closed(reason) => return closing(reason),
             Answer::NotFound => {
                 self.summary.not_found += 1;
-                (DeliveryStatus::Pending, None, None)
+                (Outcome::Pending, None, None)
             }
             Answer::Refused { code, reason } => (
-                DeliveryStatus::Pending,
+                Outcome::Pending,
                 None,
                 Some((code.as_deref(), reason.as_str())),
             ),
             Answer::Reported(report) => {
-                let mapped = map_status(&report.status);
+                let mapped = self.table.map(report);
                 if !mapped.known {
                     self.summary.unknown_statuses += 1;
                     if self.unknown_words.insert(report.status.clone()) {
@@ -1222,27 +1307,34 @@ impl Writer<'_> {
                         );
                     }
                 }
-                (mapped.status, Some(report), None)
+                (mapped.outcome, Some(report), None)
             }
         };
+        let status = outcome.status();
         let (state, next_due_at) =
             match schedule::after_poll(message.submitted_at, self.now, status) {
+                // Final without a receipt: asking again cannot change the answer.
+                _ if outcome == Outcome::Unconfirmed => (TrackState::Unconfirmed, None),
                 Next::DueAt(at) => (TrackState::Open, Some(at)),
                 Next::Final(DeliveryStatus::Delivered) => (TrackState::Delivered, None),
                 Next::Final(_) => (TrackState::Failed, None),
                 Next::Unconfirmed => (TrackState::Unconfirmed, None),
             };
+        let failure_code = report
+            .and_then(|r| r.error_code.as_deref())
+            .or(refusal.and_then(|(code, _)| code));
+        let failure_category = (status == DeliveryStatus::Failed)
+            .then(|| report.map_or(Category::Unknown, |r| self.table.category(r)));
         PollRecord {
             message,
             entry: Entry::Poll,
             status,
             carrier_status: report.map(|r| r.status.as_str()),
-            failure_code: report
-                .and_then(|r| r.error_code.as_deref())
-                .or(refusal.and_then(|(code, _)| code)),
+            failure_code,
             failure_reason: report
                 .and_then(|r| r.error_message.as_deref())
                 .or(refusal.map(|(_, reason)| reason)),
+            failure_category,
             // Stored in the schema's one UTC form, whatever offset the carrier used; a time that cannot be
             // read is left out (the carrier's word is kept).
             confirmed_at: report

@@ -52,6 +52,8 @@ pub struct Window {
     pub floor: String,
     /// How far back earlier cycles have read every row (`None`: never).
     pub horizon: Option<String>,
+    /// Messages without a batch per job: as many as the carrier's bulk question covers well.
+    pub lone_chunk: usize,
 }
 
 impl Window {
@@ -62,6 +64,7 @@ impl Window {
             catch_up,
             floor: timefmt::format(start - OFFSET_MARGIN),
             horizon,
+            lone_chunk: LOOKUP_CHUNK,
         }
     }
 
@@ -188,7 +191,7 @@ pub fn read(
     let mut end = ReadEnd::default();
     let started = std::time::Instant::now();
     let mut reading = std::time::Duration::ZERO;
-    let mut gather = Gatherer::for_intake();
+    let mut gather = Gatherer::for_intake().with_chunk(window.lone_chunk);
     let mut open = true;
     for span in window.spans() {
         let mut cursor = span.start();
@@ -252,6 +255,8 @@ pub fn read(
 pub struct Gatherer {
     open: VecDeque<Group>,
     held: usize,
+    /// Messages without a batch per job (0: [`LOOKUP_CHUNK`]).
+    chunk: usize,
     /// Gathering new submissions: watch for interleaved batches.
     intake: Option<Interleaving>,
 }
@@ -276,6 +281,12 @@ impl Gatherer {
             intake: Some(Interleaving::default()),
             ..Gatherer::default()
         }
+    }
+
+    /// Hands out messages without a batch `chunk` at a time.
+    pub fn with_chunk(mut self, chunk: usize) -> Gatherer {
+        self.chunk = chunk;
+        self
     }
 
     /// The messages set aside since the last call.
@@ -318,7 +329,12 @@ impl Gatherer {
         let group = &mut self.open[at];
         group.1.push(message);
         self.held += 1;
-        if group.0.is_none() && group.1.len() >= LOOKUP_CHUNK {
+        let chunk = if self.chunk == 0 {
+            LOOKUP_CHUNK
+        } else {
+            self.chunk
+        };
+        if group.0.is_none() && group.1.len() >= chunk {
             let group = self.open.remove(at).unwrap_or_default();
             self.held -= group.1.len();
             if !poll(group) {

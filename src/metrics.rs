@@ -174,6 +174,18 @@ pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
             total(&format!("messages_polled:{status}")),
         );
     }
+    f.header(
+        "dlr_poller_messages_failed_total",
+        "counter",
+        "FAILED poll results stored, by failure category.",
+    );
+    for category in crate::carrier::table::Category::ALL {
+        f.sample(
+            "dlr_poller_messages_failed_total",
+            &format!("category=\"{category}\""),
+            total(&format!("messages_failed:{category}")),
+        );
+    }
     for (name, key, help) in [
         (
             "dlr_poller_messages_closed_unconfirmed_total",

@@ -14,8 +14,13 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub fn per_second(rps: u32) -> RateLimit {
+        RateLimit::every(Duration::from_secs(1) / rps.max(1))
+    }
+
+    /// One request per `interval`.
+    pub fn every(interval: Duration) -> RateLimit {
         RateLimit {
-            interval: Duration::from_secs(1) / rps.max(1),
+            interval,
             next: Mutex::new(Instant::now()),
         }
     }

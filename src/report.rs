@@ -40,8 +40,8 @@ pub fn history_text(h: &History) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:>4}  {:<20}  {:<9}  {:<16}  {:<20}  {:<8}  REASON",
-        "POLL", "POLLED AT", "STATUS", "CARRIER SAID", "CONFIRMED AT", "CODE"
+        "{:>4}  {:<20}  {:<9}  {:<16}  {:<20}  {:<8}  {:<14}  REASON",
+        "POLL", "POLLED AT", "STATUS", "CARRIER SAID", "CONFIRMED AT", "CODE", "CATEGORY"
     );
     for r in &h.results {
         let said = match (&r.carrier_status, r.carrier_found) {
@@ -53,13 +53,14 @@ pub fn history_text(h: &History) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>4}  {:<20}  {:<9}  {:<16}  {:<20}  {:<8}  {}",
+            "{:>4}  {:<20}  {:<9}  {:<16}  {:<20}  {:<8}  {:<14}  {}",
             r.poll_attempt,
             r.polled_at,
             r.delivery_status,
             said,
             opt(&r.delivery_confirmed_at),
             opt(&r.failure_code),
+            opt(&r.failure_category),
             opt(&r.failure_reason)
         );
     }

@@ -17,6 +17,8 @@ pub struct Summary {
     pub polled: u64,
     pub delivered: u64,
     pub failed: u64,
+    /// FAILED results of this cycle by failure category (INVALID_NUMBER, NETWORK_ERROR, ...).
+    pub failed_by_category: std::collections::BTreeMap<String, u64>,
     pub pending: u64,
     pub closed_unconfirmed: u64,
     pub unknown_statuses: u64,

@@ -207,7 +207,7 @@ fn an_endless_paging_chain_is_cut_off() {
                 .unwrap_or(0);
             listing("B1", &[], Some(&(n + 1).to_string())).into_bytes()
         })
-        .expect(dlr_poller::carrier::http::MAX_PAGES)
+        .expect(dlr_poller::carrier::MAX_PAGES)
         .create();
     let run = db.poll_json(&server.url(), NOW, &[]);
     pages.assert();

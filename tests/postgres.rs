@@ -361,13 +361,55 @@ fn concurrent_migrate_applies_the_schema_once() {
         let out = child.wait_with_output().unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{err}");
-        migrated += usize::from(err.contains("from schema version 0 to 2"));
+        migrated += usize::from(err.contains("from schema version 0 to 3"));
     }
     assert_eq!(
         migrated, 1,
         "one run applied the schema, the others found it current"
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM poller_schema"), 1);
+    db.cmd().arg("cycles").assert().code(0);
+}
+
+/// A database at schema version 2 (before failure categories) is upgraded in place: its audit rows stay, the
+/// new column arrives, and the version is recorded.
+#[test]
+fn a_version_2_database_upgrades_to_version_3() {
+    let Some(db) = TestDb::postgres("upgrade_v2") else {
+        return;
+    };
+    {
+        let mut client = db.pg().client();
+        client
+            .batch_execute(
+                "ALTER TABLE sms_delivery_confirmations DROP COLUMN failure_category; \
+                 DELETE FROM poller_schema WHERE version = 3; INSERT INTO poller_schema VALUES (2); \
+                 INSERT INTO sms_delivery_confirmations (tracking_id, delivery_status, polled_at, poll_attempt, \
+                   created_at, cycle_id) VALUES ('T1', 'FAILED', now(), 1, now(), 1);",
+            )
+            .unwrap();
+    }
+    let out = db.cmd().arg("cycles").output().unwrap();
+    assert_eq!(out.status.code(), Some(74));
+    assert!(
+        stderr(&out).contains("schema is at version 2, this dlr-poller needs 3"),
+        "{}",
+        stderr(&out)
+    );
+    let out = db.cmd().arg("migrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("from schema version 2 to 3"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations WHERE failure_category IS NULL"),
+        1
+    );
+    assert_eq!(db.count("SELECT max(version) FROM poller_schema"), 3);
+    let out = db.cmd().arg("migrate").output().unwrap();
+    assert!(stderr(&out).contains("up to date (version 3)"));
     db.cmd().arg("cycles").assert().code(0);
 }
 

@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{Backend, TOKEN, TestDb, expected_status, next_slot};
+use common::{Backend, TOKEN, expected_status, next_slot, rows_polled_at};
 use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
 
@@ -19,74 +18,6 @@ struct Model {
     polls: i64,
     next_due: DateTime<Utc>,
     closed: Option<&'static str>,
-}
-
-type Row = (
-    i64,
-    String,
-    Option<String>,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-);
-
-fn rows_polled_at(db: &TestDb, at: &str) -> HashMap<String, Vec<Row>> {
-    let mut map: HashMap<String, Vec<Row>> = HashMap::new();
-    if let Some(pg) = &db.pg {
-        let rows = pg
-            .client()
-            .query(
-                "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
-                 failure_reason, to_char(delivery_confirmed_at AT TIME ZONE 'UTC', \
-                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), cycle_id FROM sms_delivery_confirmations \
-                 WHERE polled_at = $1::text::timestamptz",
-                &[&at],
-            )
-            .unwrap();
-        for r in rows {
-            map.entry(r.get(0)).or_default().push((
-                r.get::<_, i32>(1).into(),
-                r.get(2),
-                r.get(3),
-                r.get(4),
-                r.get(5),
-                r.get(6),
-                r.get(7),
-                r.get(8),
-            ));
-        }
-        return map;
-    }
-    let conn = db.conn();
-    let mut stmt = conn
-        .prepare(
-            "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
-             failure_reason, delivery_confirmed_at, cycle_id FROM sms_delivery_confirmations WHERE polled_at = ?1",
-        ).unwrap();
-    let rows = stmt
-        .query_map([at], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ),
-            ))
-        })
-        .unwrap();
-    for row in rows {
-        let (id, row) = row.unwrap();
-        map.entry(id).or_default().push(row);
-    }
-    map
 }
 
 on_both_backends!(
@@ -172,32 +103,37 @@ fn every_message_is_tracked_correctly_for_72_hours(backend: Backend) {
                 "{} at {stamp}: expected one poll, got {got:?}",
                 m.tracking_id
             );
-            let (attempt, status, carrier_status, found, code, reason, confirmed, _) = &got[0];
-            assert_eq!(*attempt, state.polls + 1, "{} poll number", m.tracking_id);
+            let row = &got[0];
+            assert_eq!(
+                row.attempt,
+                state.polls + 1,
+                "{} poll number",
+                m.tracking_id
+            );
             let truth = m.report_at(now);
             let want = truth
                 .as_ref()
                 .map_or("PENDING", |r| expected_status(&r.status));
             assert_eq!(
-                status, want,
+                row.status, want,
                 "{} at {stamp}: truth {truth:?}",
                 m.tracking_id
             );
-            assert_eq!(*found, truth.is_some(), "{}", m.tracking_id);
+            assert_eq!(row.found, truth.is_some(), "{}", m.tracking_id);
             assert_eq!(
-                carrier_status.as_ref(),
+                row.carrier_status.as_ref(),
                 truth.as_ref().map(|r| &r.status),
                 "{}",
                 m.tracking_id
             );
             assert_eq!(
-                code.as_ref(),
+                row.code.as_ref(),
                 truth.as_ref().and_then(|r| r.error_code.as_ref()),
                 "{}",
                 m.tracking_id
             );
             assert_eq!(
-                reason.as_ref(),
+                row.reason.as_ref(),
                 truth.as_ref().and_then(|r| r.error_message.as_ref()),
                 "{}",
                 m.tracking_id
@@ -206,7 +142,7 @@ fn every_message_is_tracked_correctly_for_72_hours(backend: Backend) {
                 .as_ref()
                 .filter(|_| want != "PENDING")
                 .and_then(|r| r.status_updated_at.clone());
-            assert_eq!(confirmed, &want_confirmed, "{}", m.tracking_id);
+            assert_eq!(row.confirmed_at, want_confirmed, "{}", m.tracking_id);
 
             state.polls += 1;
             match (want, next_slot(m.submitted_at, now)) {

@@ -9,9 +9,81 @@
 //! ```
 //! Unknown fields are ignored; `error_code` may be a string or a number.
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use super::Report;
+use super::http::{Auth, Http};
+use super::wire::{self, Page, encode, string_or_number, truncate};
+use super::{Bulk, FetchError, Listing, Profile, Report};
+use crate::store::DueMessage;
+
+/// The generic profile: Bearer token, batch listings by page token, lookups by tracking id.
+pub struct Generic;
+
+/// The tracking id `doctor` asks about: any answer but 401/403 shows the credentials work.
+const PROBE_ID: &str = "dlr-poller-doctor-probe";
+
+impl Profile for Generic {
+    fn name(&self) -> &'static str {
+        "generic"
+    }
+
+    fn auth(&self) -> Auth {
+        Auth::Bearer
+    }
+
+    fn bulk(
+        &self,
+        http: &Http,
+        batch_id: Option<&str>,
+        _messages: &[&DueMessage],
+    ) -> Result<Bulk, FetchError> {
+        let Some(batch_id) = batch_id else {
+            return Ok(Bulk::NotOffered);
+        };
+        let mut listing = Listing::default();
+        let found = wire::follow(
+            &format!("batch {batch_id:?}"),
+            String::new(),
+            |token| {
+                let path = batch_path(batch_id, Some(token).filter(|t| !t.is_empty()));
+                Ok(http.get(&path, parse_batch_page)?.map(|page| {
+                    listing.malformed.extend(page.malformed);
+                    Page {
+                        entries: page.messages,
+                        next: page.next_page_token,
+                    }
+                }))
+            },
+            |reports| {
+                listing.reports.extend(reports);
+                true
+            },
+        )?;
+        Ok(if found {
+            Bulk::Listed(listing)
+        } else {
+            Bulk::UnknownBatch
+        })
+    }
+
+    fn one(&self, http: &Http, message: &DueMessage) -> Result<Option<Report>, FetchError> {
+        let path = message_path(&message.tracking_id);
+        match http.get(&path, parse_message)? {
+            Some(r) if r.tracking_id != message.tracking_id => Err(FetchError::Refused {
+                code: None,
+                reason: format!(
+                    "GET {path}: carrier answered for tracking id {:?}",
+                    r.tracking_id
+                ),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    fn probe(&self, http: &Http) -> Result<(), FetchError> {
+        http.get(&message_path(PROBE_ID), |_| Ok(())).map(|_| ())
+    }
+}
 
 /// One page of a batch listing.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,26 +144,14 @@ impl From<WireMessage> for Report {
             error_code: m.error_code,
             error_message: m.error_message,
             status_updated_at: m.status_updated_at,
+            ..Report::default()
         }
     }
 }
 
-fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Code {
-        Text(String),
-        Number(serde_json::Number),
-    }
-    Ok(Option::<Code>::deserialize(d)?.map(|c| match c {
-        Code::Text(s) => s,
-        Code::Number(n) => n.to_string(),
-    }))
-}
-
 /// Parses a listing page. A body that is not a listing is an error; an entry that is not a message is set aside
 /// in `malformed`, and the carrier is asked about that message on its own.
-pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, serde_json::Error> {
+pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, String> {
     if let Ok(wire) = serde_json::from_slice::<WireBatch>(body) {
         return Ok(BatchPage {
             messages: wire.messages.into_iter().map(Report::from).collect(),
@@ -99,7 +159,7 @@ pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, serde_json::Error> {
             next_page_token: wire.next_page_token.filter(|t| !t.is_empty()),
         });
     }
-    let wire: LenientBatch = serde_json::from_slice(body)?;
+    let wire: LenientBatch = wire::json(body)?;
     let mut page = BatchPage {
         messages: Vec::with_capacity(wire.messages.len()),
         malformed: Vec::new(),
@@ -116,28 +176,8 @@ pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, serde_json::Error> {
     Ok(page)
 }
 
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => &s[..at],
-        None => s,
-    }
-}
-
-pub fn parse_message(body: &[u8]) -> Result<Report, serde_json::Error> {
-    serde_json::from_slice::<WireMessage>(body).map(Report::from)
-}
-
-/// Percent-encodes one path segment or query value: everything but RFC 3986 unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+pub fn parse_message(body: &[u8]) -> Result<Report, String> {
+    wire::json::<WireMessage>(body).map(Report::from)
 }
 
 #[cfg(test)]
@@ -169,6 +209,7 @@ mod tests {
                 error_code: None,
                 error_message: None,
                 status_updated_at: Some("2025-12-01T09:03:12Z".into()),
+                ..Report::default()
             }]
         );
     }
@@ -272,6 +313,7 @@ mod tests {
                 error_code: (rng.below(2) == 0).then(|| text(&mut rng)),
                 error_message: (rng.below(2) == 0).then(|| text(&mut rng)),
                 status_updated_at: (rng.below(2) == 0).then(|| text(&mut rng)),
+                ..Report::default()
             };
             let body = serde_json::json!({
                 "messages": [{

@@ -1,14 +1,13 @@
 //! The HTTP transport: one shared `ureq` agent (connection reuse across workers), explicit timeouts (ureq has none
-//! by default), a cap on the body size, and bounded retries with backoff for transient failures.
+//! by default), a cap on the body size, the profile's authentication, and bounded retries with backoff for
+//! transient failures (a 429's `Retry-After` or `x-ratelimit-reset` is honoured).
 
-use std::collections::HashSet;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::generic::{self, BatchPage};
-use super::{FetchError, Listing, Report, StatusSource};
+use super::FetchError;
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::rate::RateLimit;
@@ -17,8 +16,6 @@ use crate::retry::{Backoff, Rng, parse_retry_after};
 
 /// Bodies above this size are refused: a status page is a few hundred kilobytes at most.
 const MAX_BODY: u64 = 16 * 1024 * 1024;
-/// A batch listing longer than this is treated as an endless paging chain.
-pub const MAX_PAGES: usize = 1_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Request and retry counts of a cycle, shared by the workers.
@@ -28,10 +25,23 @@ pub struct Stats {
     pub retries: AtomicU64,
 }
 
-pub struct HttpCarrier {
+/// How a profile authenticates; the secret is the carrier token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer {token}` (generic, Sinch, Telnyx).
+    Bearer,
+    /// `Authorization: Basic base64({user}:{token})` (Twilio, Vonage). A token of the form `user:secret` names
+    /// its own user (a Twilio API key: `SK...:secret`).
+    Basic { user: String },
+    /// `Authorization: App {token}` (Infobip).
+    App,
+}
+
+pub struct Http {
     agent: ureq::Agent,
     base: String,
     token: CarrierToken,
+    auth: Auth,
     request_timeout: Duration,
     max_attempts: u32,
     backoff: Backoff,
@@ -49,8 +59,15 @@ enum Attempt<T> {
     },
 }
 
-impl HttpCarrier {
-    pub fn new(config: &PollConfig, control: Arc<Control>, stats: Arc<Stats>) -> HttpCarrier {
+impl Http {
+    /// `default_interval`: the spacing of requests when `--max-rps` is not given (the provider's own limit).
+    pub fn new(
+        config: &PollConfig,
+        auth: Auth,
+        default_interval: Option<Duration>,
+        control: Arc<Control>,
+        stats: Arc<Stats>,
+    ) -> Http {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -60,24 +77,36 @@ impl HttpCarrier {
             .user_agent(concat!("dlr-poller/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        HttpCarrier {
+        let rate = match config.max_rps {
+            Some(rps) => Some(RateLimit::per_second(rps)),
+            None => default_interval.map(RateLimit::every),
+        };
+        Http {
             agent,
             base: config.carrier_url.clone(),
             token: config.token.clone(),
+            auth,
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts,
             backoff: Backoff::default(),
-            rate: config.max_rps.map(RateLimit::per_second),
+            rate,
             control,
             stats,
         }
     }
 
-    /// GETs `path` and parses a 200 body; `Ok(None)` on 404. Transient failures are retried.
-    fn fetch<T>(
+    /// The cycle's control: whether it must stop.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// GETs `path` (with its query; appended to the base URL) and parses a 200 body; `Ok(None)` on 404.
+    /// Transient failures are retried; a body `parse` rejects is retried too (a proxy's error page), then
+    /// fails.
+    pub fn get<T>(
         &self,
         path: &str,
-        parse: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
     ) -> Result<Option<T>, FetchError> {
         let url = format!("{}{}", self.base, path);
         let mut rng = Rng::from_entropy();
@@ -133,13 +162,13 @@ impl HttpCarrier {
         url: &str,
         path: &str,
         timeout: Duration,
-        parse: &impl Fn(&[u8]) -> Result<T, serde_json::Error>,
+        parse: &impl Fn(&[u8]) -> Result<T, String>,
     ) -> Attempt<T> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let response = self
             .agent
             .get(url)
-            .header("Authorization", format!("Bearer {}", self.token.expose()))
+            .header("Authorization", self.authorization())
             .header("Accept", "application/json")
             .config()
             .timeout_global(Some(timeout))
@@ -166,7 +195,14 @@ impl HttpCarrier {
                 return Attempt::Done(Err(FetchError::CredentialsRejected { status }));
             }
             429 => {
-                let retry_after = header("retry-after").as_deref().and_then(parse_retry_after);
+                let retry_after = header("retry-after")
+                    .as_deref()
+                    .and_then(parse_retry_after)
+                    .or_else(|| {
+                        header("x-ratelimit-reset")
+                            .as_deref()
+                            .and_then(|v| parse_rate_limit_reset(v, std::time::SystemTime::now()))
+                    });
                 return retry(
                     format!("GET {path}: HTTP 429 Too Many Requests"),
                     retry_after,
@@ -215,59 +251,56 @@ impl HttpCarrier {
     }
 }
 
-impl StatusSource for HttpCarrier {
-    fn batch(&self, batch_id: &str) -> Result<Option<Listing>, FetchError> {
-        let mut listing = Listing::default();
-        let mut page_token: Option<String> = None;
-        let mut seen_tokens = HashSet::new();
-        for page_number in 1..=MAX_PAGES {
-            let path = generic::batch_path(batch_id, page_token.as_deref());
-            let page: BatchPage = match self.fetch(&path, generic::parse_batch_page)? {
-                Some(page) => page,
-                None if page_number == 1 => return Ok(None),
-                None => {
-                    return Err(FetchError::Unusable {
-                        reason: format!(
-                            "GET {path}: page {page_number} of batch {batch_id:?} answered 404"
-                        ),
-                    });
-                }
-            };
-            listing.reports.extend(page.messages);
-            listing.malformed.extend(page.malformed);
-            match page.next_page_token {
-                None => return Ok(Some(listing)),
-                Some(token) if !seen_tokens.insert(token.clone()) => {
-                    return Err(FetchError::Unusable {
-                        reason: format!(
-                            "batch {batch_id:?}: paging loops (page token {token:?} came back)"
-                        ),
-                    });
-                }
-                Some(token) => page_token = Some(token),
+impl Http {
+    /// The `Authorization` header value. Built per request, never stored or logged.
+    fn authorization(&self) -> String {
+        let secret = self.token.expose();
+        match &self.auth {
+            Auth::Bearer => format!("Bearer {secret}"),
+            Auth::App => format!("App {secret}"),
+            Auth::Basic { user } => {
+                let pair = if secret.contains(':') {
+                    secret.to_string()
+                } else {
+                    format!("{user}:{secret}")
+                };
+                format!("Basic {}", base64(pair.as_bytes()))
             }
         }
-        Err(FetchError::Unusable {
-            reason: format!(
-                "batch {batch_id:?}: more than {MAX_PAGES} pages; giving up on the listing"
-            ),
-        })
     }
+}
 
-    fn message(&self, tracking_id: &str) -> Result<Option<Report>, FetchError> {
-        let path = generic::message_path(tracking_id);
-        let report = self.fetch(&path, generic::parse_message)?;
-        match report {
-            Some(r) if r.tracking_id != tracking_id => Err(FetchError::Refused {
-                code: None,
-                reason: format!(
-                    "GET {path}: carrier answered for tracking id {:?}",
-                    r.tracking_id
-                ),
-            }),
-            other => Ok(other),
+/// Reads `x-ratelimit-reset`: seconds until the limit resets, or (a value past the year 2001) the Unix time it
+/// resets at.
+fn parse_rate_limit_reset(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let n: u64 = value.trim().parse().ok()?;
+    if n < 1_000_000_000 {
+        return Some(Duration::from_secs(n));
+    }
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(n);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Standard base64 with padding (RFC 4648), for Basic authentication.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
         }
     }
+    out
 }
 
 fn retry<T>(reason: String, retry_after: Option<Duration>) -> Attempt<T> {
@@ -315,5 +348,42 @@ fn snippet(reader: impl Read) -> String {
         "(empty body)".to_string()
     } else {
         text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_as_rfc_4648() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+            ("ACabc:tok\u{e9}n", "QUNhYmM6dG9rw6lu"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_reset_in_seconds_or_as_a_time() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(
+            parse_rate_limit_reset("7", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_rate_limit_reset("1800000012", now),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            parse_rate_limit_reset("1700000000", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_rate_limit_reset("soon", now), None);
     }
 }

@@ -1,19 +1,50 @@
-//! Talking to the carrier. The cycle sees only [`StatusSource`]: "what does the carrier say about this batch /
-//! this message". Wire formats live in profiles ([`generic`] today; others beside it), the HTTP transport with
-//! its timeouts and retries in [`http`].
+//! Talking to the carrier. The cycle sees only [`Carrier`]: "what does the carrier say about these due
+//! messages", answered with reports keyed by the poller's own tracking ids.
+//!
+//! Each provider is a [`Profile`] in its own file: its authentication, requests, paging, response parsing,
+//! matching of answers to tracking ids, retention and rate limit. Its status words and failure codes are data, in
+//! [`table`]. The HTTP transport with its timeouts and retries is [`http`]. Adding a provider is one file here,
+//! one table in `tables/`, one sandbox dialect and its tests.
 
 pub mod generic;
 pub mod http;
+pub mod infobip;
+pub mod sinch;
+pub mod table;
+pub mod telnyx;
+pub mod twilio;
+pub mod vonage;
+pub(crate) mod wire;
+
+pub use wire::MAX_PAGES;
 
 use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use chrono::TimeDelta;
+
+use self::http::{Auth, Http};
+use crate::store::DueMessage;
+
+/// The providers `--carrier` accepts.
+pub const PROVIDERS: [&str; 6] = ["generic", "twilio", "vonage", "sinch", "infobip", "telnyx"];
 
 /// What the carrier reports about one message, as it said it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
+    /// The poller's tracking id of the message (the profile matches the carrier's answer to it).
     pub tracking_id: String,
+    /// The carrier's status word.
     pub status: String,
+    /// The family of the status word, where the provider has them (Infobip's `status.groupName`).
+    pub status_group: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// The family of the error code (Infobip's `error.groupName`).
+    pub error_group: Option<String>,
+    /// Whether the carrier calls the error permanent (Infobip's `error.permanent`).
+    pub permanent: Option<bool>,
     pub status_updated_at: Option<String>,
 }
 
@@ -66,7 +97,7 @@ impl fmt::Display for FetchError {
 impl std::error::Error for FetchError {}
 
 impl FetchError {
-    /// Whether asking the same question again cannot help (a batch then falls back to one-by-one lookups).
+    /// Whether asking the same question again cannot help (a listing then falls back to one-by-one lookups).
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
@@ -75,19 +106,150 @@ impl FetchError {
     }
 }
 
-/// A batch listing, all pages.
+/// What a listing said about the messages it was asked about.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
+    /// Reports about the messages asked about, keyed by their tracking ids. Entries about messages the poller did
+    /// not ask about (other traffic on the account) are left out by the profile.
     pub reports: Vec<Report>,
+    /// Messages the carrier says it does not know (Vonage's `ids_not_found`) or has no report for yet (a
+    /// recipient missing from a Sinch batch report): PENDING without a status, not asked again this cycle.
+    pub not_found: Vec<String>,
     /// Entries that could not be read, described (their messages are asked for one by one).
     pub malformed: Vec<String>,
 }
 
-/// The narrow interface between the cycle and a carrier.
-pub trait StatusSource: Sync {
-    /// Every message the carrier lists for a batch, all pages; `None` when the carrier does not know the batch.
-    fn batch(&self, batch_id: &str) -> Result<Option<Listing>, FetchError>;
+/// How a profile answered a bulk question.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bulk {
+    /// The profile has no bulk question for these messages: ask one by one.
+    NotOffered,
+    /// The carrier does not know the batch: ask one by one.
+    UnknownBatch,
+    Listed(Listing),
+}
 
-    /// One message; `None` when the carrier does not know it.
-    fn message(&self, tracking_id: &str) -> Result<Option<Report>, FetchError>;
+/// One provider's way of asking. `messages` are due messages of one job: one batch (`batch_id`), or a run of
+/// messages without one.
+pub trait Profile: Send + Sync {
+    /// The `--carrier` name.
+    fn name(&self) -> &'static str;
+
+    /// How requests authenticate (the secret is the carrier token).
+    fn auth(&self) -> Auth;
+
+    /// Why this message cannot be asked about at all (a tracking id that is not the provider's message id, a
+    /// missing batch id or number): it is closed without a request. `None`: it can be asked about.
+    fn unaskable(&self, _message: &DueMessage) -> Option<String> {
+        None
+    }
+
+    /// Asks about many of `messages` at once, where the provider offers a way.
+    fn bulk(
+        &self,
+        http: &Http,
+        batch_id: Option<&str>,
+        messages: &[&DueMessage],
+    ) -> Result<Bulk, FetchError>;
+
+    /// Asks about one message; `None` when the carrier does not know it.
+    fn one(&self, http: &Http, message: &DueMessage) -> Result<Option<Report>, FetchError>;
+
+    /// One cheap authenticated request, for `doctor`: any answer but 401/403 shows the credentials work.
+    fn probe(&self, http: &Http) -> Result<(), FetchError>;
+
+    /// How far back the carrier keeps statuses: a message due later than this after its submission is closed
+    /// UNCONFIRMED without a request.
+    fn retention(&self) -> Option<TimeDelta> {
+        None
+    }
+
+    /// Messages without a batch id per job: as many as one bulk question covers well.
+    fn lone_chunk(&self) -> usize {
+        10
+    }
+}
+
+/// Builds the profile for `--carrier NAME`, checking `--carrier-account` against what the provider needs.
+pub fn profile(name: &str, account: Option<&str>) -> Result<Box<dyn Profile>> {
+    let account = account.map(str::trim).filter(|a| !a.is_empty());
+    let need = |what: &str, valid: fn(&str) -> bool, shape: &str| -> Result<String> {
+        match account {
+            None => bail!(
+                "--carrier {name} needs {what}: set --carrier-account or env DLR_CARRIER_ACCOUNT"
+            ),
+            Some(id) if !valid(id) => bail!(
+                "invalid --carrier-account (env DLR_CARRIER_ACCOUNT) {id:?}: a {name} {what} is {shape}"
+            ),
+            Some(id) => Ok(id.to_string()),
+        }
+    };
+    let none = || -> Result<()> {
+        match account {
+            Some(_) => bail!(
+                "--carrier-account (env DLR_CARRIER_ACCOUNT) is given, but --carrier {name} takes none"
+            ),
+            None => Ok(()),
+        }
+    };
+    Ok(match name {
+        "generic" => {
+            none()?;
+            Box::new(generic::Generic)
+        }
+        "twilio" => Box::new(twilio::Twilio::new(need(
+            "its Account SID",
+            twilio::valid_account,
+            "AC followed by 32 hex digits",
+        )?)),
+        "vonage" => Box::new(vonage::Vonage::new(need(
+            "its API key",
+            vonage::valid_account,
+            "8 letters or digits",
+        )?)),
+        "sinch" => Box::new(sinch::Sinch::new(need(
+            "its service plan id",
+            sinch::valid_account,
+            "letters and digits (32 hex digits, usually)",
+        )?)),
+        "infobip" => {
+            none()?;
+            Box::new(infobip::Infobip)
+        }
+        "telnyx" => {
+            none()?;
+            Box::new(telnyx::Telnyx)
+        }
+        other => bail!(
+            "invalid --carrier (env DLR_CARRIER) {other:?}: expected one of {}",
+            PROVIDERS.join(", ")
+        ),
+    })
+}
+
+/// The server URL of a provider with one public host, used when `--carrier-url` is not given.
+pub fn default_url(name: &str) -> Option<&'static str> {
+    match name {
+        "twilio" => Some("https://api.twilio.com"),
+        "vonage" => Some("https://api.nexmo.com"),
+        "sinch" => Some("https://us.sms.api.sinch.com"),
+        "telnyx" => Some("https://api.telnyx.com/v2"),
+        _ => None,
+    }
+}
+
+/// The request rate a provider allows by default, when `--max-rps` is not given: Infobip's logs allow 120
+/// requests a minute, Vonage's Reports API about 10 a second.
+pub fn default_interval(name: &str) -> Option<Duration> {
+    match name {
+        "infobip" => Some(Duration::from_millis(520)),
+        "vonage" => Some(Duration::from_millis(110)),
+        _ => None,
+    }
+}
+
+/// Asks a profile about one job's messages through the shared transport.
+pub struct Carrier {
+    pub http: Http,
+    pub profile: Box<dyn Profile>,
 }

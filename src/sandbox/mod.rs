@@ -5,6 +5,7 @@
 //! settable clock, paging, and fault knobs (latency, 5xx, 429 with Retry-After, malformed bodies, 401). The
 //! integration tests, the demo and the benchmarks run the real `dlr-poller` binary against it.
 
+pub mod dialect;
 mod server;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,7 @@ use crate::carrier::Report;
 use crate::retry::Rng;
 use crate::timefmt;
 
+pub use dialect::{Dialect, Truth};
 pub use server::SandboxServer;
 
 /// What happens to a simulated message.
@@ -59,40 +61,20 @@ impl SimMessage {
             error_code: w.error_code.map(str::to_string),
             error_message: w.error_message.map(str::to_string),
             status_updated_at: w.status_updated_at,
+            ..Report::default()
         })
     }
 
     /// The same, as it goes on the wire, borrowed from the message (a listing of thousands is serialised without
     /// building a value per message).
     fn wire_at(&self, now: DateTime<Utc>) -> Option<Wire<'_>> {
-        if !self.known {
-            return None;
-        }
-        let wire = |status, code, reason, at: Option<DateTime<Utc>>| Wire {
+        let (status, error_code, error_message, at) = self.said_at(now, Dialect::Generic)?;
+        Some(Wire {
             tracking_id: &self.tracking_id,
             status,
-            error_code: code,
-            error_message: reason,
+            error_code,
+            error_message,
             status_updated_at: at.map(timefmt::format),
-        };
-        Some(match &self.fate {
-            Fate::Deliver { after } if now >= self.submitted_at + *after => {
-                wire("DELIVERED", None, None, Some(self.submitted_at + *after))
-            }
-            Fate::Deliver { .. } => wire("SENT", None, None, None),
-            Fate::Fail {
-                after,
-                word,
-                code,
-                reason,
-            } if now >= self.submitted_at + *after => wire(
-                word,
-                Some(code),
-                Some(reason),
-                Some(self.submitted_at + *after),
-            ),
-            Fate::Fail { .. } => wire("QUEUED", None, None, None),
-            Fate::Stuck { word } => wire(word, None, None, None),
         })
     }
 }
@@ -143,6 +125,8 @@ pub fn random_id(i: usize) -> String {
 #[derive(Debug, Default)]
 pub struct World {
     messages: Vec<SimMessage>,
+    /// The account's other traffic: known to the carrier, in its listings, never in sms_submissions.
+    others: Vec<SimMessage>,
     by_id: HashMap<String, usize>,
     batches: BTreeMap<String, Vec<usize>>,
 }
@@ -167,6 +151,28 @@ impl World {
 
     pub fn messages(&self) -> &[SimMessage] {
         &self.messages
+    }
+
+    /// Adds a message of the account's other traffic (another system sending on the same account).
+    pub fn add_other(&mut self, m: SimMessage) {
+        self.others.push(m);
+    }
+
+    /// The poller's messages and the account's other traffic.
+    pub fn all(&self) -> impl Iterator<Item = &SimMessage> {
+        self.messages.iter().chain(&self.others)
+    }
+
+    /// A message of the poller's or of the other traffic, by id.
+    pub fn find(&self, id: &str) -> Option<&SimMessage> {
+        self.get(id)
+            .or_else(|| self.others.iter().find(|m| m.tracking_id == id))
+    }
+
+    /// Every member of a batch (listed or not); `None` for a batch the carrier does not know.
+    pub fn batch(&self, batch_id: &str) -> Option<Vec<&SimMessage>> {
+        let members = self.batches.get(batch_id)?;
+        Some(members.iter().map(|&i| &self.messages[i]).collect())
     }
 
     /// Writes the world's messages into `sms_submissions` as the dispatch system would, in one transaction.
@@ -237,6 +243,22 @@ impl World {
         )
     }
 
+    /// `n` messages in `dialect`'s ids that all stay on their way (Twilio `sent`, Sinch `Dispatched`...),
+    /// submitted at `start`, in batches of `batch_size` (0: without batch ids). For benchmarks.
+    pub fn uniform_for(
+        dialect: Dialect,
+        n: usize,
+        batch_size: usize,
+        start: DateTime<Utc>,
+    ) -> World {
+        let mut world = World::uniform_with(n, batch_size, start, |i| dialect.tracking_id(i));
+        let word = dialect.pending_word();
+        for m in &mut world.messages {
+            m.fate = Fate::Stuck { word: word.into() };
+        }
+        world
+    }
+
     /// A realistic mix of `n` messages in batches of `batch_size`, submitted from `start` over the next hour:
     /// most deliver within hours, some fail, some stay queued, a few report odd words, are missing from their
     /// listing or are unknown to the carrier, and some have no batch id. Deterministic for a seed.
@@ -296,6 +318,76 @@ impl World {
     }
 }
 
+impl World {
+    /// A realistic mix of `n` messages in `dialect`'s words, ids and codes, in batches of `batch_size`, plus the
+    /// account's other traffic (one message in twenty, submitted at the same times): see [`World::generate`].
+    pub fn generate_for(
+        dialect: Dialect,
+        n: usize,
+        batch_size: usize,
+        start: DateTime<Utc>,
+        seed: u64,
+    ) -> World {
+        let mut rng = Rng::seeded(seed);
+        let batch_size = batch_size.max(1);
+        let failures = dialect.failures();
+        let stuck = dialect.stuck_words();
+        let mut world = World::default();
+        for i in 0..n + n / 20 {
+            let batch_no = (i % n.max(1)) / batch_size;
+            let submitted_at = start + TimeDelta::seconds((batch_no as i64 * 37) % 3600);
+            let hours =
+                |rng: &mut Rng, max: u64| TimeDelta::minutes(1 + rng.below(max * 60) as i64);
+            let fate = match rng.below(1000) {
+                0..=649 => Fate::Deliver {
+                    after: hours(&mut rng, 6),
+                },
+                650..=719 => Fate::Deliver {
+                    after: hours(&mut rng, 80),
+                },
+                720..=799 => {
+                    let (word, code, reason) = failures[rng.below(failures.len() as u64) as usize];
+                    Fate::Fail {
+                        after: hours(&mut rng, 24),
+                        word: word.into(),
+                        code: code.into(),
+                        reason: reason.into(),
+                    }
+                }
+                _ => Fate::Stuck {
+                    word: stuck[rng.below(stuck.len() as u64) as usize].into(),
+                },
+            };
+            let odd = rng.below(100);
+            // Sinch can only be asked by batch and number: nearly every message has a batch.
+            let batchless = if dialect == Dialect::Sinch {
+                odd < 1
+            } else {
+                odd < 6
+            };
+            let m = SimMessage {
+                tracking_id: dialect.tracking_id(i),
+                customer_id: format!("C{:05}", rng.below(50_000)),
+                phone_number: format!("+4915{:09}", rng.below(1_000_000_000)),
+                batch_id: (!batchless).then(|| format!("B{batch_no:05}")),
+                submitted_at,
+                fate,
+                listed: !(6..9).contains(&odd),
+                known: !(9..11).contains(&odd),
+            };
+            if i < n {
+                world.add(m);
+            } else {
+                world.add_other(SimMessage {
+                    batch_id: Some(format!("X{batch_no:05}")),
+                    ..m
+                });
+            }
+        }
+        world
+    }
+}
+
 /// Fault knobs. Counters (`*_next`) apply to that many upcoming requests, then the carrier behaves again.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
@@ -344,6 +436,7 @@ pub struct Sandbox {
     clock: RwLock<DateTime<Utc>>,
     faults: Mutex<Faults>,
     token: String,
+    dialect: Dialect,
     page_size: usize,
     rng: Mutex<Rng>,
     pub stats: SandboxStats,
@@ -356,10 +449,21 @@ impl Sandbox {
             clock: RwLock::new(now),
             faults: Mutex::new(Faults::default()),
             token: token.to_string(),
+            dialect: Dialect::Generic,
             page_size: 100,
             rng: Mutex::new(Rng::seeded(7)),
             stats: SandboxStats::default(),
         }
+    }
+
+    /// Answers as `dialect` does (default: the generic API).
+    pub fn with_dialect(mut self, dialect: Dialect) -> Sandbox {
+        self.dialect = dialect;
+        self
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Messages per page of a batch listing (default 100).
@@ -429,7 +533,7 @@ impl Sandbox {
         if !faults.latency.is_zero() {
             std::thread::sleep(faults.latency);
         }
-        let expected = format!("Bearer {}", self.token);
+        let expected = self.dialect.authorization(&self.token);
         if faults.unauthorized || authorization != Some(expected.as_str()) {
             return (401, vec![], error_body("invalid credentials"));
         }
@@ -442,11 +546,15 @@ impl Sandbox {
             return fault(503, vec![], error_body("service unavailable"));
         }
         if faults.rate_limited_next > 0 {
-            return fault(
-                429,
-                vec![("Retry-After", faults.retry_after_secs.to_string())],
-                error_body("slow down"),
-            );
+            // Of the providers, only Telnyx says when to come back (x-ratelimit-reset); the generic API sends
+            // Retry-After.
+            let wait = faults.retry_after_secs.to_string();
+            let headers = match self.dialect {
+                Dialect::Generic => vec![("Retry-After", wait)],
+                Dialect::Telnyx => vec![("x-ratelimit-reset", wait)],
+                _ => vec![],
+            };
+            return fault(429, headers, error_body("slow down"));
         }
         if faults.malformed_next > 0 {
             return fault(
@@ -473,6 +581,19 @@ impl Sandbox {
             .collect();
         let now = self.clock();
         let world = self.world.read().unwrap_or_else(|e| e.into_inner());
+        if self.dialect != Dialect::Generic {
+            let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+            let stat = if query.contains("bulkId")
+                || query.contains("type=full")
+                || path.ends_with("Messages.json")
+            {
+                &self.stats.batch_pages
+            } else {
+                &self.stats.message_lookups
+            };
+            stat.fetch_add(1, Ordering::Relaxed);
+            return dialect::respond(self.dialect, &world, now, self.page_size, &segments, query);
+        }
         match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             ["batches", batch_id, "messages"] => {
                 self.stats.batch_pages.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
+use crate::carrier::table::Category;
 use crate::status::DeliveryStatus;
 use crate::summary::Summary;
 
@@ -170,10 +171,10 @@ pub trait Backend: Send {
         let _ = (round, me);
         unshared()
     }
-    /// Splits the messages due at `cutoff` into the round's units (a batch, or up to ten messages without one)
+    /// Splits the messages due at `cutoff` into the round's units (a batch, or up to `lone` messages without one)
     /// and opens the round for polling. Returns the number of units.
-    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>) -> Result<u64> {
-        let _ = (round, cutoff);
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64> {
+        let _ = (round, cutoff, lone);
         unshared()
     }
     /// Claims up to `limit` units nobody holds (or whose holder's lease ran out) for `lease`.
@@ -282,7 +283,7 @@ pub struct Unit {
 }
 
 /// The schema version this build writes, on both backends.
-pub const VERSION: usize = 2;
+pub const VERSION: usize = 3;
 /// How far back sms_submissions has been read completely (a submitted_at value).
 const HORIZON_KEY: &str = "submissions_horizon";
 /// When a cycle last succeeded.
@@ -368,6 +369,8 @@ pub struct PollRecord<'a> {
     pub carrier_status: Option<&'a str>,
     pub failure_code: Option<&'a str>,
     pub failure_reason: Option<&'a str>,
+    /// Why a FAILED message failed, from its failure code; `None` for any other status.
+    pub failure_category: Option<Category>,
     /// The carrier's status time in the stored UTC form, when the status is final.
     pub confirmed_at: Option<String>,
     pub state: TrackState,
@@ -536,7 +539,13 @@ pub struct MetricsData {
 
 /// The running totals a cycle adds to: `family:label` names, read back by the metrics.
 pub(crate) fn totals_of(s: &Summary) -> Vec<(String, u64)> {
-    vec![
+    let categories = Category::ALL.iter().map(|c| {
+        (
+            format!("messages_failed:{c}"),
+            s.failed_by_category.get(c.as_str()).copied().unwrap_or(0),
+        )
+    });
+    let mut totals = vec![
         ("messages_polled:delivered".into(), s.delivered),
         ("messages_polled:failed".into(), s.failed),
         ("messages_polled:pending".into(), s.pending),
@@ -552,7 +561,9 @@ pub(crate) fn totals_of(s: &Summary) -> Vec<(String, u64)> {
         ("http_requests:".into(), s.http_requests),
         ("http_retries:".into(), s.retries),
         (format!("cycles:{}", s.outcome), 1),
-    ]
+    ];
+    totals.extend(categories);
+    totals
 }
 
 /// A message's tracking state and audit trail, for `dlr-poller history`.
@@ -581,6 +592,8 @@ pub struct AuditRow {
     pub carrier_found: bool,
     pub failure_code: Option<String>,
     pub failure_reason: Option<String>,
+    /// INVALID_NUMBER, NETWORK_ERROR, CARRIER_ERROR, UNDELIVERABLE or UNKNOWN, for a FAILED result.
+    pub failure_category: Option<String>,
     pub delivery_confirmed_at: Option<String>,
     pub cycle_id: i64,
     pub created_at: String,

@@ -29,6 +29,8 @@ use crate::timefmt;
 
 /// The current schema, applied as a whole to a new database.
 const SCHEMA: &str = include_str!("../../schema.postgres.sql");
+/// The upgrades from each older version (PostgreSQL support began at version 2): `UPGRADES[0]` takes 2 to 3.
+const UPGRADES: &[&str] = &[include_str!("../migrations/postgres/v3.sql")];
 /// How long one statement may run before the server cancels it. The largest are a chunk of results written in
 /// bulk and a chunk of submissions read: seconds.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -50,8 +52,6 @@ const READ_RESERVE: usize = 10_000;
 const ROUND_LOCK: i64 = 0x0000_646c_7272_6e64;
 /// Runs whose clocks are this close share a round: replicas started together for one cycle.
 const ROUND_SPAN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
-/// Messages without a batch per unit of a round.
-const UNIT_LOOKUPS: i64 = 10;
 /// A run's sessions are named `dlr-poller:{token}`: a claim whose holder has no session left is taken over at
 /// once, without waiting for its lease to run out.
 const SESSION_PREFIX: &str = "dlr-poller:";
@@ -617,6 +617,8 @@ impl Postgres {
                     too_old: count(25),
                     closed_unanswered: count(26),
                     lookups_rejected: count(27),
+                    // Kept per cycle in the audit rows, not in the cycle record.
+                    failed_by_category: Default::default(),
                 }
             })
             .collect())
@@ -641,6 +643,13 @@ impl Backend for Postgres {
             if from == 0 {
                 tx.batch_execute(SCHEMA)
                     .with_context(|| format!("applying schema version {VERSION}"))?;
+            } else {
+                for (i, sql) in UPGRADES.iter().enumerate().skip(from - 2) {
+                    tx.batch_execute(sql)
+                        .with_context(|| format!("upgrading the schema to version {}", i + 3))?;
+                }
+            }
+            if from < VERSION {
                 tx.execute(
                     "INSERT INTO poller_schema (version) VALUES ($1)",
                     &[&(VERSION as i32)],
@@ -1194,7 +1203,8 @@ impl Backend for Postgres {
                 let sink = tx.copy_in(
                     "COPY sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
                      delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, \
-                     poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry) FROM STDIN BINARY",
+                     poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry, failure_category) \
+                     FROM STDIN BINARY",
                 )?;
                 let mut writer = BinaryCopyInWriter::new(
                     sink,
@@ -1214,6 +1224,7 @@ impl Backend for Postgres {
                         Type::TEXT,
                         Type::BOOL,
                         Type::TEXT,
+                        Type::TEXT,
                     ],
                 );
                 for (r, _) in records.iter().zip(&stored).filter(|(_, s)| **s) {
@@ -1222,7 +1233,8 @@ impl Backend for Postgres {
                         .confirmed_at
                         .as_deref()
                         .and_then(|t| timefmt::parse(t).ok());
-                    let row: [&(dyn ToSql + Sync); 15] = [
+                    let category = r.failure_category.map(|c| c.as_str());
+                    let row: [&(dyn ToSql + Sync); 16] = [
                         &m.tracking_id,
                         &m.customer_id,
                         &m.phone_number,
@@ -1238,6 +1250,7 @@ impl Backend for Postgres {
                         &clean(r.carrier_status),
                         &r.carrier_status.is_some(),
                         &r.entry.as_str(),
+                        &category,
                     ];
                     writer.write(&row)?;
                 }
@@ -1376,11 +1389,11 @@ impl Backend for Postgres {
             .exit_code(Exit::Database)
     }
 
-    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>) -> Result<u64> {
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64> {
         let run = |client: &mut Client| -> Result<u64> {
             let mut tx = client.transaction()?;
             // Batches first, the longest-waiting first (as the due groups are), then messages without a batch
-            // in runs of ten by tracking id.
+            // in runs of `lone` by tracking id (as many as the carrier's bulk question covers).
             let units = tx.execute(
                 "INSERT INTO poll_units (round_id, unit_id, batch_id, first_id, last_id, messages) \
                  SELECT $1, row_number() OVER (ORDER BY sort, batch_id, first_id), batch_id, first_id, last_id, n \
@@ -1395,7 +1408,7 @@ impl Backend for Postgres {
                      FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NULL \
                    ) lone GROUP BY chunk \
                  ) u",
-                &[&round, &cutoff, &UNIT_LOOKUPS],
+                &[&round, &cutoff, &(lone.max(1) as i64)],
             )?;
             tx.execute(
                 "UPDATE poll_rounds SET phase = 'polling' WHERE id = $1 AND phase = 'intake'",
@@ -1786,7 +1799,7 @@ impl Backend for Postgres {
             };
             let sql = format!(
                 "SELECT poll_attempt, {}, delivery_status, carrier_status, carrier_found, failure_code, \
-                 failure_reason, {}, cycle_id, {}, entry FROM sms_delivery_confirmations \
+                 failure_reason, {}, cycle_id, {}, entry, failure_category FROM sms_delivery_confirmations \
                  WHERE tracking_id = $1 ORDER BY poll_attempt",
                 secs("polled_at"),
                 secs("delivery_confirmed_at"),
@@ -1808,6 +1821,7 @@ impl Backend for Postgres {
                     cycle_id: r.get(8),
                     created_at: r.get(9),
                     entry: r.get(10),
+                    failure_category: r.get(11),
                 })
                 .collect();
             Ok(Some(history))

@@ -22,7 +22,10 @@ use crate::timefmt;
 const SCHEMA: &str = include_str!("../../schema.sql");
 /// Upgrades of older databases: `UPGRADES[i]` takes version `i + 1` to `i + 2`. Append; never edit a released
 /// entry.
-const UPGRADES: &[&str] = &[include_str!("../migrations/v2.sql")];
+const UPGRADES: &[&str] = &[
+    include_str!("../migrations/v2.sql"),
+    include_str!("../migrations/v3.sql"),
+];
 /// Rows reserved up front for one read of sms_submissions.
 const READ_RESERVE: usize = 10_000;
 /// The writer's page cache, in bytes: it holds the index pages a transaction of many thousand results touches.
@@ -149,6 +152,8 @@ impl Sqlite {
                         too_old: count(25)?,
                         closed_unanswered: count(26)?,
                         lookups_rejected: count(27)?,
+                        // Kept per cycle in the audit rows, not in the cycle record.
+                        failed_by_category: Default::default(),
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -649,8 +654,8 @@ impl Backend for Sqlite {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, \
                      carrier_batch_id, delivery_status, failure_code, failure_reason, polled_at, \
-                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry, \
+                     failure_category) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )?;
                 for r in &accepted {
                     let m = r.message;
@@ -670,6 +675,7 @@ impl Backend for Sqlite {
                         r.carrier_status,
                         r.carrier_status.is_some(),
                         r.entry.as_str(),
+                        r.failure_category.map(|c| c.as_str()),
                     ])?;
                 }
             }
@@ -985,8 +991,8 @@ impl Backend for Sqlite {
             };
             let mut stmt = self.conn.prepare(
                 "SELECT poll_attempt, polled_at, delivery_status, carrier_status, carrier_found, failure_code, \
-                 failure_reason, delivery_confirmed_at, cycle_id, created_at, entry FROM sms_delivery_confirmations \
-                 WHERE tracking_id = ?1 ORDER BY poll_attempt",
+                 failure_reason, delivery_confirmed_at, cycle_id, created_at, entry, failure_category \
+                 FROM sms_delivery_confirmations WHERE tracking_id = ?1 ORDER BY poll_attempt",
             )?;
             history.results = stmt
                 .query_map([tracking_id], |r| {
@@ -1002,6 +1008,7 @@ impl Backend for Sqlite {
                         cycle_id: r.get(8)?,
                         created_at: r.get(9)?,
                         entry: r.get(10)?,
+                        failure_category: r.get(11)?,
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -1197,6 +1204,7 @@ mod tests {
             carrier_status: Some("SENT"),
             failure_code: None,
             failure_reason: None,
+            failure_category: None,
             confirmed_at: None,
             state: TrackState::Open,
             next_due_at: Some(at("2025-12-01T13:00:00Z")),
@@ -1318,7 +1326,7 @@ mod tests {
         store.conn.pragma_update(None, "user_version", 99).unwrap();
         let err = format!("{:#}", store.migrate().unwrap_err());
         assert!(
-            err.contains("schema version 99 is newer than this dlr-poller knows (2)"),
+            err.contains("schema version 99 is newer than this dlr-poller knows (3)"),
             "{err}"
         );
         assert!(store.check_schema().is_err());

@@ -94,6 +94,82 @@ pub struct Audit {
     pub cycle_id: i64,
 }
 
+/// One audit row with every column the whole-life tests compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Polled {
+    pub attempt: i64,
+    pub status: String,
+    pub carrier_status: Option<String>,
+    pub found: bool,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub confirmed_at: Option<String>,
+    pub category: Option<String>,
+    pub entry: String,
+}
+
+/// The audit rows written by the cycle whose clock is `at`, by tracking id.
+pub fn rows_polled_at(db: &TestDb, at: &str) -> std::collections::HashMap<String, Vec<Polled>> {
+    let mut map: std::collections::HashMap<String, Vec<Polled>> = Default::default();
+    if let Some(pg) = &db.pg {
+        let rows = pg
+            .client()
+            .query(
+                "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
+                 failure_reason, to_char(delivery_confirmed_at AT TIME ZONE 'UTC', \
+                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), failure_category, entry FROM sms_delivery_confirmations \
+                 WHERE polled_at = $1::text::timestamptz",
+                &[&at],
+            )
+            .unwrap();
+        for r in rows {
+            map.entry(r.get(0)).or_default().push(Polled {
+                attempt: r.get::<_, i32>(1).into(),
+                status: r.get(2),
+                carrier_status: r.get(3),
+                found: r.get(4),
+                code: r.get(5),
+                reason: r.get(6),
+                confirmed_at: r.get(7),
+                category: r.get(8),
+                entry: r.get(9),
+            });
+        }
+        return map;
+    }
+    let conn = db.conn();
+    let mut stmt = conn
+        .prepare(
+            "SELECT tracking_id, poll_attempt, delivery_status, carrier_status, carrier_found, failure_code, \
+             failure_reason, delivery_confirmed_at, failure_category, entry FROM sms_delivery_confirmations \
+             WHERE polled_at = ?1",
+        )
+        .unwrap();
+    let rows = stmt
+        .query_map([at], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Polled {
+                    attempt: r.get(1)?,
+                    status: r.get(2)?,
+                    carrier_status: r.get(3)?,
+                    found: r.get(4)?,
+                    code: r.get(5)?,
+                    reason: r.get(6)?,
+                    confirmed_at: r.get(7)?,
+                    category: r.get(8)?,
+                    entry: r.get(9)?,
+                },
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (id, row) = row.unwrap();
+        map.entry(id).or_default().push(row);
+    }
+    map
+}
+
 /// A message's tracking row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracking {

@@ -1,0 +1,279 @@
+//! Sinch (XMS REST API). Sinch gives no per-message id: a recipient's report is keyed by the batch id and the
+//! number, so the poller asks with the submission's `carrier_batch_id` and `phone_number`.
+//!
+//! ```text
+//! GET {base}/xms/v1/{service_plan_id}/batches/{batch_id}/delivery_report?type=full
+//!   200 {"batch_id":"B1","statuses":[{"code":0,"status":"Delivered","count":1,"recipients":["+4915100000001"]}]}
+//! GET {base}/xms/v1/{service_plan_id}/batches/{batch_id}/delivery_report/{recipient_msisdn}
+//!   200 {"batch_id":"B1","recipient":"4915100000001","code":401,"status":"Dispatched","at":"2021-08-30T08:16:08.930Z"}
+//! ```
+//! Bearer authentication with the API token. Numbers may come with or without a leading `+`: they are matched
+//! by their digits. A recipient of ours missing from a full batch report has no report yet: PENDING, not a
+//! failure. Sinch sends a code and no text: the code's documented meaning (its table) is the failure reason.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::http::{Auth, Http};
+use super::wire::{self, encode};
+use super::{Bulk, FetchError, Listing, Profile, Report};
+use crate::store::DueMessage;
+
+/// Codes that are not errors: delivered, queued, dispatched.
+const NOT_ERRORS: [i64; 3] = [0, 400, 401];
+
+pub struct Sinch {
+    plan: String,
+}
+
+pub fn valid_account(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Sinch {
+    pub fn new(plan: String) -> Sinch {
+        Sinch { plan }
+    }
+
+    fn report_path(&self, batch_id: &str) -> String {
+        format!(
+            "/xms/v1/{}/batches/{}/delivery_report",
+            encode(&self.plan),
+            encode(batch_id)
+        )
+    }
+}
+
+impl Profile for Sinch {
+    fn name(&self) -> &'static str {
+        "sinch"
+    }
+
+    fn auth(&self) -> Auth {
+        Auth::Bearer
+    }
+
+    fn unaskable(&self, message: &DueMessage) -> Option<String> {
+        let missing = match (&message.batch_id, &message.phone_number) {
+            (None, _) => "carrier_batch_id",
+            (_, None) => "phone_number",
+            _ => return None,
+        };
+        Some(format!(
+            "its submission has no {missing}; Sinch reports only by batch id and recipient number"
+        ))
+    }
+
+    fn bulk(
+        &self,
+        http: &Http,
+        batch_id: Option<&str>,
+        messages: &[&DueMessage],
+    ) -> Result<Bulk, FetchError> {
+        let Some(batch_id) = batch_id else {
+            return Ok(Bulk::NotOffered);
+        };
+        let path = format!("{}?type=full", self.report_path(batch_id));
+        let Some(report) = http.get(&path, parse_batch)? else {
+            return Ok(Bulk::UnknownBatch);
+        };
+        let mut by_number: HashMap<String, Vec<&str>> = HashMap::new();
+        for m in messages {
+            if let Some(phone) = &m.phone_number {
+                by_number
+                    .entry(wire::digits(phone))
+                    .or_default()
+                    .push(&m.tracking_id);
+            }
+        }
+        let mut listing = Listing {
+            malformed: report.malformed,
+            ..Listing::default()
+        };
+        let mut answered = std::collections::HashSet::new();
+        for (status, code, recipient) in report.recipients {
+            let Some(ids) = by_number.get(&wire::digits(&recipient)) else {
+                continue;
+            };
+            for id in ids {
+                answered.insert(*id);
+                listing.reports.push(report_of(id, &status, code, None));
+            }
+        }
+        listing.not_found = messages
+            .iter()
+            .filter(|m| m.phone_number.is_some() && !answered.contains(m.tracking_id.as_str()))
+            .map(|m| m.tracking_id.clone())
+            .collect();
+        Ok(Bulk::Listed(listing))
+    }
+
+    fn one(&self, http: &Http, message: &DueMessage) -> Result<Option<Report>, FetchError> {
+        let (Some(batch_id), Some(phone)) = (&message.batch_id, &message.phone_number) else {
+            return Ok(None);
+        };
+        let path = format!("{}/{}", self.report_path(batch_id), encode(phone));
+        let Some(r) = http.get(&path, parse_recipient)? else {
+            return Ok(None);
+        };
+        if wire::digits(&r.recipient) != wire::digits(phone) {
+            return Err(FetchError::Refused {
+                code: None,
+                reason: format!("GET {path}: Sinch answered for another recipient"),
+            });
+        }
+        Ok(Some(report_of(
+            &message.tracking_id,
+            &r.status,
+            r.code,
+            r.at.as_deref().and_then(wire::timestamp),
+        )))
+    }
+
+    fn probe(&self, http: &Http) -> Result<(), FetchError> {
+        http.get(
+            &format!("/xms/v1/{}/batches?page_size=1", encode(&self.plan)),
+            |_| Ok(()),
+        )
+        .map(|_| ())
+    }
+}
+
+fn report_of(tracking_id: &str, status: &str, code: Option<i64>, at: Option<String>) -> Report {
+    Report {
+        tracking_id: tracking_id.to_string(),
+        status: status.to_string(),
+        error_code: code
+            .filter(|c| !NOT_ERRORS.contains(c))
+            .map(|c| c.to_string()),
+        status_updated_at: at,
+        ..Report::default()
+    }
+}
+
+#[derive(Deserialize)]
+struct WireBatch {
+    #[serde(default)]
+    statuses: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WireStatus {
+    status: String,
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    recipients: Vec<String>,
+}
+
+/// A full batch report: (status, code, recipient) per recipient.
+pub struct BatchReport {
+    pub recipients: Vec<(String, Option<i64>, String)>,
+    pub malformed: Vec<String>,
+}
+
+pub fn parse_batch(body: &[u8]) -> Result<BatchReport, String> {
+    let wire: WireBatch = wire::json(body)?;
+    let mut report = BatchReport {
+        recipients: Vec::new(),
+        malformed: Vec::new(),
+    };
+    for (i, status) in wire.statuses.into_iter().enumerate() {
+        match serde_json::from_value::<WireStatus>(status) {
+            Ok(s) => report.recipients.extend(
+                s.recipients
+                    .into_iter()
+                    .map(|r| (s.status.clone(), s.code, r)),
+            ),
+            Err(e) => report.malformed.push(format!("status entry {i} ({e})")),
+        }
+    }
+    Ok(report)
+}
+
+#[derive(Deserialize)]
+pub struct RecipientReport {
+    pub recipient: String,
+    pub status: String,
+    #[serde(default)]
+    pub code: Option<i64>,
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+pub fn parse_recipient(body: &[u8]) -> Result<RecipientReport, String> {
+    wire::json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECIPIENT: &[u8] = include_bytes!("../../tests/fixtures/carriers/sinch.recipient.json");
+    const SUMMARY: &[u8] = include_bytes!("../../tests/fixtures/carriers/sinch.batch.summary.json");
+    const FULL: &[u8] = include_bytes!("../../tests/fixtures/carriers/sinch.batch.full.json");
+
+    #[test]
+    fn the_descriptions_recipient_example() {
+        let r = parse_recipient(RECIPIENT).unwrap();
+        assert_eq!((r.status.as_str(), r.code), ("Dispatched", Some(401)));
+        assert_eq!(r.recipient, "+44231235674");
+        let report = report_of(
+            "T1",
+            &r.status,
+            r.code,
+            r.at.as_deref().and_then(wire::timestamp),
+        );
+        assert_eq!(report.error_code, None, "401 is not an error");
+        assert_eq!(
+            report.status_updated_at.as_deref(),
+            Some("2021-08-30T08:16:08Z")
+        );
+    }
+
+    #[test]
+    fn a_summary_report_names_no_recipients() {
+        let report = parse_batch(SUMMARY).unwrap();
+        assert!(report.recipients.is_empty());
+        assert!(report.malformed.is_empty());
+    }
+
+    #[test]
+    fn a_full_report_lists_each_recipient() {
+        let report = parse_batch(FULL).unwrap();
+        assert_eq!(report.recipients.len(), 4);
+        assert!(
+            report
+                .recipients
+                .contains(&("Aborted".into(), Some(402), "44231235676".into()))
+        );
+        assert_eq!(
+            report_of("T", "Aborted", Some(402), None)
+                .error_code
+                .as_deref(),
+            Some("402")
+        );
+    }
+
+    #[test]
+    fn rows_without_batch_or_number_cannot_be_asked() {
+        let s = Sinch::new("plan1".into());
+        let mut m = DueMessage {
+            tracking_id: "T1".into(),
+            customer_id: None,
+            phone_number: Some("+4915100000001".into()),
+            batch_id: None,
+            submitted_at: chrono::DateTime::UNIX_EPOCH,
+            polls: 0,
+            intake: None,
+        };
+        assert!(s.unaskable(&m).unwrap().contains("carrier_batch_id"));
+        m.batch_id = Some("B1".into());
+        assert_eq!(s.unaskable(&m), None);
+        m.phone_number = None;
+        assert!(s.unaskable(&m).unwrap().contains("phone_number"));
+        assert!(valid_account("jd63jf88477ll"));
+        assert!(!valid_account("plan/../x"));
+    }
+}

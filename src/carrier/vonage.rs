@@ -1,0 +1,237 @@
+//! Vonage (Reports API, product SMS). The tracking id is the message id the SMS API returned. The SMS API only
+//! sends; the Reports API is the polling path, and it bills per record returned, so only due messages are asked
+//! about, never a whole date range.
+//!
+//! ```text
+//! GET {base}/v2/reports/records?account_id={api_key}&product=SMS&direction=outbound&id=ID1,ID2,…
+//!   200 {"request_status":"SUCCESS","ids_not_found":"ID3","records":[{"message_id":"ID1","status":"delivered",
+//!        "error_code":"0","error_code_description":"Delivered","date_finalized":"2019-06-28T15:30:00+0000"}]}
+//! ```
+//! Basic authentication with the API key and secret.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::http::{Auth, Http};
+use super::wire::{self, encode, string_or_number};
+use super::{Bulk, FetchError, Listing, Profile, Report};
+use crate::store::DueMessage;
+
+/// Characters of ids per request (about a hundred message ids): a URL well inside what proxies accept.
+const ID_CHARS: usize = 4_000;
+/// The id `doctor` asks about (no record, so nothing is billed).
+const PROBE_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+pub struct Vonage {
+    api_key: String,
+}
+
+pub fn valid_account(id: &str) -> bool {
+    id.len() == 8 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+impl Vonage {
+    pub fn new(api_key: String) -> Vonage {
+        Vonage { api_key }
+    }
+
+    pub fn records_path(&self, ids: &str) -> String {
+        format!(
+            "/v2/reports/records?account_id={}&product=SMS&direction=outbound&id={}",
+            encode(&self.api_key),
+            encode(ids)
+        )
+    }
+
+    fn ask(&self, http: &Http, ids: &str) -> Result<Records, FetchError> {
+        let path = self.records_path(ids);
+        // A 404 is not an answer this API gives for unknown ids (they come in ids_not_found): treat it as
+        // nothing known.
+        Ok(http.get(&path, parse_records)?.unwrap_or_default())
+    }
+}
+
+impl Profile for Vonage {
+    fn name(&self) -> &'static str {
+        "vonage"
+    }
+
+    fn auth(&self) -> Auth {
+        Auth::Basic {
+            user: self.api_key.clone(),
+        }
+    }
+
+    fn bulk(
+        &self,
+        http: &Http,
+        _batch_id: Option<&str>,
+        messages: &[&DueMessage],
+    ) -> Result<Bulk, FetchError> {
+        if messages.len() < 2 {
+            return Ok(Bulk::NotOffered);
+        }
+        let wanted: std::collections::HashSet<&str> =
+            messages.iter().map(|m| m.tracking_id.as_str()).collect();
+        let mut listing = Listing::default();
+        for ids in wire::id_lists(messages.iter().map(|m| m.tracking_id.as_str()), ID_CHARS) {
+            let records = self.ask(http, &ids)?;
+            listing.malformed.extend(records.malformed);
+            listing.reports.extend(
+                records
+                    .reports
+                    .into_iter()
+                    .filter(|r| wanted.contains(r.tracking_id.as_str())),
+            );
+            listing.not_found.extend(
+                records
+                    .not_found
+                    .into_iter()
+                    .filter(|id| wanted.contains(id.as_str())),
+            );
+        }
+        Ok(Bulk::Listed(listing))
+    }
+
+    fn one(&self, http: &Http, message: &DueMessage) -> Result<Option<Report>, FetchError> {
+        let records = self.ask(http, &message.tracking_id)?;
+        Ok(records
+            .reports
+            .into_iter()
+            .find(|r| r.tracking_id == message.tracking_id))
+    }
+
+    fn probe(&self, http: &Http) -> Result<(), FetchError> {
+        self.ask(http, PROBE_ID).map(|_| ())
+    }
+
+    fn lone_chunk(&self) -> usize {
+        100
+    }
+}
+
+#[derive(Deserialize)]
+struct WireRecords<'a> {
+    #[serde(default)]
+    request_status: Option<String>,
+    #[serde(default)]
+    ids_not_found: Option<String>,
+    #[serde(default, borrow)]
+    records: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireRecord {
+    message_id: String,
+    status: String,
+    #[serde(default, deserialize_with = "string_or_number")]
+    error_code: Option<String>,
+    #[serde(default)]
+    error_code_description: Option<String>,
+    #[serde(default)]
+    date_finalized: Option<String>,
+    #[serde(default)]
+    date_received: Option<String>,
+}
+
+impl From<WireRecord> for Report {
+    fn from(r: WireRecord) -> Report {
+        // Error code 0 is Vonage's "no error" (it comes with delivered records).
+        let error = r.error_code.filter(|c| c.trim() != "0");
+        Report {
+            tracking_id: r.message_id,
+            status: r.status,
+            error_message: error.as_ref().and(r.error_code_description),
+            error_code: error,
+            status_updated_at: r
+                .date_finalized
+                .or(r.date_received)
+                .as_deref()
+                .and_then(wire::timestamp),
+            ..Report::default()
+        }
+    }
+}
+
+/// One answer of the records endpoint.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub reports: Vec<Report>,
+    pub not_found: Vec<String>,
+    pub malformed: Vec<String>,
+}
+
+pub fn parse_records(body: &[u8]) -> Result<Records, String> {
+    let wire: WireRecords = wire::json(body)?;
+    // FAILED and ABORTED say the query did not run: asked again. Otherwise (SUCCESS, or a TRUNCATED list with
+    // a cursor) the records that came are used; ids in neither list are asked for one by one.
+    if let Some(status @ ("FAILED" | "ABORTED")) = wire.request_status.as_deref() {
+        return Err(format!("request_status {status}"));
+    }
+    let (records, malformed) = wire::entries::<WireRecord>(&wire.records);
+    Ok(Records {
+        reports: records.into_iter().map(Report::from).collect(),
+        not_found: wire
+            .ids_not_found
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        malformed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECORDS: &[u8] = include_bytes!("../../tests/fixtures/carriers/vonage.records.json");
+
+    #[test]
+    fn the_descriptions_records_example() {
+        let records = parse_records(RECORDS).unwrap();
+        assert_eq!(records.reports.len(), 1);
+        let r = &records.reports[0];
+        assert_eq!(
+            (r.tracking_id.as_str(), r.status.as_str()),
+            ("0000000A", "delivered")
+        );
+        assert_eq!(r.error_code, None, "code 0 is no error");
+        assert_eq!(r.status_updated_at.as_deref(), Some("2019-06-28T15:30:00Z"));
+        assert_eq!(records.not_found.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_record_keeps_its_code_and_text() {
+        let body = br#"{"request_status":"SUCCESS","records":[{"message_id":"M1","status":"failed",
+            "error_code":"3","error_code_description":"Absent Subscriber Permanent"},{"message_id":7}]}"#;
+        let records = parse_records(body).unwrap();
+        assert_eq!(records.reports[0].error_code.as_deref(), Some("3"));
+        assert_eq!(
+            records.reports[0].error_message.as_deref(),
+            Some("Absent Subscriber Permanent")
+        );
+        assert_eq!(records.malformed.len(), 1);
+    }
+
+    #[test]
+    fn a_query_that_did_not_run_is_not_an_answer() {
+        assert!(parse_records(br#"{"request_status":"FAILED"}"#).is_err());
+        assert!(parse_records(br#"{"request_status":"ABORTED","records":[]}"#).is_err());
+        let pending = parse_records(br#"{"request_status":"PENDING","records":[]}"#).unwrap();
+        assert!(pending.reports.is_empty());
+    }
+
+    #[test]
+    fn the_query_is_as_described() {
+        let v = Vonage::new("abcdef01".into());
+        assert_eq!(
+            v.records_path("a,b"),
+            "/v2/reports/records?account_id=abcdef01&product=SMS&direction=outbound&id=a%2Cb"
+        );
+        assert!(valid_account("abcdef01"));
+        assert!(!valid_account("abc"));
+    }
+}

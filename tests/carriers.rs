@@ -1,0 +1,620 @@
+//! The provider profiles through the real binary, each against the sandbox speaking that provider's dialect:
+//! 72 hours of cycles with faults, every audit row checked against what the provider said and against the
+//! issue's own mapping of its words and codes (written out here, independently of the profiles' tables); the
+//! quirks (Twilio's terminal `sent`, Infobip's 48-hour window, Sinch's recipients, Vonage's unknown ids, other
+//! traffic in listings); `doctor`; and the account checks.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{Backend, TOKEN, TestDb, next_slot, rows_polled_at};
+use dlr_poller::sandbox::{Dialect, Fate, Sandbox, SandboxServer, SimMessage, Truth, World};
+use dlr_poller::timefmt;
+
+/// The outcome the issue gives each provider word: DELIVERED, FAILED, PENDING, or UNCONFIRMED (final without a
+/// receipt: recorded PENDING, tracking ends).
+fn outcome(dialect: Dialect, word: &str) -> &'static str {
+    match (dialect, word) {
+        (Dialect::Twilio, "delivered" | "read") => "DELIVERED",
+        (Dialect::Twilio, "undelivered" | "failed" | "canceled") => "FAILED",
+        (Dialect::Vonage, "delivered") => "DELIVERED",
+        (Dialect::Vonage, "expired" | "failed" | "rejected") => "FAILED",
+        (Dialect::Vonage, "unknown") => "UNCONFIRMED",
+        (Dialect::Sinch, "Delivered") => "DELIVERED",
+        (
+            Dialect::Sinch,
+            "Aborted" | "Cancelled" | "Rejected" | "Deleted" | "Failed" | "Expired",
+        ) => "FAILED",
+        (Dialect::Sinch, "Unknown") => "UNCONFIRMED",
+        (Dialect::Infobip, "DELIVERED_TO_OPERATOR") => "PENDING",
+        (Dialect::Infobip, w) if w.starts_with("DELIVERED_") => "DELIVERED",
+        (Dialect::Infobip, w)
+            if ["UNDELIVERABLE_", "EXPIRED_", "REJECTED_"]
+                .iter()
+                .any(|g| w.starts_with(g)) =>
+        {
+            "FAILED"
+        }
+        (Dialect::Telnyx, "delivered") => "DELIVERED",
+        (Dialect::Telnyx, "sending_failed" | "delivery_failed" | "expired" | "cancelled") => {
+            "FAILED"
+        }
+        (Dialect::Telnyx, "delivery_unconfirmed") => "UNCONFIRMED",
+        _ => "PENDING",
+    }
+}
+
+/// The failure category the issue (or, for Sinch and Infobip, the provider's documentation) gives each code the
+/// sandbox uses.
+fn category(dialect: Dialect, code: &str) -> &'static str {
+    match (dialect, code) {
+        (Dialect::Twilio, "30005" | "30006") => "INVALID_NUMBER",
+        (Dialect::Twilio, "30003") => "NETWORK_ERROR",
+        (Dialect::Twilio, "30004" | "30007") => "CARRIER_ERROR",
+        (Dialect::Vonage, "3" | "12") => "INVALID_NUMBER",
+        (Dialect::Vonage, "2" | "7" | "8") => "NETWORK_ERROR",
+        (Dialect::Vonage, "4" | "6" | "14") => "CARRIER_ERROR",
+        (Dialect::Vonage, "5" | "10" | "11") => "UNDELIVERABLE",
+        (Dialect::Sinch, "402") => "UNDELIVERABLE",
+        (Dialect::Sinch, "404" | "406") => "NETWORK_ERROR",
+        (Dialect::Sinch, "413") => "CARRIER_ERROR",
+        // Infobip: 1 unknown subscriber; 6 absent subscriber; 632 rejected by the operator; an unmapped
+        // user error takes its group's category.
+        (Dialect::Infobip, "1") => "INVALID_NUMBER",
+        (Dialect::Infobip, "6") => "NETWORK_ERROR",
+        (Dialect::Infobip, "632" | "9999") => "CARRIER_ERROR",
+        (Dialect::Telnyx, "40001" | "40012") => "INVALID_NUMBER",
+        (Dialect::Telnyx, "40006") => "NETWORK_ERROR",
+        (Dialect::Telnyx, "40002" | "40003" | "40015") => "CARRIER_ERROR",
+        (Dialect::Telnyx, "40005" | "40008") => "UNDELIVERABLE",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The flags that select the dialect's profile. The sandbox takes any rate: the providers' default limits
+/// (Infobip's 120 requests a minute) would only slow the tests down.
+fn profile_args(dialect: Dialect) -> Vec<String> {
+    let mut args = vec![
+        "--carrier".to_string(),
+        dialect.name().to_string(),
+        "--max-rps".to_string(),
+        "2000".to_string(),
+    ];
+    if let Some(account) = dialect.account() {
+        args.extend(["--carrier-account".to_string(), account.to_string()]);
+    }
+    args
+}
+
+fn serve(world: World, dialect: Dialect, now: DateTime<Utc>, page: usize) -> SandboxServer {
+    let sandbox = Sandbox::new(world, TOKEN, now)
+        .with_dialect(dialect)
+        .with_page_size(page);
+    SandboxServer::start(Arc::new(sandbox), 0).unwrap()
+}
+
+/// What the poller should record for a message at a cycle, by the test's own reading of the provider.
+enum Expect {
+    /// A closing entry without a request (the profile cannot ask; beyond the carrier's retention).
+    Close,
+    /// A poll: the provider's truth, or `None` for "no status" (unknown, no report yet).
+    Poll(Option<Truth>),
+}
+
+fn expect(dialect: Dialect, m: &SimMessage, now: DateTime<Utc>) -> Expect {
+    if dialect == Dialect::Sinch && m.batch_id.is_none() {
+        return Expect::Close;
+    }
+    if dialect == Dialect::Infobip && now - m.submitted_at > TimeDelta::hours(48) {
+        return Expect::Close;
+    }
+    // Sinch: a recipient missing from the full batch report has no report yet.
+    if dialect == Dialect::Sinch && !m.listed {
+        return Expect::Poll(None);
+    }
+    Expect::Poll(m.truth_at(now, dialect))
+}
+
+#[derive(Clone, Debug)]
+struct Model {
+    polls: i64,
+    next_due: DateTime<Utc>,
+    closed: Option<&'static str>,
+}
+
+fn every_message_is_tracked_for_72_hours(dialect: Dialect, backend: Backend) {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let world = World::generate_for(dialect, 320, 40, start, 11);
+    let messages: Vec<SimMessage> = world.messages().to_vec();
+    let others = world.all().count() - messages.len();
+    assert!(others > 0, "the account has other traffic");
+    let db = backend.db();
+    db.insert_world(&messages);
+    let server = serve(world, dialect, start, 100);
+    let sandbox = server.sandbox();
+    sandbox.faults(|f| f.error_rate = 0.03);
+    let mut model: Vec<Model> = messages
+        .iter()
+        .map(|m| Model {
+            polls: 0,
+            next_due: m.submitted_at + TimeDelta::hours(2),
+            closed: None,
+        })
+        .collect();
+    let clocks: Vec<DateTime<Utc>> = (1..=38).map(|k| start + TimeDelta::hours(2 * k)).collect();
+    let mut args = profile_args(dialect);
+    args.extend(["--max-attempts".into(), "8".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for (cycle, now) in clocks.into_iter().enumerate() {
+        let stamp = timefmt::format(now);
+        sandbox.set_clock(now);
+        if cycle == 4 {
+            sandbox.faults(|f| {
+                f.rate_limited_next = 3;
+                f.retry_after_secs = 0;
+            });
+        }
+        let requests_before = sandbox.requests();
+        let out = db.poll_json(&server.url(), &stamp, &args);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{} at {stamp}: {}",
+            dialect.name(),
+            out.stderr
+        );
+        let rows = rows_polled_at(&db, &stamp);
+        let (mut due, mut polled, mut closed) = (0u64, 0u64, 0u64);
+        for (m, state) in messages.iter().zip(model.iter_mut()) {
+            let is_due = state.closed.is_none() && state.next_due <= now + TimeDelta::minutes(5);
+            let got = rows.get(&m.tracking_id).cloned().unwrap_or_default();
+            if !is_due {
+                assert!(
+                    got.is_empty(),
+                    "{} polled at {stamp} though not due: {got:?}",
+                    m.tracking_id
+                );
+                continue;
+            }
+            due += 1;
+            assert_eq!(got.len(), 1, "{} at {stamp}: {got:?}", m.tracking_id);
+            let row = &got[0];
+            assert_eq!(
+                row.attempt,
+                state.polls + 1,
+                "{} poll number",
+                m.tracking_id
+            );
+            state.polls += 1;
+            let truth = match expect(dialect, m, now) {
+                Expect::Close => {
+                    closed += 1;
+                    assert_eq!(row.entry, "close", "{} at {stamp}", m.tracking_id);
+                    assert!(row.carrier_status.is_none() && !row.found);
+                    state.closed = Some("UNCONFIRMED");
+                    continue;
+                }
+                Expect::Poll(truth) => truth,
+            };
+            polled += 1;
+            assert_eq!(row.entry, "poll", "{} at {stamp}", m.tracking_id);
+            let want = truth
+                .as_ref()
+                .map_or("PENDING", |t| outcome(dialect, &t.word));
+            seen.insert(want);
+            let recorded = if want == "UNCONFIRMED" {
+                "PENDING"
+            } else {
+                want
+            };
+            assert_eq!(
+                row.status, recorded,
+                "{} at {stamp}: truth {truth:?}",
+                m.tracking_id
+            );
+            assert_eq!(row.found, truth.is_some(), "{} found", m.tracking_id);
+            assert_eq!(
+                row.carrier_status.as_ref(),
+                truth.as_ref().map(|t| &t.word),
+                "{}",
+                m.tracking_id
+            );
+            assert_eq!(
+                row.code.as_ref(),
+                truth.as_ref().and_then(|t| t.code.as_ref()),
+                "{} code",
+                m.tracking_id
+            );
+            if let Some(text) = truth.as_ref().and_then(|t| t.reason.as_ref()) {
+                let reason = row.reason.as_deref().unwrap_or_default();
+                assert!(
+                    reason.contains(text.as_str()),
+                    "{} reason {reason:?}",
+                    m.tracking_id
+                );
+            }
+            // The carrier's time of a final status, in UTC whatever its form (Sinch's batch report has none).
+            if dialect != Dialect::Sinch && matches!(want, "DELIVERED" | "FAILED") {
+                assert_eq!(
+                    row.confirmed_at,
+                    truth.as_ref().and_then(|t| t.at).map(timefmt::format),
+                    "{} confirmed at",
+                    m.tracking_id
+                );
+            }
+            let want_category = (want == "FAILED").then(|| {
+                category(
+                    dialect,
+                    truth.as_ref().and_then(|t| t.code.as_deref()).unwrap_or(""),
+                )
+            });
+            assert_eq!(
+                row.category.as_deref(),
+                want_category,
+                "{} category",
+                m.tracking_id
+            );
+            state.closed = match (want, next_slot(m.submitted_at, now)) {
+                ("DELIVERED", _) => Some("DELIVERED"),
+                ("FAILED", _) => Some("FAILED"),
+                ("UNCONFIRMED", _) => Some("UNCONFIRMED"),
+                (_, Some(next)) => {
+                    state.next_due = next;
+                    None
+                }
+                (_, None) => Some("UNCONFIRMED"),
+            };
+        }
+        let s = &out.summary;
+        assert_eq!(s["messages_due"].as_u64(), Some(due), "due at {stamp}");
+        assert_eq!(
+            s["polled"].as_u64(),
+            Some(polled),
+            "polled at {stamp}\n{}",
+            out.stderr
+        );
+        assert_eq!(
+            s["closed_unanswered"].as_u64(),
+            Some(closed),
+            "closed at {stamp}"
+        );
+        let failed: u64 = s["failed_by_category"]
+            .as_object()
+            .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
+        assert_eq!(
+            Some(failed),
+            s["failed"].as_u64(),
+            "categories add up at {stamp}"
+        );
+        if cycle == 0 && dialect != Dialect::Telnyx {
+            // Every message is due in the first cycle: the bulk questions must cost fewer requests than
+            // asking one by one.
+            let requests = sandbox.requests() - requests_before;
+            assert!(
+                requests < due,
+                "{}: {requests} requests for {due} due messages",
+                dialect.name()
+            );
+        }
+    }
+    for (m, state) in messages.iter().zip(&model) {
+        let t = db.tracking(&m.tracking_id).unwrap();
+        assert_eq!(
+            Some(t.state.as_str()),
+            state.closed,
+            "{} final state",
+            m.tracking_id
+        );
+        assert_eq!(t.polls, state.polls, "{} polls", m.tracking_id);
+    }
+    let total: i64 = model.iter().map(|m| m.polls).sum();
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        total
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM message_tracking"),
+        messages.len() as i64,
+        "the account's other traffic is never tracked"
+    );
+    for want in ["DELIVERED", "FAILED", "PENDING"] {
+        assert!(
+            seen.contains(want),
+            "{}: the world exercises {want}",
+            dialect.name()
+        );
+    }
+}
+
+#[test]
+fn twilio_tracks_every_message_for_72_hours() {
+    every_message_is_tracked_for_72_hours(Dialect::Twilio, Backend::Sqlite);
+}
+
+#[test]
+fn vonage_tracks_every_message_for_72_hours() {
+    every_message_is_tracked_for_72_hours(Dialect::Vonage, Backend::Sqlite);
+}
+
+#[test]
+fn sinch_tracks_every_message_for_72_hours() {
+    every_message_is_tracked_for_72_hours(Dialect::Sinch, Backend::Sqlite);
+}
+
+#[test]
+fn infobip_tracks_every_message_for_72_hours() {
+    every_message_is_tracked_for_72_hours(Dialect::Infobip, Backend::Sqlite);
+}
+
+#[test]
+fn telnyx_tracks_every_message_for_72_hours() {
+    every_message_is_tracked_for_72_hours(Dialect::Telnyx, Backend::Sqlite);
+}
+
+#[test]
+fn infobip_tracks_every_message_for_72_hours_on_postgres() {
+    if Backend::Postgres
+        .available("carriers::infobip_tracks_every_message_for_72_hours_on_postgres")
+    {
+        every_message_is_tracked_for_72_hours(Dialect::Infobip, Backend::Postgres);
+    }
+}
+
+fn stuck(
+    dialect: Dialect,
+    i: usize,
+    word: &str,
+    batch: Option<&str>,
+    at: DateTime<Utc>,
+) -> SimMessage {
+    SimMessage {
+        tracking_id: dialect.tracking_id(i),
+        customer_id: "C1".into(),
+        phone_number: format!("+49151{i:08}"),
+        batch_id: batch.map(str::to_string),
+        submitted_at: at,
+        fate: Fate::Stuck { word: word.into() },
+        listed: true,
+        known: true,
+    }
+}
+
+/// Twilio's `sent` is often the last word of a route without receipts: PENDING at every slot, then closed
+/// UNCONFIRMED by the +72h poll; `unknown`-like final words of other providers close at once.
+#[test]
+fn a_final_word_without_receipt_closes_at_once_and_twilio_sent_waits_for_72_hours() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    for (dialect, word, polls) in [
+        (Dialect::Twilio, "sent", 36),
+        (Dialect::Vonage, "unknown", 1),
+        (Dialect::Sinch, "Unknown", 1),
+        (Dialect::Telnyx, "delivery_unconfirmed", 1),
+    ] {
+        let m = stuck(dialect, 1, word, Some("B1"), start);
+        let db = TestDb::new();
+        db.insert_world(std::slice::from_ref(&m));
+        let server = serve(World::new(vec![m.clone()]), dialect, start, 100);
+        let args = profile_args(dialect);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        for k in 1..=36 {
+            let now = start + TimeDelta::hours(2 * k);
+            server.sandbox().set_clock(now);
+            let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+            assert_eq!(out.code, Some(0), "{}", out.stderr);
+        }
+        let t = db.tracking(&m.tracking_id).unwrap();
+        assert_eq!(
+            (t.state.as_str(), t.polls),
+            ("UNCONFIRMED", polls),
+            "{}",
+            dialect.name()
+        );
+        let trail = db.audit(&m.tracking_id);
+        assert!(trail.iter().all(|a| a.status == "PENDING"), "{trail:?}");
+        assert_eq!(trail.last().unwrap().carrier_status.as_deref(), Some(word));
+    }
+}
+
+/// Infobip's logs reach back 48 hours: a message still open at a slot past that is closed without a request.
+#[test]
+fn infobip_closes_what_its_logs_no_longer_hold_without_asking() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let messages: Vec<SimMessage> = (0..30)
+        .map(|i| stuck(Dialect::Infobip, i, "PENDING_ENROUTE", Some("B1"), start))
+        .collect();
+    let db = TestDb::new();
+    db.insert_world(&messages);
+    let server = serve(World::new(messages.clone()), Dialect::Infobip, start, 100);
+    let args = profile_args(Dialect::Infobip);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for k in 1..=24 {
+        let now = start + TimeDelta::hours(2 * k);
+        server.sandbox().set_clock(now);
+        let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+        assert_eq!(out.counts(&["polled"]), [30], "{}", out.stderr);
+    }
+    let now = start + TimeDelta::hours(50);
+    server.sandbox().set_clock(now);
+    let before = server.sandbox().requests();
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.counts(&["closed_unanswered", "polled"]), [30, 0]);
+    assert_eq!(
+        server.sandbox().requests(),
+        before,
+        "no request past the retention"
+    );
+    let last = db.audit(&messages[0].tracking_id).pop().unwrap();
+    assert!(
+        last.failure_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("retention"),
+        "{last:?}"
+    );
+    assert_eq!(
+        db.tracking(&messages[0].tracking_id).unwrap().state,
+        "UNCONFIRMED"
+    );
+}
+
+/// A whole batch costs one request at Sinch (its full report), one per 1,000 logs at Infobip, one per id list
+/// at Vonage; a Twilio send window is listed 1,000 to a page.
+#[test]
+fn a_large_batch_costs_a_handful_of_requests() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    for (dialect, most) in [
+        (Dialect::Sinch, 1),
+        (Dialect::Infobip, 3),
+        (Dialect::Vonage, 30),
+        (Dialect::Twilio, 3),
+    ] {
+        let messages: Vec<SimMessage> = (0..2_500)
+            .map(|i| stuck(dialect, i, dialect_pending(dialect), Some("B1"), start))
+            .collect();
+        let db = TestDb::new();
+        db.insert_world(&messages);
+        let server = serve(World::new(messages), dialect, now, 1_000);
+        let args = profile_args(dialect);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+        assert_eq!(
+            out.counts(&["polled", "http_requests"])[0],
+            2_500,
+            "{}",
+            out.stderr
+        );
+        let requests = server.sandbox().requests();
+        assert!(requests <= most, "{}: {requests} requests", dialect.name());
+    }
+}
+
+fn dialect_pending(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sinch => "Dispatched",
+        Dialect::Infobip => "PENDING_ENROUTE",
+        Dialect::Vonage => "accepted",
+        _ => "sent",
+    }
+}
+
+#[test]
+fn doctor_probes_each_provider_with_its_own_authentication() {
+    let now = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    for dialect in Dialect::ALL {
+        let server = serve(World::default(), dialect, now, 100);
+        let db = TestDb::new();
+        let args = profile_args(dialect);
+        let out = db
+            .cmd()
+            .env("DLR_CARRIER_TOKEN", TOKEN)
+            .arg("doctor")
+            .args(&args)
+            .args(["--carrier-url", &server.url()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}: {stdout}", dialect.name());
+        assert!(
+            stdout.contains(&format!("carrier {}", dialect.name())),
+            "{stdout}"
+        );
+        assert!(server.sandbox().requests() >= 1);
+        let out = db
+            .cmd()
+            .env("DLR_CARRIER_TOKEN", "wrong")
+            .arg("doctor")
+            .args(&args)
+            .args(["--carrier-url", &server.url()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(77), "{}", dialect.name());
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(TOKEN));
+    }
+}
+
+#[test]
+fn a_missing_or_malformed_account_is_a_configuration_error() {
+    let db = TestDb::new();
+    for (args, needle) in [
+        (
+            vec!["--carrier", "twilio"],
+            "--carrier twilio needs its Account SID: set --carrier-account or env DLR_CARRIER_ACCOUNT",
+        ),
+        (
+            vec!["--carrier", "twilio", "--carrier-account", "AC123"],
+            "invalid --carrier-account (env DLR_CARRIER_ACCOUNT) \"AC123\"",
+        ),
+        (
+            vec!["--carrier", "vonage", "--carrier-account", "k"],
+            "a vonage its API key is 8 letters",
+        ),
+        (
+            vec!["--carrier", "sinch"],
+            "--carrier sinch needs its service plan id",
+        ),
+        (
+            vec!["--carrier", "infobip"],
+            "no carrier URL: set --carrier-url or env DLR_CARRIER_URL (each Infobip",
+        ),
+        (
+            vec!["--carrier", "acme"],
+            "invalid --carrier (env DLR_CARRIER) \"acme\"",
+        ),
+        (
+            vec!["--carrier", "telnyx", "--carrier-account", "x"],
+            "takes none",
+        ),
+    ] {
+        let out = db
+            .cmd()
+            .env("DLR_CARRIER_TOKEN", TOKEN)
+            .arg("poll")
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = db
+        .cmd()
+        .env("DLR_CARRIER", "twilio")
+        .env("DLR_CARRIER_TOKEN", TOKEN)
+        .arg("poll")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "the env var is read");
+}
+
+/// A `--status-map` adds words and codes; a bad one is exit 78 naming its line.
+#[test]
+fn a_status_map_overrides_words_and_a_bad_one_names_its_line() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    let m = stuck(Dialect::Twilio, 1, "en_route", Some("B1"), start);
+    let db = TestDb::new();
+    db.insert_world(std::slice::from_ref(&m));
+    let server = serve(World::new(vec![m.clone()]), Dialect::Twilio, now, 100);
+    let map = db.dir.path().join("status.map");
+    std::fs::write(
+        &map,
+        "# ours\n[twilio]\nstatus en_route FAILED\ncode 30099 NETWORK_ERROR\n",
+    )
+    .unwrap();
+    let mut args = profile_args(Dialect::Twilio);
+    args.extend(["--status-map".into(), map.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.counts(&["failed"]), [1], "{}", out.stderr);
+    assert_eq!(out.summary["failed_by_category"]["UNKNOWN"], 1);
+    std::fs::write(&map, "[twilio]\nstatus en_route MAYBE\n").unwrap();
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.code, Some(78));
+    out.assert_stderr_has(&format!("--status-map {}, line 2", map.display()));
+    out.assert_stderr_has("\"MAYBE\" is not an outcome");
+}
