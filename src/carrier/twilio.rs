@@ -7,12 +7,17 @@
 //! ```
 //! Basic authentication with the Account SID and auth token, or with an API key: a token `SK…:secret`.
 //!
-//! Twilio has no batch ids: a job whose submissions lie within [`MAX_SPAN`] of each other (one send) is listed
-//! by the `DateSent` window around them, 1,000 per page, and only the messages the listing lacks are asked for
-//! one by one. The listing also holds the account's other traffic of that window; it is skipped, and a listing
-//! that runs past a few pages per thousand messages asked about is given up for one-by-one lookups.
+//! Twilio has no batch ids and no query by many SIDs: its bulk question is the Messages list filtered by
+//! `DateSent`. The profile lists the timeline in one-minute slices, 1,000 messages a page, and keeps the last
+//! [`SLICES_KEPT`] slices of the cycle: every job of a send finds its messages in the same few slices, so a send
+//! costs about one request per 1,000 messages sent in its minutes, the account's other traffic included (it is
+//! skipped). A job's slices run from a minute before its first submission to ten minutes after its last (Twilio
+//! may queue a message before sending it); a job spread over more minutes than that (messages without a batch,
+//! gathered by tracking id) is asked one by one, as are the messages its slices lack (still queued, sent
+//! later).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
@@ -24,17 +29,94 @@ use super::{Bulk, FetchError, Listing, Profile, Report};
 use crate::store::DueMessage;
 use crate::timefmt;
 
-/// Submissions further apart than this are not one send: listing the window between them would read the
-/// account's whole traffic of that time.
-pub const MAX_SPAN: TimeDelta = TimeDelta::minutes(30);
 /// How long before its submission a message may count as sent (clocks apart).
 const BEFORE: TimeDelta = TimeDelta::minutes(1);
 /// How long after its submission a message may still be sent (Twilio's queue).
 const AFTER: TimeDelta = TimeDelta::minutes(10);
 const PAGE_SIZE: usize = 1_000;
+/// The listed minutes kept in memory: a job needs about twelve; jobs come roughly in submission order.
+pub const SLICES_KEPT: usize = 16;
+
+/// The messages sent in one minute: `None` until listed.
+type Slice = Arc<Mutex<Option<Arc<Minute>>>>;
+
+/// One listed minute, compactly: a send's minute may hold a hundred thousand messages, most of them alike.
+#[derive(Default)]
+struct Minute {
+    /// By the SID's 128 bits.
+    messages: HashMap<u128, Compact>,
+    /// Status words, codes and texts, each kept once.
+    strings: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+/// A report in a [`Minute`]: indexes into its strings (`u32::MAX`: none), the update time in Unix seconds.
+struct Compact {
+    status: u32,
+    code: u32,
+    message: u32,
+    updated: Option<i64>,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// The 128 bits of an `SM`/`MM` SID.
+fn sid_bits(sid: &str) -> Option<u128> {
+    (sid.len() == 34).then_some(())?;
+    u128::from_str_radix(sid.get(2..)?, 16).ok()
+}
+
+impl Minute {
+    fn intern(&mut self, text: Option<String>) -> u32 {
+        let Some(text) = text else { return NONE };
+        if let Some(&i) = self.index.get(&text) {
+            return i;
+        }
+        let i = self.strings.len() as u32;
+        self.index.insert(text.clone(), i);
+        self.strings.push(text);
+        i
+    }
+
+    fn add(&mut self, r: Report) {
+        let Some(bits) = sid_bits(&r.tracking_id) else {
+            return;
+        };
+        let compact = Compact {
+            status: self.intern(Some(r.status)),
+            code: self.intern(r.error_code),
+            message: self.intern(r.error_message),
+            updated: r
+                .status_updated_at
+                .as_deref()
+                .and_then(|t| timefmt::parse(t).ok())
+                .map(|t| t.timestamp()),
+        };
+        self.messages.insert(bits, compact);
+    }
+
+    /// The report about `sid`, if this minute lists it.
+    fn report(&self, sid: &str) -> Option<Report> {
+        let c = self.messages.get(&sid_bits(sid)?)?;
+        let text = |i: u32| self.strings.get(i as usize).cloned();
+        Some(Report {
+            tracking_id: sid.to_string(),
+            status: text(c.status).unwrap_or_default(),
+            error_code: text(c.code),
+            error_message: text(c.message),
+            status_updated_at: c
+                .updated
+                .and_then(|t| DateTime::from_timestamp(t, 0))
+                .map(timefmt::format),
+            ..Report::default()
+        })
+    }
+}
 
 pub struct Twilio {
     account: String,
+    /// Listed minutes (Unix minute numbers), oldest first.
+    slices: Mutex<(HashMap<i64, Slice>, VecDeque<i64>)>,
 }
 
 pub fn valid_account(id: &str) -> bool {
@@ -47,7 +129,72 @@ fn sid(id: &str, prefix: &str) -> bool {
 
 impl Twilio {
     pub fn new(account: String) -> Twilio {
-        Twilio { account }
+        Twilio {
+            account,
+            slices: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    /// The messages sent in `minute`, listed once per cycle while kept. A failed listing is not kept: the next
+    /// job asks again.
+    fn slice(&self, http: &Http, minute: i64) -> Result<Arc<Minute>, FetchError> {
+        let cell = {
+            let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
+            let (map, order) = &mut *slices;
+            match map.get(&minute) {
+                Some(cell) => cell.clone(),
+                None => {
+                    let cell = Slice::default();
+                    map.insert(minute, cell.clone());
+                    order.push_back(minute);
+                    while order.len() > SLICES_KEPT {
+                        if let Some(old) = order.pop_front() {
+                            map.remove(&old);
+                        }
+                    }
+                    cell
+                }
+            }
+        };
+        // Workers needing the same minute wait for the one listing it.
+        let mut listed = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reports) = &*listed {
+            return Ok(reports.clone());
+        }
+        let from = DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
+        let to = from + TimeDelta::seconds(59);
+        let mut reports = Minute::default();
+        let mut malformed = 0;
+        wire::follow(
+            &format!(
+                "messages sent {} to {}",
+                timefmt::format(from),
+                timefmt::format(to)
+            ),
+            self.list_path(from, to),
+            |path| {
+                let page = http.get(path, parse_list)?;
+                Ok(page.map(|page| {
+                    malformed += page.malformed.len();
+                    Page {
+                        entries: page.messages,
+                        next: page.next_page_uri,
+                    }
+                }))
+            },
+            |page| {
+                page.into_iter().for_each(|r| reports.add(r));
+                true
+            },
+        )?;
+        if malformed > 0 {
+            log::debug!(
+                "{malformed} entries of the Messages list could not be read; their messages are asked for one by one"
+            );
+        }
+        let reports = Arc::new(reports);
+        *listed = Some(reports.clone());
+        Ok(reports)
     }
 
     fn messages(&self) -> String {
@@ -97,53 +244,29 @@ impl Profile for Twilio {
         ) else {
             return Ok(Bulk::NotOffered);
         };
-        if messages.len() < 2 || last - first > MAX_SPAN {
+        let minute = |t: DateTime<Utc>| t.timestamp().div_euclid(60);
+        let minutes = minute(first - BEFORE)..=minute(last + AFTER);
+        if messages.len() < 2 || minutes.clone().count() > SLICES_KEPT {
             return Ok(Bulk::NotOffered);
         }
-        let wanted: HashMap<&str, ()> = messages
+        let mut listing = Listing::default();
+        let mut wanted: HashMap<&str, ()> = messages
             .iter()
             .map(|m| (m.tracking_id.as_str(), ()))
             .collect();
-        let budget = messages.len().div_ceil(PAGE_SIZE) * 2 + 2;
-        let mut listing = Listing::default();
-        let mut pages = 0;
-        let what = format!(
-            "messages sent {} to {}",
-            timefmt::format(first - BEFORE),
-            timefmt::format(last + AFTER)
-        );
-        wire::follow(
-            &what,
-            self.list_path(first - BEFORE, last + AFTER),
-            |path| {
-                let page = http.get(path, parse_list)?;
-                Ok(page.map(|page| {
-                    listing.malformed.extend(page.malformed);
-                    Page {
-                        entries: page.messages,
-                        next: page.next_page_uri,
-                    }
-                }))
-            },
-            |reports| {
-                pages += 1;
-                listing.reports.extend(
-                    reports
-                        .into_iter()
-                        .filter(|r| wanted.contains_key(r.tracking_id.as_str())),
-                );
-                if pages >= budget && listing.reports.len() < messages.len() {
-                    log::debug!(
-                        "{what}: {pages} pages held {} of the {} messages asked about; the rest are asked for one \
-                         by one",
-                        listing.reports.len(),
-                        messages.len()
-                    );
-                    return false;
+        for minute in minutes {
+            if wanted.is_empty() {
+                break;
+            }
+            let slice = self.slice(http, minute)?;
+            wanted.retain(|sid, _| match slice.report(sid) {
+                Some(report) => {
+                    listing.reports.push(report);
+                    false
                 }
-                true
-            },
-        )?;
+                None => true,
+            });
+        }
         Ok(Bulk::Listed(listing))
     }
 
@@ -254,6 +377,22 @@ mod tests {
         assert!(!page.messages.is_empty());
         assert!(page.malformed.is_empty());
         assert!(page.messages.iter().all(|r| !r.status.is_empty()));
+    }
+
+    #[test]
+    fn a_minute_keeps_its_reports_compactly_and_gives_them_back() {
+        let page = parse_list(LIST).unwrap();
+        let mut minute = Minute::default();
+        let mut failed = parse_message(FETCH).unwrap();
+        failed.status = "undelivered".into();
+        for r in page.messages.iter().cloned().chain([failed.clone()]) {
+            minute.add(r);
+        }
+        for r in page.messages.iter().chain([&failed]) {
+            assert_eq!(minute.report(&r.tracking_id).as_ref(), Some(r));
+        }
+        assert_eq!(minute.report(&format!("SM{}", "0".repeat(32))), None);
+        assert_eq!(minute.report("not a sid"), None);
     }
 
     #[test]
