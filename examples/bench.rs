@@ -23,7 +23,8 @@
 //! Options: --messages N (100000), --batch-size N (500; 0 = no batch ids, one lookup per message),
 //! --latency-ms N (20), --concurrency N (8), --page-size N (1000), --ids sequential|random (sequential: ids that
 //! sort in submission order; random: UUID-shaped ids in no order), --verbose 1 (the poller logs at debug level,
-//! shown after each cycle: where its time went).
+//! shown after each cycle: where its time went), --send-rate N (messages a second the send went out at; 0, the
+//! default: all in one instant; a Twilio send is listed by the minute, so its rate decides the work).
 
 use std::path::Path;
 use std::process::Command;
@@ -35,7 +36,9 @@ use anyhow::{Context, Result, bail};
 #[path = "support/mod.rs"]
 mod support;
 use chrono::TimeDelta;
-use dlr_poller::sandbox::{Dialect, Sandbox, SandboxServer, World, random_id, sequential_id};
+use dlr_poller::sandbox::{
+    Dialect, Sandbox, SandboxServer, SimMessage, World, random_id, sequential_id,
+};
 use dlr_poller::{schedule, timefmt};
 
 const TOKEN: &str = "bench-token";
@@ -51,6 +54,7 @@ struct Options {
     postgres: Option<String>,
     replicas: usize,
     dialect: Dialect,
+    send_rate: usize,
 }
 
 fn options() -> Result<Options> {
@@ -65,6 +69,7 @@ fn options() -> Result<Options> {
         postgres: None,
         replicas: 1,
         dialect: Dialect::Generic,
+        send_rate: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -97,6 +102,7 @@ fn options() -> Result<Options> {
             "--page-size" => o.page_size = n,
             "--verbose" => o.verbose = n > 0,
             "--replicas" => o.replicas = n.max(1),
+            "--send-rate" => o.send_rate = n,
             other => bail!("unknown option {other}"),
         }
     }
@@ -133,6 +139,25 @@ fn main() -> Result<()> {
         Dialect::Generic => World::uniform_with(o.messages, o.batch_size, start, id),
         dialect => World::uniform_for(dialect, o.messages, o.batch_size, start),
     };
+    let (world, last) = match o.send_rate {
+        0 => (world, start),
+        rate => {
+            let at =
+                |i: usize| start + TimeDelta::milliseconds((i as u64 * 1000 / rate as u64) as i64);
+            let spread = world
+                .messages()
+                .iter()
+                .enumerate()
+                .map(|(i, m)| SimMessage {
+                    submitted_at: at(i),
+                    ..m.clone()
+                });
+            (
+                World::new(spread.collect()),
+                at(o.messages.saturating_sub(1)),
+            )
+        }
+    };
     let setup = Instant::now();
     poller(&bin, &db, &["migrate"], None, false)?;
     match &db {
@@ -145,7 +170,7 @@ fn main() -> Result<()> {
         setup.elapsed().as_secs_f64()
     );
 
-    let now = schedule::first_due(start);
+    let now = schedule::first_due(last);
     let sandbox = Sandbox::new(world, TOKEN, now)
         .with_page_size(o.page_size)
         .with_dialect(o.dialect);
@@ -238,6 +263,9 @@ fn main() -> Result<()> {
     }
     if o.postgres.is_some() {
         mode.push_str(", PostgreSQL");
+    }
+    if o.send_rate > 0 {
+        mode.push_str(&format!(", sent at {}/s", o.send_rate));
     }
     if o.replicas > 1 {
         mode.push_str(&format!(", {} replicas", o.replicas));

@@ -44,6 +44,7 @@ pub struct Http {
     auth: Auth,
     request_timeout: Duration,
     max_attempts: u32,
+    concurrency: usize,
     backoff: Backoff,
     rate: Option<RateLimit>,
     control: Arc<Control>,
@@ -88,11 +89,17 @@ impl Http {
             auth,
             request_timeout: config.request_timeout,
             max_attempts: config.max_attempts,
+            concurrency: config.concurrency.max(1),
             backoff: Backoff::default(),
             rate,
             control,
             stats,
         }
+    }
+
+    /// `--concurrency`: how many requests the cycle may have in flight.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// The cycle's control: whether it must stop.

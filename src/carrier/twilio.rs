@@ -11,12 +11,14 @@
 //! `DateSent`. The profile lists the timeline in one-minute slices, 1,000 messages a page, and keeps the last
 //! [`SLICES_KEPT`] slices of the cycle: every job of a send finds its messages in the same few slices, so a send
 //! costs about one request per 1,000 messages sent in its minutes, the account's other traffic included (it is
-//! skipped). A job's slices run from a minute before its first submission to ten minutes after its last (Twilio
+//! skipped). Pages follow one another, so a busy minute (its first page does not reach back to its start) is
+//! listed in parts at once, as many as pages are expected, at most `--concurrency`. A job's slices run from a minute before its first submission to ten minutes after its last (Twilio
 //! may queue a message before sending it); a job spread over more minutes than that (messages without a batch,
 //! gathered by tracking id) is asked one by one, as are the messages its slices lack (still queued, sent
 //! later).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -113,6 +115,36 @@ impl Minute {
     }
 }
 
+/// How to list the rest of a busy minute `from..=to` at once, after a first page of `listed` messages reaching
+/// back to `oldest` (the list runs newest first): from the minute's start to the end of `oldest`'s second (that
+/// second may go on), in as many parts as pages are expected, at most `concurrency`. Each part ends where the
+/// next begins (an instant listed twice costs nothing; one listed by neither would be lost). Empty or one part:
+/// page on in turn.
+fn parts(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    oldest: DateTime<Utc>,
+    listed: usize,
+    concurrency: usize,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    if oldest < from || oldest > to {
+        return Vec::new();
+    }
+    let end = (oldest + TimeDelta::seconds(1)).min(to);
+    let rest = (end - from).num_seconds().max(1);
+    let covered = (to - oldest).num_seconds().max(1);
+    let expected = listed as i64 * rest / covered;
+    let parts = (expected / PAGE_SIZE as i64 + 1)
+        .min(rest)
+        .min(concurrency as i64);
+    (0..parts)
+        .map(|i| {
+            let at = |i: i64| from + TimeDelta::seconds(rest * i / parts);
+            (at(i), at(i + 1))
+        })
+        .collect()
+}
+
 pub struct Twilio {
     account: String,
     /// Listed minutes (Unix minute numbers), oldest first.
@@ -162,39 +194,93 @@ impl Twilio {
             return Ok(reports.clone());
         }
         let from = DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
-        let to = from + TimeDelta::seconds(59);
-        let mut reports = Minute::default();
-        let mut malformed = 0;
-        wire::follow(
-            &format!(
-                "messages sent {} to {}",
-                timefmt::format(from),
-                timefmt::format(to)
-            ),
-            self.list_path(from, to),
-            |path| {
-                let page = http.get(path, parse_list)?;
-                Ok(page.map(|page| {
-                    malformed += page.malformed.len();
-                    Page {
-                        entries: page.messages,
-                        next: page.next_page_uri,
-                    }
-                }))
-            },
-            |page| {
-                page.into_iter().for_each(|r| reports.add(r));
-                true
-            },
-        )?;
+        // Both ends inclusive: the instant between two minutes is listed in each.
+        let to = from + TimeDelta::minutes(1);
+        let reports = Mutex::new(Minute::default());
+        let malformed = AtomicUsize::new(0);
+        let take = |page: ListPage| {
+            malformed.fetch_add(page.malformed.len(), Ordering::Relaxed);
+            let mut reports = reports.lock().unwrap_or_else(|e| e.into_inner());
+            page.messages.into_iter().for_each(|r| reports.add(r));
+        };
+        let first = http.get(&self.list_path(from, to), parse_list)?;
+        if let Some(page) = first {
+            let (next, oldest) = (page.next_page_uri.clone(), page.oldest_sent);
+            let listed = page.messages.len();
+            take(page);
+            if let Some(next) = next {
+                let parts = oldest
+                    .map(|oldest| parts(from, to, oldest, listed, http.concurrency()))
+                    .unwrap_or_default();
+                if parts.len() > 1 {
+                    std::thread::scope(|scope| {
+                        let parts: Vec<_> = parts
+                            .iter()
+                            .map(|&(a, b)| scope.spawn(move || self.list(http, a, b, take)))
+                            .collect();
+                        parts
+                            .into_iter()
+                            .map(|part| {
+                                part.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+                            })
+                            .collect::<Result<Vec<()>, FetchError>>()
+                    })?;
+                } else {
+                    self.follow(http, from, to, next, take)?;
+                }
+            }
+        }
+        let malformed = malformed.into_inner();
         if malformed > 0 {
             log::debug!(
                 "{malformed} entries of the Messages list could not be read; their messages are asked for one by one"
             );
         }
+        let reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
         let reports = Arc::new(reports);
         *listed = Some(reports.clone());
         Ok(reports)
+    }
+
+    /// Lists the messages sent from `from` to `to` (whole seconds, inclusive), handing each page to `take`.
+    fn list(
+        &self,
+        http: &Http,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        take: impl Fn(ListPage),
+    ) -> Result<(), FetchError> {
+        self.follow(http, from, to, self.list_path(from, to), take)
+    }
+
+    fn follow(
+        &self,
+        http: &Http,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        first: String,
+        take: impl Fn(ListPage),
+    ) -> Result<(), FetchError> {
+        let what = format!(
+            "messages sent {} to {}",
+            timefmt::format(from),
+            timefmt::format(to)
+        );
+        wire::follow(
+            &what,
+            first,
+            |path| {
+                Ok(http.get(path, parse_list)?.map(|page| Page {
+                    next: page.next_page_uri.clone(),
+                    entries: vec![page],
+                }))
+            },
+            |pages| {
+                pages.into_iter().for_each(&take);
+                true
+            },
+        )
+        .map(|_| ())
     }
 
     fn messages(&self) -> String {
@@ -298,6 +384,8 @@ struct WireMessage {
     error_message: Option<String>,
     #[serde(default)]
     date_updated: Option<String>,
+    #[serde(default)]
+    date_sent: Option<String>,
 }
 
 impl From<WireMessage> for Report {
@@ -327,6 +415,8 @@ pub struct ListPage {
     pub malformed: Vec<String>,
     /// The next page's path (Twilio gives it from the API root: `/2010-04-01/...`).
     pub next_page_uri: Option<String>,
+    /// The earliest `date_sent` on the page (the list runs newest first, so the last entry's).
+    pub oldest_sent: Option<DateTime<Utc>>,
 }
 
 pub fn parse_list(body: &[u8]) -> Result<ListPage, String> {
@@ -340,10 +430,16 @@ pub fn parse_list(body: &[u8]) -> Result<ListPage, String> {
         other => other,
     };
     let (messages, malformed) = wire::entries::<WireMessage>(&list.messages);
+    let oldest_sent = messages
+        .iter()
+        .filter_map(|m| m.date_sent.as_deref().and_then(wire::timestamp))
+        .filter_map(|t| timefmt::parse(&t).ok())
+        .min();
     Ok(ListPage {
         messages: messages.into_iter().map(Report::from).collect(),
         malformed,
         next_page_uri: next,
+        oldest_sent,
     })
 }
 
@@ -422,6 +518,27 @@ mod tests {
                 "a".repeat(32)
             )
         );
+    }
+
+    #[test]
+    fn a_busy_minute_is_split_into_parts_that_cover_the_rest_of_it() {
+        let from = timefmt::parse("2026-11-26T08:00:00Z").unwrap();
+        let to = from + TimeDelta::minutes(1);
+        let at = |s: i64| from + TimeDelta::seconds(s);
+        // 1,000 messages in the last 20 seconds: about 2,000 more in the first 41, so three parts.
+        let split = parts(from, to, at(40), 1_000, 8);
+        assert_eq!(split.len(), 3, "{split:?}");
+        assert_eq!(split[0].0, from);
+        assert_eq!(split.last().unwrap().1, at(41));
+        for pair in split.windows(2) {
+            assert_eq!(pair[1].0, pair[0].1, "{split:?}");
+        }
+        // As many parts as pages expected (1,000 in the last two seconds: 29,500 more), at most --concurrency.
+        assert_eq!(parts(from, to, at(58), 1_000, 256).len(), 30);
+        assert_eq!(parts(from, to, at(58), 1_000, 4).len(), 4);
+        // A sparse minute, or one second of a hundred thousand, pages on in turn.
+        assert_eq!(parts(from, to, at(2), 1_000, 8).len(), 1);
+        assert!(parts(from, to, at(61), 1_000, 8).is_empty());
     }
 
     #[test]

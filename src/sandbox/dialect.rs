@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{Fate, SimMessage, World, decode};
+use super::{Fate, SimMessage, Slot, TimeKey, World, decode};
 use crate::carrier::wire::encode;
 use crate::timefmt;
 
@@ -383,6 +383,16 @@ fn twilio(
     }
 }
 
+/// The listing position a Twilio page token names (`PTM{i}`: our message i, `PTO{i}`: other traffic).
+fn page_token(world: &World, token: &str) -> Option<TimeKey> {
+    let slot = match token.strip_prefix("PT")?.split_at_checked(1)? {
+        ("M", i) => Slot::Ours(i.parse().ok()?),
+        ("O", i) => Slot::Other(i.parse().ok()?),
+        _ => return None,
+    };
+    Some(world.at(slot)?.1)
+}
+
 fn twilio_list(
     world: &World,
     now: DateTime<Utc>,
@@ -408,27 +418,32 @@ fn twilio_list(
         );
     }
     let (from, to) = (from.flatten(), to.flatten());
-    let mut listed: Vec<(&SimMessage, Truth, DateTime<Utc>)> = world
-        .all()
-        .filter(|m| m.listed)
-        .filter_map(|m| {
+    // A message counts as sent two seconds after its submission (see twilio_sent).
+    let until = to.map_or(DateTime::<Utc>::MAX_UTC, |t| t - TimeDelta::seconds(2));
+    let after = match param(q, "PageToken") {
+        None => None,
+        Some(token) => match page_token(world, token) {
+            Some(key) => Some(key),
+            None => {
+                return error(
+                    400,
+                    json!({"code": 20001, "message": "Invalid PageToken", "status": 400}),
+                );
+            }
+        },
+    };
+    // Newest first, as Twilio lists; read one past the page to know whether another follows.
+    let mut walk = world
+        .newest_first(until, after.as_ref())
+        .take_while(|(m, _)| from.is_none_or(|f| m.submitted_at + TimeDelta::seconds(2) >= f))
+        .filter(|(m, _)| m.listed)
+        .filter_map(|(m, key)| {
             let truth = m.truth_at(now, Dialect::Twilio)?;
-            let sent = twilio_sent(m, &truth)?;
-            let inside = from.is_none_or(|f| sent >= f) && to.is_none_or(|t| sent <= t);
-            inside.then_some((m, truth, sent))
-        })
-        .collect();
-    // Newest first, as Twilio lists.
-    listed.sort_by(|a, b| {
-        b.2.cmp(&a.2)
-            .then_with(|| a.0.tracking_id.cmp(&b.0.tracking_id))
-    });
-    let offset = param(q, "PageToken")
-        .and_then(|t| t.strip_prefix("PT"))
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(0)
-        .min(listed.len());
-    let end = (offset + size).min(listed.len());
+            twilio_sent(m, &truth)?;
+            Some((m, truth, key))
+        });
+    let listed: Vec<_> = walk.by_ref().take(size).collect();
+    let more = walk.next().is_some();
     let page: usize = param(q, "Page").and_then(|p| p.parse().ok()).unwrap_or(0);
     let base = format!("/2010-04-01/Accounts/{account}/Messages.json");
     let filters: String = q
@@ -436,18 +451,23 @@ fn twilio_list(
         .filter(|(k, _)| k.starts_with("DateSent"))
         .map(|(k, v)| format!("&{}={}", encode(k), encode(v)))
         .collect();
-    let next = (end < listed.len()).then(|| {
+    let next = listed.last().filter(|_| more).map(|(_, _, key)| {
+        let token = match key.2 {
+            Slot::Ours(i) => format!("PTM{i}"),
+            Slot::Other(i) => format!("PTO{i}"),
+        };
         format!(
-            "{base}?PageSize={size}{filters}&Page={}&PageToken=PT{end}",
+            "{base}?PageSize={size}{filters}&Page={}&PageToken={token}",
             page + 1
         )
     });
+    let start = page * size;
     let body = json!({
-        "messages": listed[offset..end].iter().map(|(m, t, _)| twilio_message(m, t, account)).collect::<Vec<_>>(),
+        "messages": listed.iter().map(|(m, t, _)| twilio_message(m, t, account)).collect::<Vec<_>>(),
         "page": page,
         "page_size": size,
-        "start": offset,
-        "end": end.saturating_sub(1),
+        "start": start,
+        "end": (start + listed.len()).saturating_sub(1),
         "uri": format!("{base}?PageSize={size}{filters}&Page={page}"),
         "first_page_uri": format!("{base}?PageSize={size}{filters}&Page=0"),
         "next_page_uri": next,

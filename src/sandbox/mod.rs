@@ -8,7 +8,8 @@
 pub mod dialect;
 mod server;
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
@@ -129,6 +130,19 @@ pub struct World {
     others: Vec<SimMessage>,
     by_id: HashMap<String, usize>,
     batches: BTreeMap<String, Vec<usize>>,
+    /// Every message, ours and others', by submission time then tracking id (descending, so that walking it
+    /// backwards gives the newest first and ids in order): listings by time read only what they return.
+    by_time: BTreeSet<TimeKey>,
+}
+
+/// A message's place in [`World`]'s time index.
+pub type TimeKey = (DateTime<Utc>, Reverse<String>, Slot);
+
+/// Where a message lives in a [`World`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Slot {
+    Ours(usize),
+    Other(usize),
 }
 
 impl World {
@@ -143,6 +157,11 @@ impl World {
     pub fn add(&mut self, m: SimMessage) {
         let i = self.messages.len();
         self.by_id.insert(m.tracking_id.clone(), i);
+        self.by_time.insert((
+            m.submitted_at,
+            Reverse(m.tracking_id.clone()),
+            Slot::Ours(i),
+        ));
         if let Some(b) = &m.batch_id {
             self.batches.entry(b.clone()).or_default().push(i);
         }
@@ -155,7 +174,39 @@ impl World {
 
     /// Adds a message of the account's other traffic (another system sending on the same account).
     pub fn add_other(&mut self, m: SimMessage) {
+        let key = (m.submitted_at, Reverse(m.tracking_id.clone()));
+        self.by_time
+            .insert((key.0, key.1, Slot::Other(self.others.len())));
         self.others.push(m);
+    }
+
+    /// The message in `slot`, with its key in the time index.
+    pub fn at(&self, slot: Slot) -> Option<(&SimMessage, TimeKey)> {
+        let m = match slot {
+            Slot::Ours(i) => self.messages.get(i)?,
+            Slot::Other(i) => self.others.get(i)?,
+        };
+        Some((m, (m.submitted_at, Reverse(m.tracking_id.clone()), slot)))
+    }
+
+    /// Messages submitted at `until` or before, newest first (ids in order within a time), starting after
+    /// `after` (a key this walk returned) when given.
+    pub fn newest_first(
+        &self,
+        until: DateTime<Utc>,
+        after: Option<&TimeKey>,
+    ) -> impl Iterator<Item = (&SimMessage, &TimeKey)> {
+        // (t, Reverse(""), the largest slot) is the last key at time t.
+        let last = (until, Reverse(String::new()), Slot::Other(usize::MAX));
+        let (end, inclusive) = match after {
+            Some(key) if *key < last => (key.clone(), false),
+            _ => (last, true),
+        };
+        self.by_time
+            .range(..=end.clone())
+            .rev()
+            .filter(move |k| inclusive || **k != end)
+            .filter_map(|k| Some((self.at(k.2)?.0, k)))
     }
 
     /// The poller's messages and the account's other traffic.
