@@ -9,13 +9,14 @@
 //!
 //! Twilio has no batch ids and no query by many SIDs: its bulk question is the Messages list filtered by
 //! `DateSent`. The profile lists the timeline in one-minute slices, 1,000 messages a page, and keeps the last
-//! [`SLICES_KEPT`] slices of the cycle: every job of a send finds its messages in the same few slices, so a send
-//! costs about one request per 1,000 messages sent in its minutes, the account's other traffic included (it is
-//! skipped). Pages follow one another, so a busy minute (its first page does not reach back to its start) is
-//! listed in parts at once, as many as pages are expected, at most `--concurrency`. A job's slices run from a minute before its first submission to ten minutes after its last (Twilio
-//! may queue a message before sending it); a job spread over more minutes than that (messages without a batch,
-//! gathered by tracking id) is asked one by one, as are the messages its slices lack (still queued, sent
-//! later).
+//! [`SLICES_KEPT`] slices of the cycle (a report leaves its slice when a job takes it): every job of a send
+//! finds its messages in the same few slices, so a send costs about one request per 1,000 messages sent in its
+//! minutes, the account's other traffic included (it is skipped). Pages follow one another, so a busy minute
+//! (its first page does not reach back to its start) is listed in parts at once, as many as pages are expected,
+//! at most `--concurrency`. A job's slices run from a minute before its first submission to ten minutes after
+//! its last (Twilio may queue a message before sending it); a job spread over more minutes than that (messages
+//! without a batch, gathered by tracking id) is asked one by one, as are the messages its slices lack (still
+//! queued, sent later).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,8 +40,8 @@ const PAGE_SIZE: usize = 1_000;
 /// The listed minutes kept in memory: a job needs about twelve; jobs come roughly in submission order.
 pub const SLICES_KEPT: usize = 16;
 
-/// The messages sent in one minute: `None` until listed.
-type Slice = Arc<Mutex<Option<Arc<Minute>>>>;
+/// The messages sent in one minute: `None` until listed. A report leaves it when a job takes it.
+type Slice = Arc<Mutex<Option<Minute>>>;
 
 /// One listed minute, compactly: a send's minute may hold a hundred thousand messages, most of them alike.
 #[derive(Default)]
@@ -97,9 +98,10 @@ impl Minute {
         self.messages.insert(bits, compact);
     }
 
-    /// The report about `sid`, if this minute lists it.
-    fn report(&self, sid: &str) -> Option<Report> {
-        let c = self.messages.get(&sid_bits(sid)?)?;
+    /// Takes out the report about `sid`, if this minute lists it: each message is asked about once a cycle,
+    /// so a report taken is memory given back.
+    fn take(&mut self, sid: &str) -> Option<Report> {
+        let c = self.messages.remove(&sid_bits(sid)?)?;
         let text = |i: u32| self.strings.get(i as usize).cloned();
         Some(Report {
             tracking_id: sid.to_string(),
@@ -167,9 +169,15 @@ impl Twilio {
         }
     }
 
-    /// The messages sent in `minute`, listed once per cycle while kept. A failed listing is not kept: the next
-    /// job asks again.
-    fn slice(&self, http: &Http, minute: i64) -> Result<Arc<Minute>, FetchError> {
+    /// Moves the reports about the `wanted` messages that were sent in `minute` into `found`. The minute is
+    /// listed once per cycle while kept; a failed listing is not kept: the next job asks again.
+    fn take(
+        &self,
+        http: &Http,
+        minute: i64,
+        wanted: &mut HashMap<&str, ()>,
+        found: &mut Vec<Report>,
+    ) -> Result<(), FetchError> {
         let cell = {
             let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
             let (map, order) = &mut *slices;
@@ -190,9 +198,27 @@ impl Twilio {
         };
         // Workers needing the same minute wait for the one listing it.
         let mut listed = cell.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(reports) = &*listed {
-            return Ok(reports.clone());
+        if listed.is_none() {
+            *listed = Some(self.list_minute(http, minute)?);
         }
+        if let Some(reports) = listed.as_mut() {
+            wanted.retain(|sid, _| match reports.take(sid) {
+                Some(report) => {
+                    found.push(report);
+                    false
+                }
+                None => true,
+            });
+            let m = &mut reports.messages;
+            if m.capacity() > 4096 && m.len() < m.capacity() / 4 {
+                m.shrink_to_fit();
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists the messages sent in `minute`.
+    fn list_minute(&self, http: &Http, minute: i64) -> Result<Minute, FetchError> {
         let from = DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
         // Both ends inclusive: the instant between two minutes is listed in each.
         let to = from + TimeDelta::minutes(1);
@@ -236,10 +262,7 @@ impl Twilio {
                 "{malformed} entries of the Messages list could not be read; their messages are asked for one by one"
             );
         }
-        let reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
-        let reports = Arc::new(reports);
-        *listed = Some(reports.clone());
-        Ok(reports)
+        Ok(reports.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Lists the messages sent from `from` to `to` (whole seconds, inclusive), handing each page to `take`.
@@ -344,14 +367,7 @@ impl Profile for Twilio {
             if wanted.is_empty() {
                 break;
             }
-            let slice = self.slice(http, minute)?;
-            wanted.retain(|sid, _| match slice.report(sid) {
-                Some(report) => {
-                    listing.reports.push(report);
-                    false
-                }
-                None => true,
-            });
+            self.take(http, minute, &mut wanted, &mut listing.reports)?;
         }
         Ok(Bulk::Listed(listing))
     }
@@ -476,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn a_minute_keeps_its_reports_compactly_and_gives_them_back() {
+    fn a_minute_keeps_its_reports_compactly_and_gives_each_back_once() {
         let page = parse_list(LIST).unwrap();
         let mut minute = Minute::default();
         let mut failed = parse_message(FETCH).unwrap();
@@ -485,10 +501,12 @@ mod tests {
             minute.add(r);
         }
         for r in page.messages.iter().chain([&failed]) {
-            assert_eq!(minute.report(&r.tracking_id).as_ref(), Some(r));
+            assert_eq!(minute.take(&r.tracking_id).as_ref(), Some(r));
+            assert_eq!(minute.take(&r.tracking_id), None);
         }
-        assert_eq!(minute.report(&format!("SM{}", "0".repeat(32))), None);
-        assert_eq!(minute.report("not a sid"), None);
+        assert!(minute.messages.is_empty());
+        assert_eq!(minute.take(&format!("SM{}", "0".repeat(32))), None);
+        assert_eq!(minute.take("not a sid"), None);
     }
 
     #[test]

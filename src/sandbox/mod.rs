@@ -133,6 +133,8 @@ pub struct World {
     /// Every message, ours and others', by submission time then tracking id (descending, so that walking it
     /// backwards gives the newest first and ids in order): listings by time read only what they return.
     by_time: BTreeSet<TimeKey>,
+    other_ids: HashMap<String, usize>,
+    other_batches: BTreeMap<String, Vec<usize>>,
 }
 
 /// A message's place in [`World`]'s time index.
@@ -174,9 +176,16 @@ impl World {
 
     /// Adds a message of the account's other traffic (another system sending on the same account).
     pub fn add_other(&mut self, m: SimMessage) {
-        let key = (m.submitted_at, Reverse(m.tracking_id.clone()));
-        self.by_time
-            .insert((key.0, key.1, Slot::Other(self.others.len())));
+        let i = self.others.len();
+        self.by_time.insert((
+            m.submitted_at,
+            Reverse(m.tracking_id.clone()),
+            Slot::Other(i),
+        ));
+        self.other_ids.entry(m.tracking_id.clone()).or_insert(i);
+        if let Some(b) = &m.batch_id {
+            self.other_batches.entry(b.clone()).or_default().push(i);
+        }
         self.others.push(m);
     }
 
@@ -217,7 +226,15 @@ impl World {
     /// A message of the poller's or of the other traffic, by id.
     pub fn find(&self, id: &str) -> Option<&SimMessage> {
         self.get(id)
-            .or_else(|| self.others.iter().find(|m| m.tracking_id == id))
+            .or_else(|| self.others.get(*self.other_ids.get(id)?))
+    }
+
+    /// The poller's messages and the account's other traffic that carry `batch_id`.
+    pub fn in_batch(&self, batch_id: &str) -> impl Iterator<Item = &SimMessage> {
+        let ours = self.batches.get(batch_id).into_iter().flatten();
+        let others = self.other_batches.get(batch_id).into_iter().flatten();
+        ours.map(|&i| &self.messages[i])
+            .chain(others.map(|&i| &self.others[i]))
     }
 
     /// Every member of a batch (listed or not); `None` for a batch the carrier does not know.
