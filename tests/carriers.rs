@@ -356,10 +356,23 @@ fn telnyx_tracks_every_message_for_72_hours() {
 
 #[test]
 fn infobip_tracks_every_message_for_72_hours_on_postgres() {
-    if Backend::Postgres
-        .available("carriers::infobip_tracks_every_message_for_72_hours_on_postgres")
-    {
-        every_message_is_tracked_for_72_hours(Dialect::Infobip, Backend::Postgres);
+    on_postgres(Dialect::Infobip);
+}
+
+/// Twilio's minutes are listed by each job's profile and its messages without a batch go out in runs, which
+/// PostgreSQL publishes as units of their own.
+#[test]
+fn twilio_tracks_every_message_for_72_hours_on_postgres() {
+    on_postgres(Dialect::Twilio);
+}
+
+fn on_postgres(dialect: Dialect) {
+    let name = format!(
+        "carriers::{}_tracks_every_message_for_72_hours_on_postgres",
+        dialect.name()
+    );
+    if Backend::Postgres.available(&name) {
+        every_message_is_tracked_for_72_hours(dialect, Backend::Postgres);
     }
 }
 
