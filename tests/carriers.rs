@@ -499,18 +499,33 @@ fn a_large_batch_costs_a_handful_of_requests() {
 /// are listed in parts at once; every message is answered from the listing (one by one would cost thousands).
 #[test]
 fn a_busy_twilio_minute_is_listed_in_parts_without_losing_a_message() {
+    let requests = twilio_send(3_000, TimeDelta::milliseconds(20));
+    // The minute before (empty), the first page, three parts, the minute after (the last seconds' messages).
+    assert!(requests <= 6, "{requests} requests");
+}
+
+/// One Twilio batch sent over 40 minutes, a message a second: its minutes are listed in order, one each, not its
+/// 2,400 messages one by one.
+#[test]
+fn a_twilio_send_of_forty_minutes_costs_a_listing_per_minute() {
+    let requests = twilio_send(2_400, TimeDelta::seconds(1));
+    // The minute before, the 40 minutes, the one after (the last two seconds' messages).
+    assert!(requests <= 42, "{requests} requests");
+}
+
+/// One Twilio batch of `n` messages, one every `every` from 08:00, polled once when all are due: the requests
+/// it cost.
+fn twilio_send(n: usize, every: TimeDelta) -> u64 {
     let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
-    let now = start + TimeDelta::hours(2);
     let dialect = Dialect::Twilio;
-    let messages: Vec<SimMessage> = (0..3_000)
+    let messages: Vec<SimMessage> = (0..n)
         .map(|i| SimMessage {
-            submitted_at: start + TimeDelta::milliseconds(20 * i as i64),
+            submitted_at: start + every * i as i32,
             ..stuck(dialect, i, "sent", Some("B1"), start)
         })
         .collect();
-    let requests = sandbox_requests_for_one_cycle(messages, dialect, now);
-    // The minute before (empty), the first page, three parts, the minute after (the last seconds' messages).
-    assert!(requests <= 6, "{requests} requests");
+    let now = messages[n - 1].submitted_at + TimeDelta::hours(2);
+    sandbox_requests_for_one_cycle(messages, dialect, now)
 }
 
 /// Polls `messages` (all due at `now`) once in `dialect`, checks that every one was polled, and returns how many

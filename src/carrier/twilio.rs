@@ -13,10 +13,11 @@
 //! finds its messages in the same few slices, so a send costs about one request per 1,000 messages sent in its
 //! minutes, the account's other traffic included (it is skipped). Pages follow one another, so a busy minute
 //! (its first page does not reach back to its start) is listed in parts at once, as many as pages are expected,
-//! at most `--concurrency`. A job's slices run from a minute before its first submission to ten minutes after
-//! its last (Twilio may queue a message before sending it); a job spread over more minutes than that (messages
-//! without a batch, gathered by tracking id) is asked one by one, as are the messages its slices lack (still
-//! queued, sent later).
+//! at most `--concurrency`. A message is looked for from a minute before its submission to ten minutes after
+//! (Twilio may queue a message before sending it); a job walks its messages' minutes in order, however long its
+//! send took. A message its minutes lack (still queued, sent later) is asked for one by one, as is a job of a
+//! few messages strewn over more minutes than it has messages (a minute each would cost more than a lookup
+//! each).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,6 +118,20 @@ impl Minute {
     }
 }
 
+/// How many minutes the windows (first minute, last minute, id; sorted) cover together.
+fn covered_minutes(windows: &[(i64, i64, &str)]) -> usize {
+    let mut covered = 0;
+    let mut end = i64::MIN;
+    for &(first, last, _) in windows {
+        let from = first.max(end.saturating_add(1));
+        if last >= from {
+            covered += (last - from + 1) as usize;
+        }
+        end = end.max(last);
+    }
+    covered
+}
+
 /// How to list the rest of a busy minute `from..=to` at once, after a first page of `listed` messages reaching
 /// back to `oldest` (the list runs newest first): from the minute's start to the end of `oldest`'s second (that
 /// second may go on), in as many parts as pages are expected, at most `concurrency`. Each part ends where the
@@ -171,11 +186,11 @@ impl Twilio {
 
     /// Moves the reports about the `wanted` messages that were sent in `minute` into `found`. The minute is
     /// listed once per cycle while kept; a failed listing is not kept: the next job asks again.
-    fn take(
+    fn take<V>(
         &self,
         http: &Http,
         minute: i64,
-        wanted: &mut HashMap<&str, ()>,
+        wanted: &mut HashMap<&str, V>,
         found: &mut Vec<Report>,
     ) -> Result<(), FetchError> {
         let cell = {
@@ -347,27 +362,47 @@ impl Profile for Twilio {
         _batch_id: Option<&str>,
         messages: &[&DueMessage],
     ) -> Result<Bulk, FetchError> {
-        let (Some(first), Some(last)) = (
-            messages.iter().map(|m| m.submitted_at).min(),
-            messages.iter().map(|m| m.submitted_at).max(),
-        ) else {
-            return Ok(Bulk::NotOffered);
-        };
+        // Each message may be listed from a minute before its submission to ten minutes after: its window.
         let minute = |t: DateTime<Utc>| t.timestamp().div_euclid(60);
-        let minutes = minute(first - BEFORE)..=minute(last + AFTER);
-        if messages.len() < 2 || minutes.clone().count() > SLICES_KEPT {
+        let mut windows: Vec<(i64, i64, &str)> = messages
+            .iter()
+            .map(|m| {
+                let (first, last) = (m.submitted_at - BEFORE, m.submitted_at + AFTER);
+                (minute(first), minute(last), m.tracking_id.as_str())
+            })
+            .collect();
+        windows.sort_unstable();
+        // Listing pays when the minutes are shared: a send's, or a job's few; not for a handful of messages
+        // strewn over hours (a minute each is dearer than a lookup each).
+        let minutes = covered_minutes(&windows);
+        if messages.len() < 2 || (minutes > SLICES_KEPT && minutes > messages.len()) {
             return Ok(Bulk::NotOffered);
         }
+        // Walk the minutes in order, asking each for the messages whose window is open; a message not found by
+        // the end of its window is left to be asked one by one.
         let mut listing = Listing::default();
-        let mut wanted: HashMap<&str, ()> = messages
-            .iter()
-            .map(|m| (m.tracking_id.as_str(), ()))
-            .collect();
-        for minute in minutes {
-            if wanted.is_empty() {
-                break;
+        let mut wanted: HashMap<&str, i64> = HashMap::new();
+        let mut next = windows.iter().peekable();
+        let Some(&&(mut at, _, _)) = next.peek() else {
+            return Ok(Bulk::NotOffered);
+        };
+        loop {
+            while let Some(&&(first, last, id)) = next.peek()
+                && first <= at
+            {
+                wanted.insert(id, last);
+                next.next();
             }
-            self.take(http, minute, &mut wanted, &mut listing.reports)?;
+            wanted.retain(|_, last| *last >= at);
+            if wanted.is_empty() {
+                match next.peek() {
+                    Some(&&(first, _, _)) => at = first,
+                    None => break,
+                }
+                continue;
+            }
+            self.take(http, at, &mut wanted, &mut listing.reports)?;
+            at += 1;
         }
         Ok(Bulk::Listed(listing))
     }
@@ -557,6 +592,18 @@ mod tests {
         // A sparse minute, or one second of a hundred thousand, pages on in turn.
         assert_eq!(parts(from, to, at(2), 1_000, 8).len(), 1);
         assert!(parts(from, to, at(61), 1_000, 8).is_empty());
+    }
+
+    #[test]
+    fn covered_minutes_counts_overlaps_once() {
+        assert_eq!(covered_minutes(&[]), 0);
+        assert_eq!(covered_minutes(&[(0, 11, "a"), (0, 11, "b")]), 12);
+        assert_eq!(covered_minutes(&[(0, 11, "a"), (5, 16, "b")]), 17);
+        assert_eq!(covered_minutes(&[(0, 11, "a"), (100, 111, "b")]), 24);
+        assert_eq!(
+            covered_minutes(&[(0, 11, "a"), (2, 3, "b"), (12, 12, "c")]),
+            13
+        );
     }
 
     #[test]
