@@ -1,8 +1,12 @@
-//! The one-command demo: `cargo run --release --example demo`.
+//! The one-command demo: `cargo run --release --example demo [-- --carrier NAME]`.
 //!
 //! Creates a SQLite database of sample submissions, starts the sandbox carrier on loopback (with some latency,
 //! random 5xx and a burst of 429s), and runs the real `dlr-poller poll` binary through a simulated 72 hours of
 //! cycles, two hours apart. Prints each cycle's summary, the final tally, and one message's history.
+//!
+//! `--carrier NAME` (twilio, vonage, sinch, infobip, telnyx) makes the sandbox speak that provider's API, with
+//! its ids, words, error codes and quirks and the account's other traffic in its listings, and the poller use
+//! its profile.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,13 +18,20 @@ use anyhow::{Context, Result, bail};
 #[path = "support/mod.rs"]
 mod support;
 use chrono::TimeDelta;
-use dlr_poller::sandbox::{Sandbox, SandboxServer, World};
+use dlr_poller::sandbox::{Dialect, Sandbox, SandboxServer, World};
 use dlr_poller::{schedule, timefmt};
 
 const MESSAGES: usize = 2_000;
 const TOKEN: &str = "demo-token";
 
 fn main() -> Result<()> {
+    let dialect = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => Dialect::Generic,
+        [flag, name] if flag == "--carrier" => Dialect::parse(name).with_context(|| {
+            format!("unknown --carrier {name:?}: generic, twilio, vonage, sinch, infobip or telnyx")
+        })?,
+        other => bail!("usage: demo [--carrier NAME], not {other:?}"),
+    };
     let bin = support::poller_binary()?;
     let dir = std::env::temp_dir().join("dlr-poller-demo");
     std::fs::create_dir_all(&dir)?;
@@ -31,7 +42,10 @@ fn main() -> Result<()> {
     }
 
     let start = timefmt::parse("2025-12-01T09:00:00Z")?;
-    let world = World::generate(MESSAGES, 500, start, 2025);
+    let world = match dialect {
+        Dialect::Generic => World::generate(MESSAGES, 500, start, 2025),
+        dialect => World::generate_for(dialect, MESSAGES, 500, start, 2025),
+    };
     run(&bin, &db, &["migrate"], None)?;
     world.write_submissions(&mut rusqlite::Connection::open(&db)?)?;
     println!(
@@ -39,16 +53,22 @@ fn main() -> Result<()> {
         db.display()
     );
 
-    let sandbox = Arc::new(Sandbox::new(world, TOKEN, start));
+    let sandbox = Arc::new(Sandbox::new(world, TOKEN, start).with_dialect(dialect));
     sandbox.faults(|f| {
         f.latency = Duration::from_millis(2);
         f.error_rate = 0.02;
     });
     let server = SandboxServer::start(sandbox.clone(), 0)?;
     println!(
-        "sandbox carrier: {} (2 ms latency, 2% random HTTP 500)\n",
-        server.url()
+        "sandbox carrier: {} speaking {} (2 ms latency, 2% random HTTP 500)\n",
+        server.url(),
+        dialect.name()
     );
+    // The sandbox has no rate limit: the providers' own (Infobip 120 requests a minute) would only slow the demo.
+    let mut carrier = vec!["--carrier", dialect.name(), "--max-rps", "1000"];
+    if let Some(account) = dialect.account() {
+        carrier.extend(["--carrier-account", account]);
+    }
 
     println!(
         "{:<22} {:>5} {:>4} {:>6} {:>9} {:>6} {:>7} {:>11} {:>9} {:>7} {:>7}",
@@ -75,23 +95,14 @@ fn main() -> Result<()> {
         }
         sandbox.set_clock(now);
         let stamp = timefmt::format(now);
-        let out = run(
-            &bin,
-            &db,
-            &[
-                "poll",
-                "--now",
-                &stamp,
-                "--json",
-                "--carrier-url",
-                &server.url(),
-                "--metrics-file",
-                metrics
-                    .to_str()
-                    .context("the temporary directory's path is not UTF-8")?,
-            ],
-            Some(TOKEN),
-        )?;
+        let url = server.url();
+        let metrics = metrics
+            .to_str()
+            .context("the temporary directory's path is not UTF-8")?;
+        let mut args = vec!["poll", "--now", &stamp, "--json", "--carrier-url", &url];
+        args.extend(["--metrics-file", metrics]);
+        args.extend(&carrier);
+        let out = run(&bin, &db, &args, Some(TOKEN))?;
         let s: serde_json::Value =
             serde_json::from_str(&out).context("reading the cycle summary")?;
         let n = |key: &str| s[key].as_u64().unwrap_or(0);
@@ -139,7 +150,7 @@ fn main() -> Result<()> {
         metrics.display()
     );
     println!(
-        "explore further: {} --db {} history T0000042",
+        "explore further: {} --db {} history {example}",
         bin.display(),
         db.display()
     );
