@@ -606,11 +606,12 @@ fn a_missing_or_malformed_account_is_a_configuration_error() {
         ),
         (
             vec!["--carrier", "twilio", "--carrier-account", "AC123"],
-            "invalid --carrier-account (env DLR_CARRIER_ACCOUNT) \"AC123\"",
+            "invalid --carrier-account (env DLR_CARRIER_ACCOUNT) \"AC123\": a twilio Account SID is AC followed \
+             by 32 hex digits",
         ),
         (
             vec!["--carrier", "vonage", "--carrier-account", "k"],
-            "a vonage its API key is 8 letters",
+            "a vonage API key is 8 letters",
         ),
         (
             vec!["--carrier", "sinch"],

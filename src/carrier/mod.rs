@@ -176,7 +176,7 @@ pub fn profile(name: &str, account: Option<&str>) -> Result<Box<dyn Profile>> {
     let need = |what: &str, valid: fn(&str) -> bool, shape: &str| -> Result<String> {
         match account {
             None => bail!(
-                "--carrier {name} needs {what}: set --carrier-account or env DLR_CARRIER_ACCOUNT"
+                "--carrier {name} needs its {what}: set --carrier-account or env DLR_CARRIER_ACCOUNT"
             ),
             Some(id) if !valid(id) => bail!(
                 "invalid --carrier-account (env DLR_CARRIER_ACCOUNT) {id:?}: a {name} {what} is {shape}"
@@ -198,17 +198,17 @@ pub fn profile(name: &str, account: Option<&str>) -> Result<Box<dyn Profile>> {
             Box::new(generic::Generic)
         }
         "twilio" => Box::new(twilio::Twilio::new(need(
-            "its Account SID",
+            "Account SID",
             twilio::valid_account,
             "AC followed by 32 hex digits",
         )?)),
         "vonage" => Box::new(vonage::Vonage::new(need(
-            "its API key",
+            "API key",
             vonage::valid_account,
             "8 letters or digits",
         )?)),
         "sinch" => Box::new(sinch::Sinch::new(need(
-            "its service plan id",
+            "service plan id",
             sinch::valid_account,
             "letters and digits (32 hex digits, usually)",
         )?)),
