@@ -257,7 +257,11 @@ impl Twilio {
                     std::thread::scope(|scope| {
                         let parts: Vec<_> = parts
                             .iter()
-                            .map(|&(a, b)| scope.spawn(move || self.list(http, a, b, take)))
+                            .map(|&(a, b)| {
+                                scope.spawn(move || {
+                                    self.follow(http, a, b, self.list_path(a, b), take)
+                                })
+                            })
                             .collect();
                         parts
                             .into_iter()
@@ -280,17 +284,8 @@ impl Twilio {
         Ok(reports.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Lists the messages sent from `from` to `to` (whole seconds, inclusive), handing each page to `take`.
-    fn list(
-        &self,
-        http: &Http,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        take: impl Fn(ListPage),
-    ) -> Result<(), FetchError> {
-        self.follow(http, from, to, self.list_path(from, to), take)
-    }
-
+    /// Follows the listing of the messages sent from `from` to `to` (inclusive) from the page `first`, handing
+    /// each page to `take`.
     fn follow(
         &self,
         http: &Http,
