@@ -140,6 +140,10 @@ pub struct World {
 /// A message's place in [`World`]'s time index.
 pub type TimeKey = (DateTime<Utc>, Reverse<String>, Slot);
 
+fn time_key(m: &SimMessage, slot: Slot) -> TimeKey {
+    (m.submitted_at, Reverse(m.tracking_id.clone()), slot)
+}
+
 /// Where a message lives in a [`World`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Slot {
@@ -159,11 +163,7 @@ impl World {
     pub fn add(&mut self, m: SimMessage) {
         let i = self.messages.len();
         self.by_id.insert(m.tracking_id.clone(), i);
-        self.by_time.insert((
-            m.submitted_at,
-            Reverse(m.tracking_id.clone()),
-            Slot::Ours(i),
-        ));
+        self.by_time.insert(time_key(&m, Slot::Ours(i)));
         if let Some(b) = &m.batch_id {
             self.batches.entry(b.clone()).or_default().push(i);
         }
@@ -177,11 +177,7 @@ impl World {
     /// Adds a message of the account's other traffic (another system sending on the same account).
     pub fn add_other(&mut self, m: SimMessage) {
         let i = self.others.len();
-        self.by_time.insert((
-            m.submitted_at,
-            Reverse(m.tracking_id.clone()),
-            Slot::Other(i),
-        ));
+        self.by_time.insert(time_key(&m, Slot::Other(i)));
         self.other_ids.entry(m.tracking_id.clone()).or_insert(i);
         if let Some(b) = &m.batch_id {
             self.other_batches.entry(b.clone()).or_default().push(i);
@@ -195,7 +191,7 @@ impl World {
             Slot::Ours(i) => self.messages.get(i)?,
             Slot::Other(i) => self.others.get(i)?,
         };
-        Some((m, (m.submitted_at, Reverse(m.tracking_id.clone()), slot)))
+        Some((m, time_key(m, slot)))
     }
 
     /// Messages submitted at `until` or before, newest first (ids in order within a time), starting after
