@@ -20,7 +20,6 @@
 //! each).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -185,13 +184,14 @@ impl Twilio {
     }
 
     /// Moves the reports about the `wanted` messages that were sent in `minute` into `found`. The minute is
-    /// listed once per cycle while kept; a failed listing is not kept: the next job asks again.
+    /// listed once per cycle while kept, and its unreadable entries go to the job that listed it; a failed
+    /// listing is not kept: the next job asks again.
     fn take<V>(
         &self,
         http: &Http,
         minute: i64,
         wanted: &mut HashMap<&str, V>,
-        found: &mut Vec<Report>,
+        found: &mut Listing,
     ) -> Result<(), FetchError> {
         let cell = {
             let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
@@ -214,12 +214,14 @@ impl Twilio {
         // Workers needing the same minute wait for the one listing it.
         let mut listed = cell.lock().unwrap_or_else(|e| e.into_inner());
         if listed.is_none() {
-            *listed = Some(self.list_minute(http, minute)?);
+            let (reports, malformed) = self.list_minute(http, minute)?;
+            found.malformed.extend(malformed);
+            *listed = Some(reports);
         }
         if let Some(reports) = listed.as_mut() {
             wanted.retain(|sid, _| match reports.take(sid) {
                 Some(report) => {
-                    found.push(report);
+                    found.reports.push(report);
                     false
                 }
                 None => true,
@@ -232,15 +234,18 @@ impl Twilio {
         Ok(())
     }
 
-    /// Lists the messages sent in `minute`.
-    fn list_minute(&self, http: &Http, minute: i64) -> Result<Minute, FetchError> {
+    /// Lists the messages sent in `minute`, with the entries that could not be read.
+    fn list_minute(&self, http: &Http, minute: i64) -> Result<(Minute, Vec<String>), FetchError> {
         let from = DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
         // Both ends inclusive: the instant between two minutes is listed in each.
         let to = from + TimeDelta::minutes(1);
         let reports = Mutex::new(Minute::default());
-        let malformed = AtomicUsize::new(0);
+        let malformed = Mutex::new(Vec::new());
         let take = |page: ListPage| {
-            malformed.fetch_add(page.malformed.len(), Ordering::Relaxed);
+            malformed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(page.malformed);
             let mut reports = reports.lock().unwrap_or_else(|e| e.into_inner());
             page.messages.into_iter().for_each(|r| reports.add(r));
         };
@@ -275,13 +280,10 @@ impl Twilio {
                 }
             }
         }
-        let malformed = malformed.into_inner();
-        if malformed > 0 {
-            log::debug!(
-                "{malformed} entries of the Messages list could not be read; their messages are asked for one by one"
-            );
-        }
-        Ok(reports.into_inner().unwrap_or_else(|e| e.into_inner()))
+        Ok((
+            reports.into_inner().unwrap_or_else(|e| e.into_inner()),
+            malformed.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ))
     }
 
     /// Follows the listing of the messages sent from `from` to `to` (inclusive) from the page `first`, handing
@@ -396,7 +398,7 @@ impl Profile for Twilio {
                 }
                 continue;
             }
-            self.take(http, at, &mut wanted, &mut listing.reports)?;
+            self.take(http, at, &mut wanted, &mut listing)?;
             at += 1;
         }
         Ok(Bulk::Listed(listing))
