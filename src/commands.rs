@@ -124,7 +124,7 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
     let control = std::sync::Arc::new(Control::new(config.request_timeout, signals::install()?));
     let (carrier, _) = cycle::connect(&config, control, std::sync::Arc::new(Stats::default()))?;
     let started = std::time::Instant::now();
-    match carrier.profile.probe(&carrier.http) {
+    match carrier.probe() {
         Ok(_) => {
             println!(
                 "ok: carrier answered an authenticated request in {} ms",

@@ -802,7 +802,14 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Done {
         return done;
     }
     for (message, answer) in done.job.messages.iter().zip(&mut done.answers) {
-        if let Some(reason) = profile.unaskable(message) {
+        if !schedule::in_range(message.submitted_at) {
+            // Tracked by an earlier version, which took such a submission in: its schedule has no stored form.
+            *answer = Some(Answer::Closed(format!(
+                "closed without a request: submitted_at {} is out of range (its polls would not end before year \
+                 10000)",
+                timefmt::format(message.submitted_at)
+            )));
+        } else if let Some(reason) = profile.unaskable(message) {
             *answer = Some(Answer::Closed(format!(
                 "closed without a request: {} cannot ask about it ({reason})",
                 profile.name()
@@ -833,7 +840,7 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Done {
     let bulk = if askable.is_empty() {
         Ok(Bulk::NotOffered)
     } else {
-        profile.bulk(http, batch_id, &askable)
+        carrier.bulk(batch_id, &askable)
     };
     match bulk {
         Ok(Bulk::Listed(listing)) => {
@@ -879,7 +886,7 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Done {
             askable.len()
         ),
         Err(e) => {
-            if !matches!(e, FetchError::Deadline | FetchError::Stopped) {
+            if e.is_carriers_failure() {
                 let reason = format!("{label}: {e}");
                 for (answer, error) in done.answers.iter().zip(&mut done.errors) {
                     if answer.is_none() {
@@ -896,7 +903,7 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Done {
         if done.answers[i].is_some() {
             continue;
         }
-        match profile.one(http, &done.job.messages[i]) {
+        match carrier.one(&done.job.messages[i]) {
             Ok(Some(report)) => done.answers[i] = Some(Answer::Reported(report)),
             Ok(None) => done.answers[i] = Some(Answer::NotFound),
             Err(FetchError::Refused { code, reason }) => {
@@ -907,13 +914,14 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Done {
                 return done;
             }
             Err(e) => {
-                let fatal = matches!(e, FetchError::CredentialsRejected { .. });
                 done.lookup_failures += 1;
-                done.errors[i] = Some(e.to_string());
-                done.lookup_error.get_or_insert(e);
-                if fatal {
+                if !e.is_carriers_failure() {
+                    // Rejected credentials: every further request would fail too.
+                    done.lookup_error.get_or_insert(e);
                     break;
                 }
+                done.errors[i] = Some(e.to_string());
+                done.lookup_error.get_or_insert(e);
             }
         }
     }

@@ -123,6 +123,14 @@ pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
             return intake(None, IntakeKind::Invalid(e));
         }
     };
+    if !schedule::in_range(submitted_at) {
+        let reason = format!(
+            "submitted_at {} is out of range: its 72 hours of polls would not end before year 10000",
+            timefmt::format(submitted_at)
+        );
+        log::warn!("submission {tracking_id:?} cannot be tracked: {reason}");
+        return intake(None, IntakeKind::Invalid(reason));
+    }
     if submitted_at < window.start {
         let note = format!(
             "first seen at {}, more than 72h + the catch-up margin ({}) after submission: too old to track",

@@ -1,5 +1,9 @@
 //! Log output on stderr: text for people, or JSON lines for log pipelines (ELK), each line carrying the cycle id
 //! as a correlation id once a cycle has started.
+//!
+//! The poller's own lines name requests by their labels and hold carrier text masked at the carrier seam. The
+//! lines of the libraries below it (the HTTP client, the PostgreSQL driver at `RUST_LOG=trace`) may quote a
+//! request's URL or a statement's parameters: every phone number in them is masked here.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -27,7 +31,20 @@ pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
     );
     match format {
         LogFormat::Text => {
-            builder.format_target(false);
+            builder.format(|buf, record| {
+                let target = if own(record) {
+                    String::new()
+                } else {
+                    format!(" {}", record.target())
+                };
+                writeln!(
+                    buf,
+                    "[{} {:<5}{target}] {}",
+                    buf.timestamp(),
+                    record.level(),
+                    message(record)
+                )
+            });
         }
         LogFormat::Json => {
             builder.format(|buf, record| {
@@ -35,7 +52,7 @@ pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
                 let line = serde_json::json!({
                     "timestamp": crate::timefmt::format_millis(chrono::Utc::now()),
                     "level": record.level().as_str(),
-                    "message": record.args().to_string(),
+                    "message": message(record),
                     "target": record.target(),
                     "cycle_id": (cycle != 0).then_some(cycle),
                 });
@@ -44,4 +61,19 @@ pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
         }
     }
     builder.init();
+}
+
+/// Whether a log line is the poller's own.
+fn own(record: &log::Record) -> bool {
+    record.target().split("::").next() == Some("dlr_poller")
+}
+
+/// A line's text: the poller's own as it is, a library's with every phone number masked.
+fn message(record: &log::Record) -> String {
+    let text = record.args().to_string();
+    if own(record) {
+        text
+    } else {
+        crate::redact::mask_text(&text).into_owned()
+    }
 }

@@ -1,6 +1,8 @@
-//! Keeps secrets and personal data out of logs: the carrier token as a type that cannot print itself, and the
-//! masking of phone numbers.
+//! Keeps secrets and personal data out of logs and stored errors: the carrier token as a type that cannot print
+//! itself, the masking of phone numbers, of any text that comes from outside (a carrier's words, a request path),
+//! and the label that names a request without its number or secrets.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The carrier's API token. `Debug` and `Display` print `(redacted)`, so a config can be logged safely; the only
@@ -49,6 +51,95 @@ pub fn mask_phone(phone: &str) -> String {
     format!("{plus}{head}{}{tail}", "*".repeat(chars.len() - 5))
 }
 
+/// Runs of this many digits or more are taken for phone numbers in outside text: E.164 numbers have 8 to 15
+/// digits with the country code, local ones 7 or more.
+const PHONE_DIGITS: usize = 7;
+
+/// Masks every run of seven or more digits in text that comes from outside the poller (a carrier's status
+/// word, error text or body, a listing entry, a request path), as [`mask_phone`] does: whatever the spelling of
+/// a number (`+4915112345678`, `4915112345678`, `%2B4915112345678`, in JSON or a path), only its first two and
+/// last three digits are left. Shorter numbers (error codes, HTTP statuses, dates) are kept. Masking twice
+/// changes nothing.
+pub fn mask_text(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let long_run = bytes
+        .split(|b| !b.is_ascii_digit())
+        .any(|run| run.len() >= PHONE_DIGITS);
+    if !long_run {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let start = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let run = &rest[..len];
+        if len >= PHONE_DIGITS {
+            out.push_str(&run[..2]);
+            out.extend(std::iter::repeat_n('*', len - 5));
+            out.push_str(&run[len - 3..]);
+        } else {
+            out.push_str(run);
+        }
+        rest = &rest[len..];
+    }
+    Cow::Owned(out)
+}
+
+/// Query parameters whose values are secrets wherever they appear (a signature, a key): shown as `***`.
+const SECRET_PARAMETERS: [&str; 8] = [
+    "token",
+    "secret",
+    "key",
+    "password",
+    "signature",
+    "sig",
+    "auth",
+    "credential",
+];
+
+/// How a request is named in logs and stored errors: its path and query as sent, with every phone number masked
+/// ([`mask_text`]) and the value of every parameter that looks like a secret (`api_secret=`, `token=`) replaced
+/// by `***`. The base URL is left out: it is the carrier's, known from the configuration.
+pub fn request_label(path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_and_query, None),
+    };
+    let mut label = mask_text(path).into_owned();
+    if let Some(query) = query {
+        label.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                label.push('&');
+            }
+            let (key, value) = match pair.split_once('=') {
+                Some((key, value)) => (key, Some(value)),
+                None => (pair, None),
+            };
+            label.push_str(&mask_text(key));
+            let lower = key.to_ascii_lowercase();
+            match value {
+                Some(_) if SECRET_PARAMETERS.iter().any(|s| lower.contains(s)) => {
+                    label.push_str("=***")
+                }
+                Some(value) => {
+                    label.push('=');
+                    label.push_str(&mask_text(value));
+                }
+                None => {}
+            }
+        }
+    }
+    label
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +166,52 @@ mod tests {
         assert_eq!(mask_phone("+12345"), "+*****");
         assert_eq!(mask_phone(""), "");
         assert!(!mask_phone("+4915112345678").contains("12345"));
+    }
+
+    #[test]
+    fn numbers_in_outside_text_are_masked_in_every_spelling() {
+        for (raw, masked) in [
+            ("+4915112345678", "+49********678"),
+            ("4915112345678", "49********678"),
+            ("%2B4915112345678", "%2B49********678"),
+            (
+                r#"{"to":"+4915112345678","status":"x"}"#,
+                r#"{"to":"+49********678","status":"x"}"#,
+            ),
+            (
+                "delivery_report/%2B4915112345678?x=1",
+                "delivery_report/%2B49********678?x=1",
+            ),
+            ("1234567", "12**567"),
+            ("é4915112345678é", "é49********678é"),
+        ] {
+            assert_eq!(mask_text(raw), masked, "{raw:?}");
+            assert_eq!(mask_text(masked), masked, "masking twice: {masked:?}");
+        }
+        // Codes, statuses and times stay readable.
+        for kept in [
+            "HTTP 400",
+            "error 30003",
+            "2025-12-01T09:00:00Z",
+            "123456",
+            "",
+        ] {
+            assert!(matches!(mask_text(kept), Cow::Borrowed(_)), "{kept:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_label_holds_no_number_and_no_secret() {
+        assert_eq!(
+            request_label("/xms/v1/plan/batches/B1/delivery_report/%2B4915112345678"),
+            "/xms/v1/plan/batches/B1/delivery_report/%2B49********678"
+        );
+        assert_eq!(
+            request_label(
+                "/search/messages?api_key=abcd1234&api_secret=s3cr3t&ids=a,b&to=4915112345678"
+            ),
+            "/search/messages?api_key=***&api_secret=***&ids=a,b&to=49********678"
+        );
+        assert_eq!(request_label("/a?flag&Token=x"), "/a?flag&Token=***");
     }
 }

@@ -17,6 +17,19 @@ pub const SLOTS: i64 = 36;
 /// a few seconds after the hour, does not push a poll back by a whole interval.
 pub const GRACE: TimeDelta = TimeDelta::minutes(5);
 
+/// Whether a submission's schedule fits the stored form: its 36 slots (and the grace after the last) before the
+/// end of year 9999, the last instant with an RFC 3339 form, and its submitted_at in year 1 or later. A "held"
+/// sentinel such as `9999-12-31T23:59:59Z` does not: its first slot would be in year 10000. The times of a
+/// submission out of range are never computed.
+pub fn in_range(submitted_at: DateTime<Utc>) -> bool {
+    let first = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z").map(|t| t.to_utc());
+    let last = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z").map(|t| t.to_utc());
+    let (Ok(first), Ok(last)) = (first, last) else {
+        return false;
+    };
+    submitted_at >= first && submitted_at <= last - INTERVAL * SLOTS as i32 - GRACE
+}
+
 /// The time of slot `k` (1-based) of a message.
 pub fn slot(submitted_at: DateTime<Utc>, k: i64) -> DateTime<Utc> {
     submitted_at + INTERVAL * k as i32
@@ -97,6 +110,16 @@ mod tests {
             after_poll(submitted, t("2025-12-04T08:54:59Z"), Pending),
             Next::Unconfirmed
         );
+    }
+
+    #[test]
+    fn a_schedule_past_year_9999_is_out_of_range() {
+        assert!(in_range(t(SUBMITTED)));
+        assert!(in_range(t("9999-12-28T23:54:59Z")));
+        assert!(!in_range(t("9999-12-28T23:55:00Z")));
+        assert!(!in_range(t("9999-12-31T23:59:59Z")));
+        assert!(in_range(t("0001-01-01T00:00:00Z")));
+        assert!(!in_range(t("0000-12-31T23:59:59Z")));
     }
 
     #[test]

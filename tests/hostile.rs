@@ -63,7 +63,7 @@ fn huge_bodies_are_refused() {
     let run = db.poll_json(&server.url(), NOW, &[]);
     m.assert();
     assert_eq!(run.code, Some(69), "{}", run.stderr);
-    run.assert_stderr_has("response body larger than 16777216 bytes");
+    run.assert_stderr_has("response body larger than 16 MiB");
 }
 
 #[test]

@@ -23,6 +23,8 @@ struct Model {
 on_both_backends!(
     every_message_is_tracked_correctly_for_72_hours,
     the_deadline_stops_new_work_and_the_next_run_finishes_it,
+    a_submission_dated_ahead_is_first_due_two_hours_after_its_date,
+    a_submission_out_of_range_is_invalid_and_never_polled,
 );
 
 fn every_message_is_tracked_correctly_for_72_hours(backend: Backend) {
@@ -248,4 +250,76 @@ fn the_deadline_stops_new_work_and_the_next_run_finishes_it(backend: Backend) {
         400,
         "every message polled exactly once across the two runs"
     );
+}
+
+/// A submission dated three hours ahead of the cycle's clock (beyond the 5-minute grace) is not polled until two
+/// hours after its date, however many cycles run before.
+fn a_submission_dated_ahead_is_first_due_two_hours_after_its_date(backend: Backend) {
+    let db = backend.db();
+    db.submit("AHEAD", Some("B1"), "2025-12-01T12:00:00Z");
+    let mut server = mockito::Server::new();
+    let listing = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(common::listing(
+            "B1",
+            &[common::wire("AHEAD", "SENT")],
+            None,
+        ))
+        .expect(1)
+        .create();
+    for now in [
+        "2025-12-01T09:00:00Z",
+        "2025-12-01T11:00:00Z",
+        "2025-12-01T13:00:00Z",
+    ] {
+        let out = db.poll_json(&server.url(), now, &[]);
+        assert_eq!(out.code, Some(0), "{now}: {}", out.stderr);
+        assert_eq!(out.counts(&["polled"]), [0], "{now}: {}", out.summary);
+    }
+    let out = db.poll_json(&server.url(), "2025-12-01T14:00:00Z", &[]);
+    assert_eq!(out.counts(&["polled"]), [1], "{}", out.summary);
+    listing.assert();
+    let tracking = db.tracking("AHEAD").unwrap();
+    assert_eq!(
+        tracking.next_due_at.as_deref(),
+        Some("2025-12-01T16:00:00Z")
+    );
+}
+
+/// `9999-12-31T23:59:59Z`, a common "held" sentinel: its polls would fall after year 9999. It is INVALID with a
+/// reason, counted, and no cycle asks the carrier about it.
+fn a_submission_out_of_range_is_invalid_and_never_polled(backend: Backend) {
+    let db = backend.db();
+    db.submit("HELD", Some("B1"), "9999-12-31T23:59:59Z");
+    let mut server = mockito::Server::new();
+    let carrier = server
+        .mock("GET", mockito::Matcher::Any)
+        .with_body(common::listing("B1", &[common::wire("HELD", "SENT")], None))
+        .expect(0)
+        .create();
+    let out = db.poll_json(&server.url(), "2025-12-01T09:00:00Z", &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.counts(&["invalid_submissions", "polled"]),
+        [1, 0],
+        "{}",
+        out.summary
+    );
+    out.assert_stderr_has("out of range");
+    for now in [
+        "2025-12-01T11:00:00Z",
+        "2025-12-01T13:00:00Z",
+        "2025-12-04T09:00:00Z",
+    ] {
+        let out = db.poll_json(&server.url(), now, &[]);
+        assert_eq!(out.code, Some(0), "{now}: {}", out.stderr);
+        assert_eq!(out.counts(&["polled"]), [0], "{now}: {}", out.summary);
+    }
+    carrier.assert();
+    let tracking = db.tracking("HELD").unwrap();
+    assert_eq!(
+        (tracking.state.as_str(), tracking.next_due_at),
+        ("INVALID", None)
+    );
+    assert!(db.audit("HELD").is_empty());
 }

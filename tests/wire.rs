@@ -680,3 +680,77 @@ fn interleaved_rows_of_a_batch_are_asked_for_in_one_listing() {
     b.assert();
     one_by_one.assert();
 }
+
+/// A token rotated at the wrong moment: the +72h poll of a batch and of a lone message is answered 401. Neither
+/// is closed: the rejection is the poller's problem, not an answer about the messages, and a re-run with the right
+/// token still asks about them and records what the carrier says.
+#[test]
+fn rejected_credentials_at_the_last_slot_close_nothing() {
+    const LAST_SLOT: &str = "2025-12-04T09:00:00Z";
+    for (tracking_id, batch_id, path) in [
+        ("T1", Some("B1"), "/batches/B1/messages"),
+        ("T2", None, "/messages/T2"),
+    ] {
+        let db = TestDb::new();
+        db.submit(tracking_id, batch_id, SUBMITTED);
+        let mut server = mockito::Server::new();
+        let rejected = server.mock("GET", path).with_status(401).expect(1).create();
+        let out = db.poll_json(&server.url(), LAST_SLOT, &[]);
+        assert_eq!(out.code, Some(77), "{}", out.stderr);
+        rejected.assert();
+        assert_eq!(
+            db.tracking(tracking_id).map(|t| t.state),
+            None,
+            "{tracking_id}: not taken in, so still due"
+        );
+        assert!(
+            db.audit(tracking_id).is_empty(),
+            "{:?}",
+            db.audit(tracking_id)
+        );
+        rejected.remove();
+
+        let body = match batch_id {
+            Some(b) => listing(b, &[wire(tracking_id, "DELIVERED")], None),
+            None => wire(tracking_id, "DELIVERED").to_string(),
+        };
+        let answered = server.mock("GET", path).with_body(body).expect(1).create();
+        let out = db.poll_json(&server.url(), LAST_SLOT, &[]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        answered.assert();
+        let trail = db.audit(tracking_id);
+        assert_eq!(trail.len(), 1, "{trail:?}");
+        assert_eq!(trail[0].status, "DELIVERED");
+    }
+}
+
+/// The same for a message tracked for 72 hours already: the 401 at its last slot leaves it OPEN and due.
+#[test]
+fn rejected_credentials_leave_a_tracked_message_open_at_its_last_slot() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    let pending = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(listing("B1", &[wire("T1", "SENT")], None))
+        .create();
+    let out = db.poll_json(&server.url(), FIRST_POLL, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    pending.remove();
+    let rejected = server
+        .mock("GET", "/batches/B1/messages")
+        .with_status(401)
+        .expect(1)
+        .create();
+    let out = db.poll_json(&server.url(), "2025-12-04T09:00:00Z", &[]);
+    assert_eq!(out.code, Some(77), "{}", out.stderr);
+    rejected.assert();
+    let tracking = db.tracking("T1").unwrap();
+    assert_eq!(tracking.state, "OPEN", "{tracking:?}");
+    assert_eq!(
+        db.audit("T1").len(),
+        1,
+        "only the first poll: {:?}",
+        db.audit("T1")
+    );
+}

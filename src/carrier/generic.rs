@@ -12,7 +12,7 @@
 use serde::Deserialize;
 
 use super::http::{Auth, Http};
-use super::wire::{self, Page, encode, string_or_number, truncate};
+use super::wire::{self, Page, encode, string_or_number};
 use super::{Bulk, FetchError, Listing, Profile, Report};
 use crate::store::DueMessage;
 
@@ -160,20 +160,12 @@ pub fn parse_batch_page(body: &[u8]) -> Result<BatchPage, String> {
         });
     }
     let wire: LenientBatch = wire::json(body)?;
-    let mut page = BatchPage {
-        messages: Vec::with_capacity(wire.messages.len()),
-        malformed: Vec::new(),
+    let (messages, malformed) = wire::entries::<WireMessage>(&wire.messages);
+    Ok(BatchPage {
+        messages: messages.into_iter().map(Report::from).collect(),
+        malformed,
         next_page_token: wire.next_page_token.filter(|t| !t.is_empty()),
-    };
-    for (i, raw) in wire.messages.iter().enumerate() {
-        match serde_json::from_str::<WireMessage>(raw.get()) {
-            Ok(m) => page.messages.push(Report::from(m)),
-            Err(e) => page
-                .malformed
-                .push(format!("entry {i} ({e}): {}", truncate(raw.get(), 120))),
-        }
-    }
-    Ok(page)
+    })
 }
 
 pub fn parse_message(body: &[u8]) -> Result<Report, String> {

@@ -11,7 +11,7 @@ use super::FetchError;
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::rate::RateLimit;
-use crate::redact::CarrierToken;
+use crate::redact::{CarrierToken, mask_text, request_label};
 use crate::retry::{Backoff, Rng, parse_retry_after};
 
 /// Bodies above this size are refused: a status page is a few hundred kilobytes at most.
@@ -116,6 +116,8 @@ impl Http {
         parse: impl Fn(&[u8]) -> Result<T, String>,
     ) -> Result<Option<T>, FetchError> {
         let url = format!("{}{}", self.base, path);
+        // Errors and logs name the request by this label only, never by its path: a path may hold a number.
+        let request = format!("GET {}", request_label(path));
         let mut rng = Rng::from_entropy();
         let mut attempt = 0;
         loop {
@@ -130,7 +132,7 @@ impl Http {
             if timeout.is_zero() {
                 return Err(FetchError::Deadline);
             }
-            let (reason, retry_after) = match self.attempt(&url, path, timeout, &parse) {
+            let (reason, retry_after) = match self.attempt(&url, &request, timeout, &parse) {
                 Attempt::Done(result) => return result,
                 Attempt::Retry {
                     reason,
@@ -167,7 +169,7 @@ impl Http {
     fn attempt<T>(
         &self,
         url: &str,
-        path: &str,
+        request: &str,
         timeout: Duration,
         parse: &impl Fn(&[u8]) -> Result<T, String>,
     ) -> Attempt<T> {
@@ -183,7 +185,7 @@ impl Http {
             .call();
         let mut response = match response {
             Ok(r) => r,
-            Err(e) => return retry(format!("GET {path}: {}", describe(&e)), None),
+            Err(e) => return retry(format!("{request}: {}", describe(&e)), None),
         };
         let status = response.status().as_u16();
         let header = |name: &str| {
@@ -211,15 +213,15 @@ impl Http {
                             .and_then(|v| parse_rate_limit_reset(v, std::time::SystemTime::now()))
                     });
                 return retry(
-                    format!("GET {path}: HTTP 429 Too Many Requests"),
+                    format!("{request}: HTTP 429 Too Many Requests"),
                     retry_after,
                 );
             }
-            408 | 500..=599 => return retry(format!("GET {path}: HTTP {status}"), None),
+            408 | 500..=599 => return retry(format!("{request}: HTTP {status}"), None),
             300..=399 => {
-                let location = header("location").unwrap_or_default();
+                let location = request_label(&header("location").unwrap_or_default());
                 return unusable(format!(
-                    "GET {path}: carrier answered HTTP {status} redirecting to {location:?}; redirects are not \
+                    "{request}: carrier answered HTTP {status} redirecting to {location:?}; redirects are not \
                      followed (check --carrier-url)"
                 ));
             }
@@ -227,7 +229,7 @@ impl Http {
                 let snippet = snippet(response.body_mut().as_reader());
                 return refused(
                     status,
-                    format!("GET {path}: carrier answered HTTP {status}: {snippet}"),
+                    format!("{request}: carrier answered HTTP {status}: {snippet}"),
                 );
             }
         }
@@ -240,16 +242,19 @@ impl Http {
             Ok(body) => body,
             Err(ureq::Error::BodyExceedsLimit(_)) => {
                 return unusable(format!(
-                    "GET {path}: response body larger than {MAX_BODY} bytes"
+                    "{request}: response body larger than {} MiB",
+                    MAX_BODY / (1024 * 1024)
                 ));
             }
-            Err(e) => return retry(format!("GET {path}: reading body: {}", describe(&e)), None),
+            Err(e) => return retry(format!("{request}: reading body: {}", describe(&e)), None),
         };
         match parse(&body) {
             Ok(value) => Attempt::Done(Ok(Some(value))),
             Err(e) => retry(
                 format!(
-                    "GET {path}: malformed response ({e}; content type {content_type}): {}",
+                    "{request}: malformed response ({}; content type {}): {}",
+                    mask_text(&e),
+                    mask_text(&content_type),
                     snippet(&body[..])
                 ),
                 None,
@@ -335,17 +340,18 @@ fn stopped(stop: Stop) -> FetchError {
     }
 }
 
+/// A transport error in words, numbers masked (an error may quote the URL).
 fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Timeout(_) => "timed out".to_string(),
-        ureq::Error::Io(io) => format!("connection error: {io}"),
+        ureq::Error::Io(io) => mask_text(&format!("connection error: {io}")).into_owned(),
         ureq::Error::ConnectionFailed => "connection failed".to_string(),
         ureq::Error::HostNotFound => "host not found".to_string(),
-        other => other.to_string(),
+        other => mask_text(&other.to_string()).into_owned(),
     }
 }
 
-/// The first 200 bytes of a body, for error messages.
+/// The first 200 bytes of a body, for error messages, numbers masked.
 fn snippet(reader: impl Read) -> String {
     let mut buf = Vec::new();
     let _ = reader.take(200).read_to_end(&mut buf);
@@ -354,7 +360,7 @@ fn snippet(reader: impl Read) -> String {
     if text.is_empty() {
         "(empty body)".to_string()
     } else {
-        text.to_string()
+        mask_text(text).into_owned()
     }
 }
 

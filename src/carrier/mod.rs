@@ -25,6 +25,7 @@ use anyhow::{Result, bail};
 use chrono::TimeDelta;
 
 use self::http::{Auth, Http};
+use crate::redact::mask_text;
 use crate::store::DueMessage;
 
 /// The providers `--carrier` accepts.
@@ -97,6 +98,36 @@ impl fmt::Display for FetchError {
 impl std::error::Error for FetchError {}
 
 impl FetchError {
+    /// The same error with every phone number in its reason masked.
+    pub fn redacted(self) -> FetchError {
+        match self {
+            FetchError::Failed { attempts, reason } => FetchError::Failed {
+                attempts,
+                reason: masked(reason),
+            },
+            FetchError::Refused { code, reason } => FetchError::Refused {
+                code: code.map(masked),
+                reason: masked(reason),
+            },
+            FetchError::Unusable { reason } => FetchError::Unusable {
+                reason: masked(reason),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the carrier failed to answer (it kept failing, or its answer cannot be used), as opposed to the
+    /// poller's own side failing (credentials it rejected, the cycle's deadline, a stop). Only the carrier
+    /// failing for a message through its +72h slot ends the message's tracking without an answer: a token
+    /// rotated at the wrong moment must not close messages that a re-run with the right one would have asked
+    /// about.
+    pub fn is_carriers_failure(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Failed { .. } | FetchError::Refused { .. } | FetchError::Unusable { .. }
+        )
+    }
+
     /// Whether asking the same question again cannot help (a listing then falls back to one-by-one lookups).
     pub fn is_permanent(&self) -> bool {
         matches!(
@@ -249,7 +280,73 @@ pub fn default_interval(name: &str) -> Option<Duration> {
 }
 
 /// Asks a profile about one job's messages through the shared transport.
+///
+/// This is the seam between the carrier's words and the rest of the poller: what a profile returns through it
+/// (reports, unreadable entries, error reasons) has every phone number masked, whatever the carrier put where,
+/// so that nothing the cycle logs or stores can hold one.
 pub struct Carrier {
     pub http: Http,
     pub profile: Box<dyn Profile>,
+}
+
+impl Carrier {
+    /// [`Profile::bulk`], its answer made safe to log and store.
+    pub fn bulk(
+        &self,
+        batch_id: Option<&str>,
+        messages: &[&DueMessage],
+    ) -> Result<Bulk, FetchError> {
+        match self.profile.bulk(&self.http, batch_id, messages) {
+            Ok(Bulk::Listed(listing)) => Ok(Bulk::Listed(listing.redacted())),
+            Ok(other) => Ok(other),
+            Err(e) => Err(e.redacted()),
+        }
+    }
+
+    /// [`Profile::one`], its answer made safe to log and store.
+    pub fn one(&self, message: &DueMessage) -> Result<Option<Report>, FetchError> {
+        self.profile
+            .one(&self.http, message)
+            .map(|report| report.map(Report::redacted))
+            .map_err(FetchError::redacted)
+    }
+
+    /// [`Profile::probe`], its error made safe to print.
+    pub fn probe(&self) -> Result<(), FetchError> {
+        self.profile.probe(&self.http).map_err(FetchError::redacted)
+    }
+}
+
+fn masked(text: String) -> String {
+    match mask_text(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(masked) => masked,
+    }
+}
+
+impl Report {
+    /// The carrier's words with every phone number masked (the tracking id is the poller's own).
+    pub fn redacted(self) -> Report {
+        let opt = |text: Option<String>| text.map(masked);
+        Report {
+            tracking_id: self.tracking_id,
+            status: masked(self.status),
+            status_group: opt(self.status_group),
+            error_code: opt(self.error_code),
+            error_message: opt(self.error_message),
+            error_group: opt(self.error_group),
+            permanent: self.permanent,
+            status_updated_at: opt(self.status_updated_at),
+        }
+    }
+}
+
+impl Listing {
+    fn redacted(self) -> Listing {
+        Listing {
+            reports: self.reports.into_iter().map(Report::redacted).collect(),
+            not_found: self.not_found,
+            malformed: self.malformed.into_iter().map(masked).collect(),
+        }
+    }
 }
