@@ -14,7 +14,7 @@ use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
 use crate::redact::mask_phone;
 use crate::store::{self, Backend, Closed, Target};
-use crate::{cycle, metrics, report, signals, timefmt};
+use crate::{cycle, metrics, output, report, signals, timefmt};
 
 /// What every command shares: the database and how long to wait for its locks.
 pub struct Db {
@@ -69,11 +69,14 @@ pub fn poll(db: &Db, args: &PollArgs) -> Result<Exit> {
     let signal = signals::install()?;
     let (summary, exit) = cycle::run(&db.target, &config, db.busy_timeout, signal)?;
     log::info!("{}", summary.line());
-    if config.json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary).context("encoding the summary")?
-        );
+    // The cycle is recorded: whatever becomes of its output, the exit code is its outcome's and the metrics are
+    // exported.
+    if config.json
+        && let Err(e) = serde_json::to_string(&summary)
+            .context("encoding the summary")
+            .and_then(|json| output::line(&json))
+    {
+        log::warn!("{e:#}; the cycle itself is unaffected");
     }
     if (args.metrics_file.is_some() || args.pushgateway.is_some())
         && let Err(e) = export_metrics(db, args, &config, &summary)
@@ -108,36 +111,36 @@ fn export_metrics(
 /// Validates the configuration, the database and the credentials without polling or writing anything.
 pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
     let config = resolve(args)?;
-    println!(
+    output::line(&format!(
         "ok: configuration (carrier {} at {}, concurrency {}, deadline {})",
         config.carrier,
         config.carrier_url,
         config.concurrency,
         config::humanize(config.deadline)
-    );
+    ))?;
     let mut store = db.open_checked()?;
     let (submissions, open, cycles) = store.counts()?;
-    println!(
+    output::line(&format!(
         "ok: database {} (schema current; {submissions} submissions, {open} messages being tracked, {cycles} cycles)",
         db.target
-    );
+    ))?;
     let control = std::sync::Arc::new(Control::new(config.request_timeout, signals::install()?));
     let (carrier, _) = cycle::connect(&config, control, std::sync::Arc::new(Stats::default()))?;
     let started = std::time::Instant::now();
     match carrier.probe() {
         Ok(_) => {
-            println!(
+            output::line(&format!(
                 "ok: carrier answered an authenticated request in {} ms",
                 started.elapsed().as_millis()
-            );
+            ))?;
             Ok(Exit::Ok)
         }
         Err(e @ FetchError::CredentialsRejected { .. }) => {
-            println!("failed: {e}");
+            output::line(&format!("failed: {e}"))?;
             Ok(Exit::CredentialsRejected)
         }
         Err(e) => {
-            println!("failed: carrier: {e}");
+            output::line(&format!("failed: carrier: {e}"))?;
             Ok(Exit::CarrierUnavailable)
         }
     }
@@ -211,13 +214,18 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
             ),
         ),
     };
-    println!("{line}");
+    // The verdict is the exit code: it stands whether or not anyone reads the line.
+    if let Err(e) = output::line(&line) {
+        log::warn!("{e:#}");
+    }
     Ok(exit)
 }
 
 /// `check`'s answer when it cannot tell: UNKNOWN and the reason, exit 3.
 pub fn unknown(e: &anyhow::Error) -> Exit {
-    println!("UNKNOWN: {e:#}");
+    if let Err(e) = output::line(&format!("UNKNOWN: {e:#}")) {
+        log::warn!("{e:#}");
+    }
     Exit::Unknown
 }
 
@@ -243,10 +251,12 @@ pub fn prune(
     let mut store = db.open_checked()?;
     let (audit, cycles) = store.prune(cutoff, dry_run, 5_000)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
-    println!(
+    if let Err(e) = output::line(&format!(
         "{verb} {audit} audit rows polled before {} and {cycles} cycle records started before it",
         timefmt::format(cutoff)
-    );
+    )) {
+        log::warn!("{e:#}");
+    }
     Ok(Exit::Ok)
 }
 
@@ -260,9 +270,9 @@ pub fn history(db: &Db, tracking_id: &str, json: bool) -> Result<Exit> {
     // exporting personal data.
     history.phone_number = history.phone_number.as_deref().map(mask_phone);
     if json {
-        println!("{}", serde_json::to_string_pretty(&history)?);
+        output::line(&serde_json::to_string_pretty(&history)?)?;
     } else {
-        print!("{}", report::history_text(&history));
+        output::print(&report::history_text(&history))?;
     }
     Ok(Exit::Ok)
 }
@@ -276,9 +286,9 @@ pub fn cycles(db: &Db, last: &str, json: bool) -> Result<Exit> {
         .exit_code(Exit::Config)?;
     let cycles = db.open_checked()?.cycles(last)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&cycles)?);
+        output::line(&serde_json::to_string_pretty(&cycles)?)?;
     } else {
-        print!("{}", report::cycles_text(&cycles));
+        output::print(&report::cycles_text(&cycles))?;
     }
     Ok(Exit::Ok)
 }
@@ -293,16 +303,24 @@ pub fn close(db: &Db, tracking_id: &str, reason: &str) -> Result<Exit> {
         .exit_code(Exit::Config);
     }
     let now = Utc::now();
+    // What was done is done: an output that cannot be written is a warning, not another outcome.
+    let say = |text: String| {
+        if let Err(e) = output::line(&text) {
+            log::warn!("{e:#}");
+        }
+    };
     match db.open_checked()?.close(tracking_id, reason, now)? {
         Closed::Now => {
-            println!(
+            say(format!(
                 "closed {tracking_id}: UNCONFIRMED at {}, reason: {reason}",
                 timefmt::format(now)
-            );
+            ));
             Ok(Exit::Ok)
         }
         Closed::Ended(state) => {
-            println!("{tracking_id} is not being tracked any more ({state}); nothing changed");
+            say(format!(
+                "{tracking_id} is not being tracked any more ({state}); nothing changed"
+            ));
             Ok(Exit::Ok)
         }
         Closed::Unknown => Err(anyhow::anyhow!(

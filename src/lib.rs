@@ -13,6 +13,7 @@ pub mod exit;
 pub mod intake;
 pub mod logging;
 pub mod metrics;
+pub mod output;
 pub mod rate;
 pub mod redact;
 pub mod report;

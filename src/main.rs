@@ -9,7 +9,7 @@ use dlr_poller::cli::{Cli, Command, LogFormat};
 use dlr_poller::commands::{self, Db};
 use dlr_poller::exit::{Exit, ExitContext, exit_of};
 use dlr_poller::store::Target;
-use dlr_poller::{config, logging, store};
+use dlr_poller::{config, logging, output, store};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -37,11 +37,11 @@ fn main() -> ExitCode {
             if json_logs {
                 log::error!("{err:#}");
             } else {
-                eprintln!("dlr-poller: error: {err:#}");
+                output::error_line(&format!("dlr-poller: error: {err:#}"));
             }
             match (hint_target.and_then(|t| store::hint(&err, &t)), json_logs) {
                 (Some(hint), true) => log::warn!("hint: {hint}"),
-                (Some(hint), false) => eprintln!("dlr-poller: hint: {hint}"),
+                (Some(hint), false) => output::error_line(&format!("dlr-poller: hint: {hint}")),
                 (None, _) => {}
             }
             exit_of(&err).into()

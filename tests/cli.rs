@@ -300,3 +300,74 @@ fn history_json_masks_the_phone_number_too() {
     let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(h["phone_number"], "+49********678");
 }
+
+/// Runs the binary with `args` and its standard output a pipe whose reader is gone before it starts (as after
+/// `| head -0` or `| true`): every write to it fails with a broken pipe.
+fn with_closed_stdout(args: &[std::ffi::OsString]) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("dlr-poller"));
+    cmd.env_clear();
+    if let Some(profile) = std::env::var_os("LLVM_PROFILE_FILE") {
+        cmd.env("LLVM_PROFILE_FILE", profile);
+    }
+    cmd.env("DLR_CARRIER_TOKEN", TOKEN)
+        .args(args)
+        .stdout(writer)
+        .output()
+        .unwrap()
+}
+
+/// A closed standard output ends the output quietly: no panic (exit 101), the exit code stays the outcome's,
+/// and `poll` still exports its metrics after the cycle is recorded.
+#[test]
+fn a_closed_stdout_ends_the_output_quietly() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), "2025-12-01T09:00:00Z");
+    let mut server = mockito::Server::new();
+    server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(common::listing("B1", &[common::wire("T1", "SENT")], None))
+        .create();
+    let metrics = db.dir.path().join("dlr_poller.prom");
+    let args = |extra: &[&str]| -> Vec<std::ffi::OsString> {
+        let mut args = db.db_args();
+        args.extend(extra.iter().map(Into::into));
+        args
+    };
+    let url = server.url();
+    let poll = with_closed_stdout(&args(&[
+        "poll",
+        "--json",
+        "--carrier-url",
+        &url,
+        "--now",
+        "2025-12-01T11:00:00Z",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ]));
+    assert_eq!(poll.status.code(), Some(0), "{}", stderr(&poll));
+    assert!(!stderr(&poll).contains("panicked"), "{}", stderr(&poll));
+    assert!(
+        std::fs::read_to_string(&metrics)
+            .unwrap()
+            .contains("dlr_poller_last_run_timestamp_seconds"),
+        "metrics exported"
+    );
+    assert_eq!(db.audit("T1").len(), 1);
+
+    for (extra, code) in [
+        (&["cycles", "--json"][..], 0),
+        (&["cycles"][..], 0),
+        (&["history", "T1"][..], 0),
+        (&["history", "T1", "--json"][..], 0),
+        (&["check"][..], 0),
+        (&["check", "--now", "2099-01-01T00:00:00Z"][..], 2),
+        (&["prune", "--older-than", "30d", "--dry-run"][..], 0),
+        (&["close", "T1", "--reason", "test"][..], 0),
+    ] {
+        let out = with_closed_stdout(&args(extra));
+        assert_eq!(out.status.code(), Some(code), "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{extra:?}: {}", stderr(&out));
+    }
+}
