@@ -14,6 +14,7 @@ pub mod intake;
 pub mod logging;
 pub mod metrics;
 pub mod output;
+pub mod percent;
 pub mod rate;
 pub mod redact;
 pub mod report;

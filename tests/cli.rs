@@ -371,3 +371,43 @@ fn a_closed_stdout_ends_the_output_quietly() {
         assert!(stderr(&out).is_empty(), "{extra:?}: {}", stderr(&out));
     }
 }
+
+/// Every malformed `--db` URL is a configuration error (78) naming the part, never a panic, and never shows the
+/// password.
+#[test]
+fn a_malformed_postgres_url_names_its_part() {
+    for (url, part) in [
+        (
+            "postgres://u@h/db?sslrootcert=%1é",
+            "invalid value of sslrootcert",
+        ),
+        (
+            "postgres://u@h/db?sslrootcert=%C3%28",
+            "invalid value of sslrootcert",
+        ),
+        ("postgres://u:s3cr%zzet@h/db", "invalid password"),
+        ("postgres://%G1@h/db", "invalid user name"),
+        ("postgres://u@h:99999/db", "invalid port \"99999\""),
+        ("postgres://u@h:0/db", "invalid port \"0\""),
+        ("postgres://u@h1:5432,h2:x/db", "invalid port \"x\""),
+        ("postgres://u@[::1/db", "a '[' without its ']'"),
+        ("postgres://u@[nope]:5432/db", "is not an IPv6 address"),
+        ("postgres://u@h/d%zzb", "invalid database name"),
+        ("postgres://u@h/db?x=%é", "invalid value of x"),
+        (
+            "postgres://u@h/db?nothing",
+            "invalid query parameter \"nothing\"",
+        ),
+        ("postgres://u@h/db?foo=bar", "unknown option `foo`"),
+        (
+            "postgresql://u@h/db?connect_timeout=soon",
+            "`connect_timeout`",
+        ),
+    ] {
+        let out = bin().args(["--db", url, "cycles"]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(78), "{url}: {err}");
+        assert!(err.contains(part), "{url}: expected {part:?} in {err}");
+        assert!(!err.contains("s3cr"), "{url}: the password shows: {err}");
+    }
+}

@@ -7,23 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
 
 use super::FetchError;
+pub use crate::percent::encode;
 use crate::timefmt;
 
 /// A listing longer than this many pages is treated as an endless paging chain.
 pub const MAX_PAGES: usize = 1_000;
-
-/// Percent-encodes one path segment or query value: everything but RFC 3986 unreserved characters.
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// Parses a JSON body, with the parser's message as the error.
 pub fn json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {

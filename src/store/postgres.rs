@@ -114,6 +114,7 @@ impl PgTarget {
     /// Reads a `postgres://` URL. `password` (from `--db-password-file`) wins over one in the URL. `sslmode`
     /// and `sslrootcert` are read here; the rest is libpq's URL syntax.
     pub fn parse(url: &str, password: Option<String>, submissions: &str) -> Result<PgTarget> {
+        check_url(url)?;
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut ssl = None;
         let mut root_cert = None;
@@ -136,7 +137,7 @@ impl PgTarget {
                         ),
                     })
                 }
-                "sslrootcert" => root_cert = Some(PathBuf::from(percent_decode(value))),
+                "sslrootcert" => root_cert = Some(PathBuf::from(decoded(value, "sslrootcert")?)),
                 _ => rest.push(pair),
             }
         }
@@ -145,8 +146,15 @@ impl PgTarget {
         } else {
             format!("{base}?{}", rest.join("&"))
         };
-        let mut config: Config = plain.parse().map_err(|e| {
-            anyhow::anyhow!("invalid PostgreSQL URL in --db ({}): {e}", redact(url))
+        let mut config: Config = plain.parse().map_err(|e: postgres::Error| {
+            // The driver's own words ("invalid connection string") name the part only in their source.
+            let detail = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            anyhow::anyhow!(
+                "invalid PostgreSQL URL in --db ({}): {e}{detail}",
+                redact(url)
+            )
         })?;
         if config.get_hosts().is_empty() {
             bail!("--db {} names no host", redact(url));
@@ -371,23 +379,75 @@ pub fn redact(url: &str) -> String {
     out
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
+/// One part of `--db` percent-decoded; a malformed escape is an error naming the part (never its value: it may
+/// be a password).
+fn decoded(value: &str, part: &str) -> Result<String> {
+    crate::percent::decode(value).map_err(|e| anyhow::anyhow!("invalid {part} in --db: {e}"))
+}
+
+/// Checks the parts of a `postgres://` URL that the driver reads leniently or with a bare "invalid connection
+/// string", so that a malformed one is an error naming the part: the user name, the password, each host and
+/// port, the database name, and each query parameter's name and value.
+/// `postgres://[user[:password]@][host[:port][,host[:port]...]][/dbname][?name=value&...]`
+fn check_url(url: &str) -> Result<()> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, dbname) = rest.split_once('/').unwrap_or((rest, ""));
+    let hosts = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            decoded(user, "user name")?;
+            decoded(password, "password")?;
+            hosts
         }
-        out.push(bytes[i]);
-        i += 1;
+        None => authority,
+    };
+    if !hosts.is_empty() {
+        for host in hosts.split(',') {
+            check_host(host)?;
+        }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    decoded(dbname, "database name")?;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((name, value)) = pair.split_once('=') else {
+            bail!(
+                "invalid query parameter {:?} in --db: expected name=value",
+                redact(pair)
+            );
+        };
+        let name = decoded(name, "query parameter name")?;
+        decoded(value, &format!("value of {name}"))?;
+    }
+    Ok(())
+}
+
+/// One `host[:port]` or `[v6 address][:port]` of `--db`.
+fn check_host(host: &str) -> Result<()> {
+    let (name, port) = if let Some(bracketed) = host.strip_prefix('[') {
+        let Some((address, after)) = bracketed.split_once(']') else {
+            bail!("invalid host {host:?} in --db: a '[' without its ']'");
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            bail!("invalid host {host:?} in --db: {address:?} in brackets is not an IPv6 address");
+        }
+        match after.strip_prefix(':') {
+            Some(port) => (address, Some(port)),
+            None if after.is_empty() => (address, None),
+            None => bail!("invalid host {host:?} in --db: expected ':PORT' after ']'"),
+        }
+    } else {
+        match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }
+    };
+    decoded(name, "host")?;
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        bail!("invalid port {port:?} in --db: expected a number from 1 to 65535");
+    }
+    Ok(())
 }
 
 /// The dispatcher's table name, checked and quoted: `name` or `schema.name`, each part an SQL identifier.
