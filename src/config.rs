@@ -155,23 +155,37 @@ fn carrier_url(raw: Option<&str>, carrier: &str, allow_insecure_http: bool) -> R
         };
         bail!("no carrier URL: set --carrier-url or env DLR_CARRIER_URL{why}");
     };
+    // Credentials in the URL would be printed wherever the URL is (`doctor`, errors): the token has its own file.
+    if let Some((_, rest)) = raw.split_once("://")
+        && rest
+            .split(['/', '?', '#'])
+            .next()
+            .is_some_and(|a| a.contains('@'))
+    {
+        bail!(
+            "invalid --carrier-url (env DLR_CARRIER_URL): it holds a user name or password (before '@'); give the \
+             carrier token with --carrier-token-file or env DLR_CARRIER_TOKEN instead"
+        );
+    }
+    // A query's secret (`?api_key=`) is not repeated in the errors either.
+    let shown = crate::redact::mask_secrets(raw);
     let uri: ureq::http::Uri = raw
         .parse()
-        .with_context(|| format!("invalid --carrier-url (env DLR_CARRIER_URL) {raw:?}"))?;
+        .with_context(|| format!("invalid --carrier-url (env DLR_CARRIER_URL) {shown:?}"))?;
     let host = match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(host)) if !host.is_empty() => host,
         _ => bail!(
-            "invalid --carrier-url (env DLR_CARRIER_URL) {raw:?}: expected an http:// or https:// URL with a host"
+            "invalid --carrier-url (env DLR_CARRIER_URL) {shown:?}: expected an http:// or https:// URL with a host"
         ),
     };
     if uri.query().is_some() {
         bail!(
-            "invalid --carrier-url (env DLR_CARRIER_URL) {raw:?}: a base URL cannot carry a query string"
+            "invalid --carrier-url (env DLR_CARRIER_URL) {shown:?}: a base URL cannot carry a query string"
         );
     }
     if uri.scheme_str() == Some("http") && !is_loopback(host) && !allow_insecure_http {
         bail!(
-            "refusing --carrier-url {raw:?}: plain http:// to a host other than loopback would send the carrier \
+            "refusing --carrier-url {shown:?}: plain http:// to a host other than loopback would send the carrier \
              token in clear; use https:// or pass --allow-insecure-http"
         );
     }
@@ -398,6 +412,11 @@ mod tests {
             ("not a url", "invalid --carrier-url"),
             ("http://carrier.example", "--allow-insecure-http"),
             ("https://carrier.example/v1?x=1", "query string"),
+            (
+                "https://u:pw@carrier.example",
+                "holds a user name or password",
+            ),
+            ("https://carrier.example/v1?api_key=k3y", "?api_key=***"),
         ] {
             let mut a = args();
             a.carrier_url = Some(url.into());
@@ -406,6 +425,7 @@ mod tests {
                 "{url}: {}",
                 err(&a, Some("t"))
             );
+            assert!(!err(&a, Some("t")).contains("pw@") && !err(&a, Some("t")).contains("k3y"));
         }
         let mut a = args();
         a.carrier_url = Some("http://carrier.example".into());

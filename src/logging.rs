@@ -3,7 +3,9 @@
 //!
 //! The poller's own lines name requests by their labels and hold carrier text masked at the carrier seam. The
 //! lines of the libraries below it (the HTTP client, the PostgreSQL driver at `RUST_LOG=trace`) may quote a
-//! request's URL or a statement's parameters: every phone number in them is masked here.
+//! request's URL or a statement's parameters: every phone number in them is masked here. The HTTP client's dumps
+//! of the bytes it sends and receives (`ureq_proto::util` at trace level: the Authorization header, the bodies,
+//! cut into rows of 16 bytes where no mask can find a number) are never written.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -32,6 +34,9 @@ pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
     match format {
         LogFormat::Text => {
             builder.format(|buf, record| {
+                if byte_dump(record) {
+                    return Ok(());
+                }
                 let target = if own(record) {
                     String::new()
                 } else {
@@ -48,6 +53,9 @@ pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
         }
         LogFormat::Json => {
             builder.format(|buf, record| {
+                if byte_dump(record) {
+                    return Ok(());
+                }
                 let cycle = CYCLE_ID.load(Ordering::Relaxed);
                 let line = serde_json::json!({
                     "timestamp": crate::timefmt::format_millis(chrono::Utc::now()),
@@ -63,17 +71,22 @@ pub fn init(format: LogFormat, quiet: bool, verbose: u8) {
     builder.init();
 }
 
+/// Whether a log line is a row of the HTTP client's dump of the bytes on the wire.
+fn byte_dump(record: &log::Record) -> bool {
+    record.target() == "ureq_proto::util"
+}
+
 /// Whether a log line is the poller's own.
 fn own(record: &log::Record) -> bool {
     record.target().split("::").next() == Some("dlr_poller")
 }
 
-/// A line's text: the poller's own as it is, a library's with every phone number masked.
+/// A line's text: the poller's own as it is, a library's with every phone number and secret-named value masked.
 fn message(record: &log::Record) -> String {
     let text = record.args().to_string();
     if own(record) {
         text
     } else {
-        crate::redact::mask_text(&text).into_owned()
+        crate::redact::mask_text(&crate::redact::mask_secrets(&text)).into_owned()
     }
 }

@@ -104,6 +104,49 @@ const SECRET_PARAMETERS: [&str; 8] = [
     "credential",
 ];
 
+/// Whether a parameter's name says its value is a secret (`api_secret`, `token`, `X-Signature`).
+fn secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_PARAMETERS.iter().any(|s| lower.contains(s))
+}
+
+/// Masks the value of every `name=value` in `text` whose name says it is a secret, up to the next `&`, space,
+/// quote or bracket: for lines of the libraries, which may quote a URL or a connection string.
+pub fn mask_secrets(text: &str) -> Cow<'_, str> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::new();
+    let mut copied = 0;
+    for (at, _) in text.match_indices('=') {
+        if at < copied {
+            continue;
+        }
+        let start = text[..at]
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| is_name(*c))
+            .last()
+            .map_or(at, |(i, _)| i);
+        if start == at || !secret_name(&text[start..at]) {
+            continue;
+        }
+        let value = at + 1;
+        let end = text[value..]
+            .find(|c: char| c == '&' || c.is_whitespace() || "\"'<>(){}[],;".contains(c))
+            .map_or(text.len(), |e| value + e);
+        if end == value {
+            continue;
+        }
+        out.push_str(&text[copied..value]);
+        out.push_str("***");
+        copied = end;
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
+}
+
 /// How a request is named in logs and stored errors: its path and query as sent, with every phone number masked
 /// ([`mask_text`]) and the value of every parameter that looks like a secret (`api_secret=`, `token=`) replaced
 /// by `***`. The base URL is left out: it is the carrier's, known from the configuration.
@@ -124,11 +167,8 @@ pub fn request_label(path_and_query: &str) -> String {
                 None => (pair, None),
             };
             label.push_str(&mask_text(key));
-            let lower = key.to_ascii_lowercase();
             match value {
-                Some(_) if SECRET_PARAMETERS.iter().any(|s| lower.contains(s)) => {
-                    label.push_str("=***")
-                }
+                Some(_) if secret_name(key) => label.push_str("=***"),
                 Some(value) => {
                     label.push('=');
                     label.push_str(&mask_text(value));
@@ -213,5 +253,15 @@ mod tests {
             "/search/messages?api_key=***&api_secret=***&ids=a,b&to=49********678"
         );
         assert_eq!(request_label("/a?flag&Token=x"), "/a?flag&Token=***");
+    }
+
+    #[test]
+    fn secret_values_in_library_lines_are_masked() {
+        assert_eq!(
+            mask_secrets(r#"location: "https://h/x?token=abc&to=1", password=pw dbname=d"#),
+            r#"location: "https://h/x?token=***&to=1", password=*** dbname=d"#
+        );
+        assert_eq!(mask_secrets("a=b c= token="), "a=b c= token=");
+        assert!(matches!(mask_secrets("é=é"), Cow::Borrowed(_)));
     }
 }
