@@ -12,7 +12,7 @@ use crate::cli::PollArgs;
 use crate::config::{self, PollConfig, TOKEN_ENV};
 use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
-use crate::redact::mask_phone;
+use crate::redact::{mask_phone, mask_text};
 use crate::store::{self, Backend, Closed, Target};
 use crate::{cycle, metrics, output, report, signals, timefmt};
 
@@ -202,7 +202,7 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
                 c.exit_code.map_or("-".into(), |e| e.to_string()),
                 c.error
                     .as_deref()
-                    .map(|e| format!(": {e}"))
+                    .map(|e| format!(": {}", mask_text(e)))
                     .unwrap_or_default()
             ),
         ),
@@ -269,6 +269,18 @@ pub fn history(db: &Db, tracking_id: &str, json: bool) -> Result<Exit> {
     // The number is masked here as in the logs: `history` is for people looking into a message, not for
     // exporting personal data.
     history.phone_number = history.phone_number.as_deref().map(mask_phone);
+    // Text stored by an earlier version, which did not mask carrier text, is masked as it is shown.
+    let mask = |text: &mut Option<String>| {
+        if let Some(t) = text {
+            *t = mask_text(t).into_owned();
+        }
+    };
+    mask(&mut history.note);
+    for row in &mut history.results {
+        mask(&mut row.carrier_status);
+        mask(&mut row.failure_code);
+        mask(&mut row.failure_reason);
+    }
     if json {
         output::line(&serde_json::to_string_pretty(&history)?)?;
     } else {
@@ -284,7 +296,13 @@ pub fn cycles(db: &Db, last: &str, json: bool) -> Result<Exit> {
         .filter(|n| *n > 0)
         .with_context(|| format!("invalid --last {last:?}: expected a whole number above 0"))
         .exit_code(Exit::Config)?;
-    let cycles = db.open_checked()?.cycles(last)?;
+    let mut cycles = db.open_checked()?.cycles(last)?;
+    // An error stored by an earlier version, which did not mask carrier text, is masked as it is shown.
+    for cycle in &mut cycles {
+        if let Some(error) = &mut cycle.error {
+            *error = mask_text(error).into_owned();
+        }
+    }
     if json {
         output::line(&serde_json::to_string_pretty(&cycles)?)?;
     } else {

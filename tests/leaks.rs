@@ -435,3 +435,64 @@ fn a_carriers_words_are_stored_with_numbers_masked() {
         Some("+49********678 unknown")
     );
 }
+
+/// Rows written by an earlier version, which stored carrier text as it came, are shown masked.
+#[test]
+fn text_stored_by_an_earlier_version_is_shown_masked() {
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    server
+        .mock("GET", "/batches/B1/messages")
+        .with_status(503)
+        .create();
+    let url = server.url();
+    run(
+        &db,
+        &[
+            "poll",
+            "--carrier-url",
+            &url,
+            "--now",
+            FIRST_POLL,
+            "--max-attempts",
+            "1",
+        ],
+    );
+    server.reset();
+    server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(common::listing("B1", &[common::wire("T1", "SENT")], None))
+        .create();
+    run(
+        &db,
+        &[
+            "poll",
+            "--carrier-url",
+            &url,
+            "--now",
+            "2025-12-01T13:00:00Z",
+        ],
+    );
+    let old = format!("GET /delivery_report/%2B4915112345678: no route to {NUMBER}");
+    let conn = db.conn();
+    conn.execute("UPDATE poll_cycles SET error = ?1, exit_code = 69", [&old])
+        .unwrap();
+    conn.execute(
+        "UPDATE sms_delivery_confirmations SET failure_reason = ?1, carrier_status = ?1",
+        [&old],
+    )
+    .unwrap();
+    // The table of `cycles` shows no error text.
+    assert_clean("cycles", &run(&db, &["cycles"]));
+    for command in [
+        &["check"][..],
+        &["cycles", "--json"],
+        &["history", "T1"],
+        &["history", "T1", "--json"],
+    ] {
+        let out = run(&db, command);
+        assert_clean(&format!("{command:?}"), &out);
+        assert!(out.contains("%2B49********678"), "{command:?}: {out}");
+    }
+}
