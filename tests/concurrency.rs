@@ -252,10 +252,31 @@ fn a_cycle_beside_a_busy_dispatcher(mode: &str) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let ops = ops_beside(&db, stop.clone());
-    let cycle = db.poll_json(&server.url(), NOW, &["--busy-timeout", "30s"]);
+    let cycle = db.spawn_poll(&server.url(), NOW, &["--busy-timeout", "30s"]);
+    // The dispatcher's submissions, read in one snapshot with the cycle's state: -1 while no cycle is running.
+    let written = || {
+        db.count(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM poll_cycles WHERE outcome = 'running') \
+             THEN (SELECT COUNT(*) FROM sms_submissions WHERE tracking_id LIKE 'D%') ELSE -1 END",
+        )
+    };
+    let mut at_start = -1;
+    assert!(
+        common::wait_until(LIMIT, || {
+            at_start = written();
+            at_start >= 0
+        }),
+        "the cycle started"
+    );
+    // Until the dispatcher commits again, or the cycle ends first.
+    let mut later = at_start;
+    common::wait_until(LIMIT, || {
+        later = written();
+        later < 0 || later > at_start
+    });
+    let cycle = cycle.wait(LIMIT).expect("the cycle ended");
     stop.store(true, Ordering::SeqCst);
     let (runs, failures) = ops.join().unwrap();
-    let during = db.count("SELECT COUNT(*) FROM sms_submissions WHERE tracking_id LIKE 'D%'");
     dispatcher.stop();
     assert_eq!(cycle.code, Some(0), "{}", cycle.stderr);
     assert!(failures.is_empty(), "{failures:#?}");
@@ -264,8 +285,9 @@ fn a_cycle_beside_a_busy_dispatcher(mode: &str) {
         "prune, history, cycles and check ran beside the cycle"
     );
     assert!(
-        during > before.len() as i64 - INITIAL as i64,
-        "the dispatcher kept writing during the cycle"
+        later > at_start,
+        "the dispatcher kept writing during the cycle: {at_start} of its submissions when the cycle started, \
+         {later} (-1: the cycle was over) when the test looked again"
     );
     assert_eq!(
         cycle.counts(&["messages_due"])[0],

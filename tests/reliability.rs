@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestDb, sent_world};
+use common::{Backend, HangingCarrier, TestDb, sent_world};
 use dlr_poller::sandbox::{SandboxServer, SimMessage};
 use dlr_poller::timefmt;
 
@@ -231,11 +231,14 @@ fn sigterm_saves_what_was_obtained_records_the_cycle_and_releases_the_lease(back
 fn a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_once(
     backend: Backend,
 ) {
-    let (db, server) = setup(backend, 2, 2);
-    server.sandbox().faults(|f| f.hang = true);
-    let run = db.spawn_poll(&server.url(), NOW, &[]);
-    assert!(db.wait_for("SELECT COUNT(*) FROM poll_cycles", 1, LIMIT));
-    std::thread::sleep(Duration::from_millis(300));
+    let db = backend.db();
+    db.insert_world(&sent_world(2, 2, SUBMITTED));
+    let carrier = HangingCarrier::start();
+    let run = db.spawn_poll(&carrier.url(), NOW, &[]);
+    assert!(
+        common::wait_until(LIMIT, || carrier.requests() >= 1),
+        "a request reached the carrier"
+    );
     run.signal("TERM");
     let run = run
         .wait(Duration::from_secs(20))
@@ -244,11 +247,15 @@ fn a_hanging_request_is_abandoned_after_the_grace_and_a_second_signal_exits_at_o
     run.assert_stderr_has("abandoned");
     assert_eq!(db.count("SELECT COUNT(*) FROM poller_lease"), 0);
 
-    let run = db.spawn_poll(&server.url(), NOW, &[]);
-    assert!(db.wait_for("SELECT COUNT(*) FROM poll_cycles", 2, LIMIT));
-    std::thread::sleep(Duration::from_millis(300));
+    let before = carrier.requests();
+    let run = db.spawn_poll(&carrier.url(), NOW, &[]);
+    assert!(
+        common::wait_until(LIMIT, || carrier.requests() > before),
+        "a request of the second run reached the carrier"
+    );
     run.signal("TERM");
-    std::thread::sleep(Duration::from_millis(100));
+    // SIGINT only once SIGTERM was taken: while both are pending, the kernel hands out SIGINT first.
+    assert!(run.wait_taken(15, LIMIT), "the run took SIGTERM");
     run.signal("INT");
     let run = run.wait(Duration::from_secs(20)).expect("exited");
     // 130, not the 143 of the orderly stop after the grace: the second signal ended the process itself.

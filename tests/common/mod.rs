@@ -7,6 +7,8 @@ pub mod pg;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
@@ -297,14 +299,7 @@ impl TestDb {
 
     /// Waits (at most `limit`) until `sql` counts at least `n`.
     pub fn wait_for(&self, sql: &str, n: i64, limit: Duration) -> bool {
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            if self.try_count(sql).unwrap_or(0) >= n {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        wait_until(limit, || self.try_count(sql).unwrap_or(0) >= n)
     }
 
     /// A connection to the SQLite database (SQLite tests only).
@@ -480,6 +475,110 @@ impl TestDb {
     }
 }
 
+/// Checks `ready` until it holds, every 10 ms and at least once, for at most `limit`; whether it held.
+pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A carrier that reads requests and never answers them, counting those that reached it: for tests that act
+/// while a request is in flight (the sandbox's `hang` fault hangs as well, but counts nothing). It lets go of
+/// its connections when dropped.
+pub struct HangingCarrier {
+    addr: std::net::SocketAddr,
+    received: Arc<AtomicU64>,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HangingCarrier {
+    pub fn start() -> HangingCarrier {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicU64::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (received, stopping) = (received.clone(), stopping.clone());
+            std::thread::spawn(move || {
+                let mut connections = Vec::new();
+                while !stopping.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let (received, stopping) = (received.clone(), stopping.clone());
+                            connections.push(std::thread::spawn(move || {
+                                hold(stream, &received, &stopping)
+                            }));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+                for connection in connections {
+                    let _ = connection.join();
+                }
+            })
+        };
+        HangingCarrier {
+            addr,
+            received,
+            stopping,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far (each now waiting for an answer that never comes).
+    pub fn requests(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request head from `stream`, counts it, then keeps the connection open without a word until the
+/// carrier stops.
+fn hold(stream: std::net::TcpStream, received: &AtomicU64, stopping: &AtomicBool) {
+    use std::io::{ErrorKind, Read};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+    while !stopping.load(Ordering::SeqCst) {
+        match (&stream).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                head.extend_from_slice(&buf[..n]);
+                if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    received.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+    while !stopping.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for HangingCarrier {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
 /// A poller running in the background; killed if the test ends before it does.
 pub struct Running(Option<Child>);
 
@@ -496,15 +595,28 @@ impl Running {
         assert!(status.unwrap().success(), "kill -{name} failed");
     }
 
+    /// Waits at most `limit` until the signal numbered `number`, sent to the process, is no longer pending: one of
+    /// its threads has taken it to run the handler. A second signal sent before that could be handled first (the
+    /// kernel hands out pending signals lowest number first). Linux only: reads ShdPnd of /proc/PID/status.
+    pub fn wait_taken(&self, number: u32, limit: Duration) -> bool {
+        let status = format!("/proc/{}/status", self.pid());
+        wait_until(limit, || {
+            let pending = std::fs::read_to_string(&status)
+                .ok()
+                .and_then(|text| {
+                    let mask = text.lines().find_map(|l| l.strip_prefix("ShdPnd:"))?;
+                    u64::from_str_radix(mask.trim(), 16).ok()
+                })
+                .unwrap_or(u64::MAX);
+            pending & (1 << (number - 1)) == 0
+        })
+    }
+
     /// Waits at most `limit` for the process to end; `None` if it did not (it is then killed).
     pub fn wait(mut self, limit: Duration) -> Option<Run> {
         let mut child = self.0.take().unwrap();
-        let until = Instant::now() + limit;
-        while Instant::now() < until {
-            if child.try_wait().unwrap().is_some() {
-                return Some(Run::from(child.wait_with_output().unwrap()));
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if wait_until(limit, || child.try_wait().unwrap().is_some()) {
+            return Some(Run::from(child.wait_with_output().unwrap()));
         }
         let _ = child.kill();
         let _ = child.wait();
