@@ -24,6 +24,7 @@ use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::exit::{Exit, ExitContext};
 use crate::intake::{self, Gatherer, ReadEnd, Window};
+use crate::redact::mask_text;
 use crate::schedule::{self, Next};
 use crate::status::DeliveryStatus;
 use crate::store::{
@@ -332,7 +333,9 @@ fn leased(
     let (result, exit) = match result {
         Ok(complete) => (Ok(()), exit_code(&summary, control.stopped(), complete)),
         Err(e) => {
-            summary.error = Some(format!("{e:#}"));
+            // A database's error may quote the row it failed on (PostgreSQL's "Failing row contains ..."):
+            // numbers masked.
+            summary.error = Some(mask_text(&format!("{e:#}")).into_owned());
             let exit = crate::exit::tagged(&e).unwrap_or(Exit::Database);
             (Err(e).exit_code(exit), exit)
         }
@@ -1051,7 +1054,10 @@ impl Writer<'_> {
                                 let written = self.flush();
                                 let _ = done.send(written.is_ok());
                                 if let Err(e) = written {
-                                    log::error!("{e:#}; stopping the cycle");
+                                    log::error!(
+                                        "{}; stopping the cycle",
+                                        mask_text(&format!("{e:#}"))
+                                    );
                                     control.abort_store_failed();
                                     failure = Some(e);
                                 }
@@ -1072,7 +1078,7 @@ impl Writer<'_> {
                 let written = self.flush();
                 writing += flush.elapsed();
                 if let Err(e) = written {
-                    log::error!("{e:#}; stopping the cycle");
+                    log::error!("{}; stopping the cycle", mask_text(&format!("{e:#}")));
                     control.abort_store_failed();
                     failure = Some(e);
                 }

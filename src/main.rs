@@ -8,6 +8,7 @@ use clap::Parser;
 use dlr_poller::cli::{Cli, Command, LogFormat};
 use dlr_poller::commands::{self, Db};
 use dlr_poller::exit::{Exit, ExitContext, exit_of};
+use dlr_poller::redact::mask_text;
 use dlr_poller::store::Target;
 use dlr_poller::{config, logging, output, store};
 
@@ -34,10 +35,12 @@ fn main() -> ExitCode {
         Ok(exit) => exit.into(),
         Err(err) => {
             // A log pipeline reads stderr as JSON lines: the error goes there as one too.
+            // A database's error may quote the row it failed on: numbers masked.
+            let message = mask_text(&format!("{err:#}")).into_owned();
             if json_logs {
-                log::error!("{err:#}");
+                log::error!("{message}");
             } else {
-                output::error_line(&format!("dlr-poller: error: {err:#}"));
+                output::error_line(&format!("dlr-poller: error: {message}"));
             }
             match (hint_target.and_then(|t| store::hint(&err, &t)), json_logs) {
                 (Some(hint), true) => log::warn!("hint: {hint}"),

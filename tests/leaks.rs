@@ -496,3 +496,31 @@ fn text_stored_by_an_earlier_version_is_shown_masked() {
         assert!(out.contains("%2B49********678"), "{command:?}: {out}");
     }
 }
+
+/// A database error can quote the row it failed on (PostgreSQL: "Failing row contains (..., +49..., ...)"):
+/// what is printed and stored of it has the number masked.
+#[test]
+fn a_database_error_quoting_the_row_shows_no_number() {
+    let Some(db) = TestDb::postgres("leaks::a_database_error_quoting_the_row_shows_no_number")
+    else {
+        return;
+    };
+    db.submit("T1", Some("B1"), SUBMITTED);
+    db.pg()
+        .client()
+        .batch_execute(
+            "ALTER TABLE message_tracking ADD CONSTRAINT refuse_all CHECK (phone_number IS NULL) NOT VALID",
+        )
+        .unwrap();
+    let mut server = mockito::Server::new();
+    server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(common::listing("B1", &[common::wire("T1", "SENT")], None))
+        .create();
+    let url = server.url();
+    let out = run(&db, &["poll", "--carrier-url", &url, "--now", FIRST_POLL]);
+    assert!(out.contains("Failing row contains"), "{out}");
+    assert_clean("poll", &out);
+    assert_clean("the tables", &tables_text(&db));
+    assert_clean("check", &run(&db, &["check"]));
+}
