@@ -156,12 +156,8 @@ fn carrier_url(raw: Option<&str>, carrier: &str, allow_insecure_http: bool) -> R
         bail!("no carrier URL: set --carrier-url or env DLR_CARRIER_URL{why}");
     };
     // Credentials in the URL would be printed wherever the URL is (`doctor`, errors): the token has its own file.
-    if let Some((_, rest)) = raw.split_once("://")
-        && rest
-            .split(['/', '?', '#'])
-            .next()
-            .is_some_and(|a| a.contains('@'))
-    {
+    // Any '@': a base URL needs none, and one after a '/' may end a password that holds a '/'.
+    if raw.contains('@') {
         bail!(
             "invalid --carrier-url (env DLR_CARRIER_URL): it holds a user name or password (before '@'); give the \
              carrier token with --carrier-token-file or env DLR_CARRIER_TOKEN instead"

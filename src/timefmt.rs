@@ -4,13 +4,28 @@
 //! order.
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 
 /// Parses an RFC 3339 timestamp with any offset and converts it to UTC.
 pub fn parse(s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
         .with_context(|| format!("{s:?} is not an RFC 3339 timestamp (e.g. 2025-12-01T09:00:00Z)"))
+        .and_then(|t| in_range(t, s))
+}
+
+/// Whether `t` has the stored form: a year from 0000 to 9999 in UTC. `9999-12-31T23:59:59-01:00` does not (it is
+/// in year 10000 in UTC, `+10000-...`, which sorts before every other time as text).
+pub fn representable(t: DateTime<Utc>) -> bool {
+    (0..=9999).contains(&t.year())
+}
+
+fn in_range(t: DateTime<Utc>, s: &str) -> Result<DateTime<Utc>> {
+    if representable(t) {
+        Ok(t)
+    } else {
+        anyhow::bail!("{s:?} is outside the years 0000 to 9999 in UTC")
+    }
 }
 
 /// Parses a submission time from the dispatcher's table: RFC 3339; PostgreSQL's ISO output of a `timestamptz`
@@ -26,7 +41,7 @@ pub fn parse_submitted(s: &str) -> Result<DateTime<Utc>> {
         .or_else(|_| {
             chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").map(|t| t.and_utc())
         })
-        .or_else(|_| parse(s))
+        .map_or_else(|_| parse(s), |t| in_range(t, s))
 }
 
 /// The stored form: whole seconds, `Z`.
@@ -82,6 +97,29 @@ mod tests {
         assert!(
             parse("2025-12-01 09:00:00").is_err(),
             "--now stays RFC 3339"
+        );
+    }
+
+    #[test]
+    fn times_outside_the_stored_form_are_errors() {
+        for s in [
+            "9999-12-31T23:59:59-01:00",
+            "0000-01-01T00:00:00+01:00",
+            "+10000-01-01 00:00:00",
+            "-0001-01-01 00:00:00",
+        ] {
+            let err = parse_submitted(s).map_err(|e| format!("{e:#}"));
+            assert!(
+                err.as_ref().is_err_and(
+                    |e| e.contains("outside the years") || e.contains("is not an RFC 3339")
+                ),
+                "{s}: {err:?}"
+            );
+        }
+        assert!(parse("9999-12-31T23:59:59-01:00").is_err());
+        assert_eq!(
+            format(parse("9999-12-31T23:59:59Z").unwrap()),
+            "9999-12-31T23:59:59Z"
         );
     }
 

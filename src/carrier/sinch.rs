@@ -92,13 +92,14 @@ impl Profile for Sinch {
             ..Listing::default()
         };
         let mut answered = std::collections::HashSet::new();
-        for (status, code, recipient) in report.recipients {
+        for (at, recipient) in report.recipients {
             let Some(ids) = by_number.get(&wire::digits(&recipient)) else {
                 continue;
             };
+            let (status, code) = &report.statuses[at];
             for id in ids {
                 answered.insert(*id);
-                listing.reports.push(report_of(id, &status, code, None));
+                listing.reports.push(report_of(id, status, *code, None));
             }
         }
         listing.not_found = messages
@@ -167,25 +168,31 @@ struct WireStatus {
     recipients: Vec<String>,
 }
 
-/// A full batch report: (status, code, recipient) per recipient.
+/// A full batch report: each status (its word and code) once, and each recipient with the index of its status
+/// (a status is not copied per recipient: a report of many recipients under one long word stays the size of
+/// the body).
 pub struct BatchReport {
-    pub recipients: Vec<(String, Option<i64>, String)>,
+    pub statuses: Vec<(String, Option<i64>)>,
+    pub recipients: Vec<(usize, String)>,
     pub malformed: Vec<String>,
 }
 
 pub fn parse_batch(body: &[u8]) -> Result<BatchReport, String> {
     let wire: WireBatch = wire::json(body)?;
     let mut report = BatchReport {
+        statuses: Vec::new(),
         recipients: Vec::new(),
         malformed: Vec::new(),
     };
     for (i, status) in wire.statuses.into_iter().enumerate() {
         match serde_json::from_value::<WireStatus>(status) {
-            Ok(s) => report.recipients.extend(
-                s.recipients
-                    .into_iter()
-                    .map(|r| (s.status.clone(), s.code, r)),
-            ),
+            Ok(s) => {
+                let at = report.statuses.len();
+                report.statuses.push((s.status, s.code));
+                report
+                    .recipients
+                    .extend(s.recipients.into_iter().map(|r| (at, r)));
+            }
             Err(e) => report.malformed.push(format!("status entry {i} ({e})")),
         }
     }
@@ -243,11 +250,12 @@ mod tests {
     fn a_full_report_lists_each_recipient() {
         let report = parse_batch(FULL).unwrap();
         assert_eq!(report.recipients.len(), 4);
-        assert!(
-            report
-                .recipients
-                .contains(&("Aborted".into(), Some(402), "44231235676".into()))
-        );
+        let aborted = report
+            .recipients
+            .iter()
+            .find(|(_, recipient)| recipient == "44231235676")
+            .map(|(at, _)| &report.statuses[*at]);
+        assert_eq!(aborted, Some(&("Aborted".to_string(), Some(402))));
         assert_eq!(
             report_of("T", "Aborted", Some(402), None)
                 .error_code

@@ -65,8 +65,11 @@ const NONE: u32 = u32::MAX;
 
 /// The 128 bits of an `SM`/`MM` SID.
 fn sid_bits(sid: &str) -> Option<u128> {
-    (sid.len() == 34).then_some(())?;
-    u128::from_str_radix(sid.get(2..)?, 16).ok()
+    let hex = sid.get(2..).filter(|h| h.len() == 32)?;
+    // Digits only: the parser would also take a sign (`SM+` and 31 digits would read as `SM0` and the same).
+    hex.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| u128::from_str_radix(hex, 16).ok())?
 }
 
 impl Minute {
@@ -498,6 +501,15 @@ pub fn parse_message(body: &[u8]) -> Result<Report, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sid_is_32_hex_digits_without_a_sign() {
+        let sid = "SM0123456789abcdef0123456789abcdef";
+        assert_eq!(sid_bits(sid), Some(0x0123456789abcdef0123456789abcdef));
+        assert_eq!(sid_bits("SM+123456789abcdef0123456789abcdef"), None);
+        assert_eq!(sid_bits("SM0123456789abcdef0123456789abcde"), None);
+        assert_eq!(sid_bits("SMé123456789abcdef0123456789abcde"), None);
+    }
 
     const FETCH: &[u8] = include_bytes!("../../tests/fixtures/carriers/twilio.message.json");
     const LIST: &[u8] = include_bytes!("../../tests/fixtures/carriers/twilio.list.json");

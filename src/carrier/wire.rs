@@ -41,15 +41,17 @@ pub fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Reads a provider's timestamp into the schema's UTC form: RFC 3339, RFC 2822 (Twilio), or ISO 8601 with a
-/// `+0000` offset and optional fractions (Vonage, Infobip). `None` for anything else (the carrier's word is
-/// kept; only the time is left out).
+/// `+0000` offset and optional fractions (Vonage, Infobip). `None` for anything else, and for a time outside
+/// the years 0000 to 9999 in UTC (the carrier's word is kept; only the time is left out).
 pub fn timestamp(s: &str) -> Option<String> {
     let s = s.trim();
     DateTime::parse_from_rfc3339(s)
         .or_else(|_| DateTime::parse_from_rfc2822(s))
         .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
         .ok()
-        .map(|t| timefmt::format(t.with_timezone(&Utc)))
+        .map(|t| t.with_timezone(&Utc))
+        .filter(|t| timefmt::representable(*t))
+        .map(timefmt::format)
 }
 
 /// The digits of a phone number, for matching a carrier's form of it (`+4915...`, `4915...`) to the

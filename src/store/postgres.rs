@@ -393,6 +393,14 @@ fn check_url(url: &str) -> Result<()> {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, dbname) = rest.split_once('/').unwrap_or((rest, ""));
+    if dbname.contains('@') || query.contains('@') {
+        // Most likely a password holding '/' or '?': its first part would otherwise be read, and shown, as a host
+        // or port.
+        bail!(
+            "invalid --db: an '@' after the host; a user name or password holding '/', '?', '#' or '@' must \
+             percent-encode it (%2F, %3F, %23, %40)"
+        );
+    }
     let hosts = match authority.rsplit_once('@') {
         Some((userinfo, hosts)) => {
             let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
@@ -445,7 +453,13 @@ fn check_host(host: &str) -> Result<()> {
     if let Some(port) = port
         && !port.parse::<u16>().is_ok_and(|p| p > 0)
     {
-        bail!("invalid port {port:?} in --db: expected a number from 1 to 65535");
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("invalid port {port:?} in --db: expected a number from 1 to 65535");
+        }
+        // Not repeated: text where a port should be may be part of a mistyped password.
+        bail!(
+            "invalid port in --db: the text after the host's ':' is not a number from 1 to 65535"
+        );
     }
     Ok(())
 }
