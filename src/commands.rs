@@ -223,7 +223,8 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
 
 /// `check`'s answer when it cannot tell: UNKNOWN and the reason, exit 3.
 pub fn unknown(e: &anyhow::Error) -> Exit {
-    if let Err(e) = output::line(&format!("UNKNOWN: {e:#}")) {
+    // A database's error may quote a row: numbers masked, as in every other error.
+    if let Err(e) = output::line(&format!("UNKNOWN: {}", mask_text(&format!("{e:#}")))) {
         log::warn!("{e:#}");
     }
     Exit::Unknown

@@ -807,12 +807,16 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Done {
     for (message, answer) in done.job.messages.iter().zip(&mut done.answers) {
         if !schedule::in_range(message.submitted_at) {
             // Tracked by an earlier version, which took such a submission in: its schedule has no stored form.
-            *answer = Some(Answer::Closed(format!(
-                "closed without a request: submitted_at {} is out of range (its polls would not end before year \
-                 10000)",
+            let submitted_at = if timefmt::representable(message.submitted_at) {
                 timefmt::format(message.submitted_at)
+            } else {
+                "after year 9999 or unreadable".to_string()
+            };
+            *answer = Some(Answer::Closed(format!(
+                "closed without a request: its submitted_at ({submitted_at}) is out of range (its polls would not \
+                 end before year 10000)"
             )));
-        } else if let Some(reason) = profile.unaskable(message) {
+        } else if let Some(reason) = carrier.unaskable(message) {
             *answer = Some(Answer::Closed(format!(
                 "closed without a request: {} cannot ask about it ({reason})",
                 profile.name()

@@ -345,6 +345,8 @@ pub fn push(gateway: &str, replica: &str, text: &str) -> Result<()> {
         "{}/metrics/job/dlr_poller/replica/{replica}",
         gateway.trim_end_matches('/')
     );
+    // The gateway's own credentials (`https://user:password@...`) are not repeated in errors.
+    let shown = crate::redact::url(&url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
@@ -354,11 +356,11 @@ pub fn push(gateway: &str, replica: &str, text: &str) -> Result<()> {
         .put(&url)
         .header("Content-Type", "text/plain; version=0.0.4")
         .send(text)
-        .with_context(|| format!("pushing metrics to {url}"))?;
+        .with_context(|| format!("pushing metrics to {shown}"))?;
     let status = response.status().as_u16();
     anyhow::ensure!(
         (200..300).contains(&status),
-        "pushing metrics to {url}: HTTP {status}"
+        "pushing metrics to {shown}: HTTP {status}"
     );
     Ok(())
 }

@@ -323,3 +323,55 @@ fn a_submission_out_of_range_is_invalid_and_never_polled(backend: Backend) {
     );
     assert!(db.audit("HELD").is_empty());
 }
+
+/// Rows an earlier version wrote for submissions after year 9999 (SQLite: `next_due_at` `+10000-...` sorts before
+/// every time as text, and a `submitted_at` in year 10000 cannot be read) neither stop the cycle nor are polled:
+/// each is closed once, without a request, and the other messages are polled as usual.
+#[test]
+fn rows_an_earlier_version_wrote_past_year_9999_are_closed_once() {
+    let db = common::TestDb::new();
+    db.submit("T1", Some("B1"), "2025-12-01T09:00:00Z");
+    let conn = db.conn();
+    for (id, submitted_at, next_due_at) in [
+        ("HELD", "9999-12-31T23:59:59Z", "+10000-01-01T01:59:59Z"),
+        ("FAR", "+10000-01-01T04:59:59Z", "+10000-01-01T06:59:59Z"),
+    ] {
+        conn.execute(
+            "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, \
+             state, polls, next_due_at) VALUES (?1, 'C1', '+4915112345678', 'B1', ?2, 'OPEN', 0, ?3)",
+            (id, submitted_at, next_due_at),
+        )
+        .unwrap();
+    }
+    let mut server = mockito::Server::new();
+    let listing = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(common::listing("B1", &[common::wire("T1", "SENT")], None))
+        .expect(1)
+        .create();
+    let out = db.poll_json(&server.url(), "2025-12-01T11:00:00Z", &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.counts(&["polled", "closed_unanswered"]),
+        [1, 2],
+        "{}",
+        out.summary
+    );
+    listing.assert();
+    for id in ["HELD", "FAR"] {
+        let tracking = db.tracking(id).unwrap();
+        assert_eq!(tracking.state, "UNCONFIRMED", "{id}: {tracking:?}");
+        let trail = db.audit(id);
+        assert_eq!(trail.len(), 1, "{id}: {trail:?}");
+        assert!(
+            trail[0]
+                .failure_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("out of range")),
+            "{id}: {trail:?}"
+        );
+    }
+    let out = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.counts(&["closed_unanswered"]), [0], "{}", out.summary);
+}

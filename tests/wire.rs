@@ -754,3 +754,50 @@ fn rejected_credentials_leave_a_tracked_message_open_at_its_last_slot() {
         db.audit("T1")
     );
 }
+
+/// The poller's own deadline closes nothing: at a message's +72h slot, a 429 asking for a pause longer than the
+/// time left, or an answer slower than the time left, leaves the message due for the next run.
+#[test]
+fn the_deadline_at_the_last_slot_closes_nothing() {
+    const LAST_SLOT: &str = "2025-12-04T09:00:00Z";
+    let db = TestDb::new();
+    db.submit("T1", Some("B1"), SUBMITTED);
+    let mut server = mockito::Server::new();
+    let pause = server
+        .mock("GET", "/batches/B1/messages")
+        .with_status(429)
+        .with_header("retry-after", "600")
+        .expect(1)
+        .create();
+    let out = db.poll_json(&server.url(), LAST_SLOT, &["--deadline", "10s"]);
+    pause.assert();
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    assert!(db.audit("T1").is_empty(), "{:?}", db.audit("T1"));
+    pause.remove();
+
+    let slow = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body_from_request(|_| {
+            std::thread::sleep(Duration::from_secs(4));
+            listing("B1", &[wire("T1", "DELIVERED")], None).into_bytes()
+        })
+        .create();
+    let out = db.poll_json(
+        &server.url(),
+        LAST_SLOT,
+        &["--deadline", "2s", "--max-attempts", "1"],
+    );
+    assert_eq!(out.code, Some(75), "{}", out.stderr);
+    assert!(db.audit("T1").is_empty(), "{:?}", db.audit("T1"));
+    slow.remove();
+
+    let answered = server
+        .mock("GET", "/batches/B1/messages")
+        .with_body(listing("B1", &[wire("T1", "DELIVERED")], None))
+        .expect(1)
+        .create();
+    let out = db.poll_json(&server.url(), LAST_SLOT, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    answered.assert();
+    assert_eq!(db.audit("T1")[0].status, "DELIVERED");
+}

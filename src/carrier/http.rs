@@ -2,6 +2,7 @@
 //! by default), a cap on the body size, the profile's authentication, and bounded retries with backoff for
 //! transient failures (a 429's `Retry-After` or `x-ratelimit-reset` is honoured).
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,9 @@ pub struct Http {
     rate: Option<RateLimit>,
     control: Arc<Control>,
     stats: Arc<Stats>,
+    /// The token in the forms a carrier could echo it (as is, percent-encoded, the Basic credentials), for
+    /// [`Http::scrub`].
+    secrets: Vec<String>,
 }
 
 /// What one attempt came to.
@@ -82,7 +86,17 @@ impl Http {
             Some(rps) => Some(RateLimit::per_second(rps)),
             None => default_interval.map(RateLimit::every),
         };
+        let token = config.token.expose();
+        let mut secrets = vec![token.to_string(), crate::percent::encode(token)];
+        if let Auth::Basic { user } = &auth {
+            secrets.push(base64(basic_pair(user, token).as_bytes()));
+        }
+        // A secret of a few characters would be found in ordinary words.
+        secrets.retain(|s| s.len() >= 6);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
         Http {
+            secrets,
             agent,
             base: config.carrier_url.clone(),
             token: config.token.clone(),
@@ -100,6 +114,18 @@ impl Http {
     /// `--concurrency`: how many requests the cycle may have in flight.
     pub fn concurrency(&self) -> usize {
         self.concurrency
+    }
+
+    /// Carrier text made safe to log and store: the token in any form the carrier could echo it (a body quoting
+    /// the request's `Authorization` header) replaced by `(redacted)`, and every phone number masked.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = Cow::Borrowed(text);
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = Cow::Owned(text.replace(secret.as_str(), "(redacted)"));
+            }
+        }
+        mask_text(&text).into_owned()
     }
 
     /// The cycle's control: whether it must stop.
@@ -139,6 +165,11 @@ impl Http {
                     retry_after,
                 } => (reason, retry_after),
             };
+            if self.control.remaining().is_zero() {
+                // The deadline came during the attempt (its timeout is cut to the time left): the poller's side.
+                log::debug!("{reason}; the cycle's deadline has come");
+                return Err(FetchError::Deadline);
+            }
             if attempt >= self.max_attempts {
                 return Err(FetchError::Failed {
                     attempts: attempt,
@@ -155,10 +186,7 @@ impl Http {
                     left.as_millis()
                 );
                 log::warn!("{reason}; giving up on this request");
-                return Err(FetchError::Failed {
-                    attempts: attempt,
-                    reason,
-                });
+                return Err(FetchError::Postponed { reason });
             }
             log::debug!("{reason}; retrying in {} ms", wait.as_millis());
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +213,9 @@ impl Http {
             .call();
         let mut response = match response {
             Ok(r) => r,
-            Err(e) => return retry(format!("{request}: {}", describe(&e)), None),
+            Err(e) => {
+                return retry(format!("{request}: {}", self.scrub(&describe(&e))), None);
+            }
         };
         let status = response.status().as_u16();
         let header = |name: &str| {
@@ -219,14 +249,14 @@ impl Http {
             }
             408 | 500..=599 => return retry(format!("{request}: HTTP {status}"), None),
             300..=399 => {
-                let location = request_label(&header("location").unwrap_or_default());
+                let location = self.scrub(&request_label(&header("location").unwrap_or_default()));
                 return unusable(format!(
                     "{request}: carrier answered HTTP {status} redirecting to {location:?}; redirects are not \
                      followed (check --carrier-url)"
                 ));
             }
             _ => {
-                let snippet = snippet(response.body_mut().as_reader());
+                let snippet = self.scrub(&snippet(response.body_mut().as_reader()));
                 return refused(
                     status,
                     format!("{request}: carrier answered HTTP {status}: {snippet}"),
@@ -246,16 +276,21 @@ impl Http {
                     MAX_BODY / (1024 * 1024)
                 ));
             }
-            Err(e) => return retry(format!("{request}: reading body: {}", describe(&e)), None),
+            Err(e) => {
+                return retry(
+                    format!("{request}: reading body: {}", self.scrub(&describe(&e))),
+                    None,
+                );
+            }
         };
         match parse(&body) {
             Ok(value) => Attempt::Done(Ok(Some(value))),
             Err(e) => retry(
                 format!(
                     "{request}: malformed response ({}; content type {}): {}",
-                    mask_text(&e),
-                    mask_text(&content_type),
-                    snippet(&body[..])
+                    self.scrub(&e),
+                    self.scrub(&content_type),
+                    self.scrub(&snippet(&body[..]))
                 ),
                 None,
             ),
@@ -271,14 +306,18 @@ impl Http {
             Auth::Bearer => format!("Bearer {secret}"),
             Auth::App => format!("App {secret}"),
             Auth::Basic { user } => {
-                let pair = if secret.contains(':') {
-                    secret.to_string()
-                } else {
-                    format!("{user}:{secret}")
-                };
-                format!("Basic {}", base64(pair.as_bytes()))
+                format!("Basic {}", base64(basic_pair(user, secret).as_bytes()))
             }
         }
+    }
+}
+
+/// The `user:secret` pair of Basic authentication. A token of the form `user:secret` names its own user.
+fn basic_pair(user: &str, token: &str) -> String {
+    if token.contains(':') {
+        token.to_string()
+    } else {
+        format!("{user}:{token}")
     }
 }
 
@@ -289,7 +328,7 @@ fn parse_rate_limit_reset(value: &str, now: std::time::SystemTime) -> Option<Dur
     if n < 1_000_000_000 {
         return Some(Duration::from_secs(n));
     }
-    let at = std::time::UNIX_EPOCH + Duration::from_secs(n);
+    let at = std::time::UNIX_EPOCH.checked_add(Duration::from_secs(n))?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -340,18 +379,18 @@ fn stopped(stop: Stop) -> FetchError {
     }
 }
 
-/// A transport error in words, numbers masked (an error may quote the URL).
+/// A transport error in words (to be scrubbed: an error may quote the URL).
 fn describe(e: &ureq::Error) -> String {
     match e {
         ureq::Error::Timeout(_) => "timed out".to_string(),
-        ureq::Error::Io(io) => mask_text(&format!("connection error: {io}")).into_owned(),
+        ureq::Error::Io(io) => format!("connection error: {io}"),
         ureq::Error::ConnectionFailed => "connection failed".to_string(),
         ureq::Error::HostNotFound => "host not found".to_string(),
-        other => mask_text(&other.to_string()).into_owned(),
+        other => other.to_string(),
     }
 }
 
-/// The first 200 bytes of a body, for error messages, numbers masked.
+/// The first 200 bytes of a body, for error messages (to be scrubbed).
 fn snippet(reader: impl Read) -> String {
     let mut buf = Vec::new();
     let _ = reader.take(200).read_to_end(&mut buf);
@@ -360,7 +399,7 @@ fn snippet(reader: impl Read) -> String {
     if text.is_empty() {
         "(empty body)".to_string()
     } else {
-        mask_text(text).into_owned()
+        text.to_string()
     }
 }
 
@@ -398,5 +437,6 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_rate_limit_reset("soon", now), None);
+        assert_eq!(parse_rate_limit_reset(&u64::MAX.to_string(), now), None);
     }
 }

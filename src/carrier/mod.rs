@@ -56,6 +56,9 @@ pub enum FetchError {
     CredentialsRejected { status: u16 },
     /// The request failed and retrying did not help: the carrier or the network is unwell.
     Failed { attempts: u32, reason: String },
+    /// The carrier asked for a pause (429 with `Retry-After`) longer than the time left before the cycle's
+    /// deadline: a failed request, but the poller's deadline, not the carrier's failure.
+    Postponed { reason: String },
     /// The carrier answered this question with a permanent refusal: a 4xx other than 401/403/404/408/429 (400,
     /// 410 Gone after its retention, 422), or an answer about another message. Asking again cannot help; for one
     /// message it is that message's outcome.
@@ -86,9 +89,9 @@ impl fmt::Display for FetchError {
             FetchError::Failed { attempts, reason } => {
                 write!(f, "{reason} (after {attempts} attempts)")
             }
-            FetchError::Refused { reason, .. } | FetchError::Unusable { reason } => {
-                f.write_str(reason)
-            }
+            FetchError::Refused { reason, .. }
+            | FetchError::Unusable { reason }
+            | FetchError::Postponed { reason } => f.write_str(reason),
             FetchError::Deadline => f.write_str("cycle deadline reached"),
             FetchError::Stopped => f.write_str("cycle stopped"),
         }
@@ -100,17 +103,25 @@ impl std::error::Error for FetchError {}
 impl FetchError {
     /// The same error with every phone number in its reason masked.
     pub fn redacted(self) -> FetchError {
+        self.map_text(&masked)
+    }
+
+    /// The same error with `clean` applied to its texts.
+    fn map_text(self, clean: &impl Fn(String) -> String) -> FetchError {
         match self {
             FetchError::Failed { attempts, reason } => FetchError::Failed {
                 attempts,
-                reason: masked(reason),
+                reason: clean(reason),
+            },
+            FetchError::Postponed { reason } => FetchError::Postponed {
+                reason: clean(reason),
             },
             FetchError::Refused { code, reason } => FetchError::Refused {
-                code: code.map(masked),
-                reason: masked(reason),
+                code: code.map(clean),
+                reason: clean(reason),
             },
             FetchError::Unusable { reason } => FetchError::Unusable {
-                reason: masked(reason),
+                reason: clean(reason),
             },
             other => other,
         }
@@ -296,24 +307,34 @@ impl Carrier {
         batch_id: Option<&str>,
         messages: &[&DueMessage],
     ) -> Result<Bulk, FetchError> {
+        let clean = |text: String| self.http.scrub(&text);
         match self.profile.bulk(&self.http, batch_id, messages) {
-            Ok(Bulk::Listed(listing)) => Ok(Bulk::Listed(listing.redacted())),
+            Ok(Bulk::Listed(listing)) => Ok(Bulk::Listed(listing.map_text(&clean))),
             Ok(other) => Ok(other),
-            Err(e) => Err(e.redacted()),
+            Err(e) => Err(e.map_text(&clean)),
         }
     }
 
     /// [`Profile::one`], its answer made safe to log and store.
     pub fn one(&self, message: &DueMessage) -> Result<Option<Report>, FetchError> {
+        let clean = |text: String| self.http.scrub(&text);
         self.profile
             .one(&self.http, message)
-            .map(|report| report.map(Report::redacted))
-            .map_err(FetchError::redacted)
+            .map(|report| report.map(|r| r.map_text(&clean)))
+            .map_err(|e| e.map_text(&clean))
+    }
+
+    /// [`Profile::unaskable`], its reason made safe to log and store (it may quote a tracking id that holds a
+    /// number).
+    pub fn unaskable(&self, message: &DueMessage) -> Option<String> {
+        self.profile.unaskable(message).map(masked)
     }
 
     /// [`Profile::probe`], its error made safe to print.
     pub fn probe(&self) -> Result<(), FetchError> {
-        self.profile.probe(&self.http).map_err(FetchError::redacted)
+        self.profile
+            .probe(&self.http)
+            .map_err(|e| e.map_text(&|text: String| self.http.scrub(&text)))
     }
 }
 
@@ -327,10 +348,15 @@ fn masked(text: String) -> String {
 impl Report {
     /// The carrier's words with every phone number masked (the tracking id is the poller's own).
     pub fn redacted(self) -> Report {
-        let opt = |text: Option<String>| text.map(masked);
+        self.map_text(&masked)
+    }
+
+    /// The report with `clean` applied to the carrier's words (not to the tracking id, the poller's own).
+    fn map_text(self, clean: &impl Fn(String) -> String) -> Report {
+        let opt = |text: Option<String>| text.map(clean);
         Report {
             tracking_id: self.tracking_id,
-            status: masked(self.status),
+            status: clean(self.status),
             status_group: opt(self.status_group),
             error_code: opt(self.error_code),
             error_message: opt(self.error_message),
@@ -342,11 +368,15 @@ impl Report {
 }
 
 impl Listing {
-    fn redacted(self) -> Listing {
+    fn map_text(self, clean: &impl Fn(String) -> String) -> Listing {
         Listing {
-            reports: self.reports.into_iter().map(Report::redacted).collect(),
+            reports: self
+                .reports
+                .into_iter()
+                .map(|r| r.map_text(clean))
+                .collect(),
             not_found: self.not_found,
-            malformed: self.malformed.into_iter().map(masked).collect(),
+            malformed: self.malformed.into_iter().map(clean).collect(),
         }
     }
 }

@@ -114,7 +114,15 @@ impl Profile for Sinch {
         let (Some(batch_id), Some(phone)) = (&message.batch_id, &message.phone_number) else {
             return Ok(None);
         };
-        let path = format!("{}/{}", self.report_path(batch_id), encode(phone));
+        // The number as Sinch writes an MSISDN: its digits, after a `+` where the submission has one (a number
+        // stored as `+49 151 1234 5678` is asked for as `+4915112345678`).
+        let plus = if phone.trim_start().starts_with('+') {
+            "+"
+        } else {
+            ""
+        };
+        let msisdn = format!("{plus}{}", wire::digits(phone));
+        let path = format!("{}/{}", self.report_path(batch_id), encode(&msisdn));
         let Some(r) = http.get(&path, parse_recipient)? else {
             return Ok(None);
         };

@@ -23,6 +23,7 @@ use super::{
     Span, Submission, TABLES, Unit, VERSION, Written, hostname, totals_of, warn_repeated,
 };
 use crate::exit::{Exit, ExitContext};
+use crate::redact;
 use crate::schedule;
 use crate::summary::Summary;
 use crate::timefmt;
@@ -153,11 +154,11 @@ impl PgTarget {
                 .unwrap_or_default();
             anyhow::anyhow!(
                 "invalid PostgreSQL URL in --db ({}): {e}{detail}",
-                redact(url)
+                redact::url(url)
             )
         })?;
         if config.get_hosts().is_empty() {
-            bail!("--db {} names no host", redact(url));
+            bail!("--db {} names no host", redact::url(url));
         }
         if let Some(password) = password {
             config.password(password);
@@ -165,7 +166,7 @@ impl PgTarget {
         if config.get_user().is_none() {
             bail!(
                 "--db {} names no user: postgres://USER@HOST/DBNAME",
-                redact(url)
+                redact::url(url)
             );
         }
         if config.get_connect_timeout().is_none() {
@@ -208,7 +209,7 @@ impl PgTarget {
         let (submissions, submissions_name) = quote_table(submissions)?;
         let shown = format!(
             "{}?sslmode={}{}",
-            redact(base),
+            redact::url(base),
             ssl.as_str(),
             if rest.is_empty() { "" } else { "&..." }
         );
@@ -358,27 +359,6 @@ impl rustls::client::danger::ServerCertVerifier for Lenient {
     }
 }
 
-/// A URL with its password replaced by `***` (in the user part and in a `password=` parameter).
-pub fn redact(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest = &out[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            let (start, end) = (scheme_end + 3 + colon + 1, scheme_end + 3 + at);
-            out.replace_range(start..end, "***");
-        }
-    }
-    if let Some(at) = out.find("password=") {
-        let start = at + "password=".len();
-        let end = out[start..].find('&').map_or(out.len(), |e| start + e);
-        out.replace_range(start..end, "***");
-    }
-    out
-}
-
 /// One part of `--db` percent-decoded; a malformed escape is an error naming the part (never its value: it may
 /// be a password).
 fn decoded(value: &str, part: &str) -> Result<String> {
@@ -420,7 +400,7 @@ fn check_url(url: &str) -> Result<()> {
         let Some((name, value)) = pair.split_once('=') else {
             bail!(
                 "invalid query parameter {:?} in --db: expected name=value",
-                redact(pair)
+                redact::url(pair)
             );
         };
         let name = decoded(name, "query parameter name")?;
@@ -453,7 +433,7 @@ fn check_host(host: &str) -> Result<()> {
     if let Some(port) = port
         && !port.parse::<u16>().is_ok_and(|p| p > 0)
     {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
+        if port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) {
             bail!("invalid port {port:?} in --db: expected a number from 1 to 65535");
         }
         // Not repeated: text where a port should be may be part of a mistyped password.
@@ -2038,7 +2018,7 @@ mod tests {
             "{shown}"
         );
         assert_eq!(
-            redact("postgres://u@h/db?password=hunter2&x=1"),
+            redact::url("postgres://u@h/db?password=hunter2&x=1"),
             "postgres://u@h/db?password=***&x=1"
         );
         let e = parse("postgres://u:hunter2@h:notaport/db").unwrap_err();

@@ -1083,9 +1083,10 @@ impl Formatted {
 fn due_message(row: &Row) -> Result<DueMessage> {
     let tracking_id: String = row.get(0)?;
     let submitted_at: String = row.get(4)?;
-    let submitted_at = timefmt::parse(&submitted_at).with_context(|| {
-        format!("message_tracking row {tracking_id:?} has a corrupt submitted_at")
-    })?;
+    // A value that cannot be read (one written by an earlier version for a submission after year 9999,
+    // `+10000-01-01T04:59:59Z`) must not stop every cycle: it reads as the last instant there is, out of the
+    // schedule's range, and the cycle closes the message without a request.
+    let submitted_at = timefmt::parse(&submitted_at).unwrap_or(DateTime::<Utc>::MAX_UTC);
     Ok(DueMessage {
         tracking_id,
         customer_id: row.get(1)?,
