@@ -80,7 +80,8 @@ fn no_phone_number(text: &str) -> bool {
         .all(|run| run.len() < 7)
 }
 
-/// The size of the reports, checking on the way that each, made safe to log and store, holds no phone number.
+/// The size of the reports, checking on the way that each, made safe to log and store, holds no phone number in
+/// its words (its time is only ever stored read into the schema's form).
 fn reports_size(reports: &[Report]) -> Result<usize, TestCaseError> {
     for report in reports {
         let safe = report.clone().redacted();
@@ -90,7 +91,6 @@ fn reports_size(reports: &[Report]) -> Result<usize, TestCaseError> {
             safe.error_code.as_ref(),
             safe.error_message.as_ref(),
             safe.error_group.as_ref(),
-            safe.status_updated_at.as_ref(),
         ];
         for text in words.into_iter().flatten().chain([&safe.status]) {
             prop_assert!(no_phone_number(text), "{:?} redacted is {:?}", report, safe);
