@@ -173,6 +173,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// For packagers: write the man pages (dlr-poller.1, one per command) and the shell completions (bash,
+    /// zsh, fish), generated from these definitions, into a directory.
+    #[command(hide = true)]
+    Generate {
+        /// Where to write them (created when missing).
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -348,3 +348,39 @@ pub fn close(db: &Db, tracking_id: &str, reason: &str) -> Result<Exit> {
         .exit_code(Exit::Usage),
     }
 }
+
+/// Writes the man pages and the shell completions, generated from the command line's definitions, into
+/// `out_dir`, and names each file written on stdout.
+pub fn generate(out_dir: &std::path::Path) -> Result<Exit> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("creating {}", out_dir.display()))
+        .exit_code(Exit::Config)?;
+    let writing = || format!("writing into {}", out_dir.display());
+    let mut command = crate::cli::Cli::command();
+    let mut written = Vec::new();
+    // One page for the whole tool and one per command, as `man dlr-poller-poll` finds them (none for the hidden
+    // `generate`).
+    clap_mangen::generate_to(command.clone(), out_dir)
+        .with_context(writing)
+        .exit_code(Exit::Config)?;
+    for entry in std::fs::read_dir(out_dir).with_context(writing)? {
+        let name = entry.with_context(writing)?.file_name();
+        if name.to_string_lossy().ends_with(".1") {
+            written.push(out_dir.join(name));
+        }
+    }
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        let path = clap_complete::generate_to(shell, &mut command, "dlr-poller", out_dir)
+            .with_context(writing)
+            .exit_code(Exit::Config)?;
+        written.push(path);
+    }
+    written.sort();
+    for path in written {
+        output::line(&path.display().to_string())?;
+    }
+    Ok(Exit::Ok)
+}

@@ -123,5 +123,6 @@ fn run(cli: Cli, target: Result<Target>) -> Result<Exit> {
             commands::history(&db(busy_timeout?)?, &tracking_id, json)
         }
         Command::Cycles { last, json } => commands::cycles(&db(busy_timeout?)?, &last, json),
+        Command::Generate { out_dir } => commands::generate(&out_dir),
     }
 }

@@ -417,3 +417,38 @@ fn a_malformed_postgres_url_names_its_part() {
         );
     }
 }
+
+/// `generate` writes a man page for the tool and one per command, and the bash, zsh and fish completions, all
+/// from the command line's own definitions; it is for packagers, so `--help` does not list it.
+#[test]
+fn generate_writes_man_pages_and_completions_from_the_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin().arg("generate").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for command in [
+        "migrate", "poll", "doctor", "check", "prune", "history", "close", "cycles",
+    ] {
+        assert!(
+            read(&format!("dlr-poller-{command}.1")).contains(".TH"),
+            "{command}"
+        );
+    }
+    let poll = read("dlr-poller-poll.1");
+    for needle in [
+        "DLR_CARRIER_URL",
+        "\\-\\-carrier\\-token\\-file",
+        "\\-\\-deadline",
+    ] {
+        assert!(poll.contains(needle), "the poll page lacks {needle}");
+    }
+    assert!(read("dlr-poller.1").contains("poll"));
+    assert!(read("dlr-poller.bash").contains("--carrier-url"));
+    assert!(read("_dlr-poller").contains("--carrier-url"));
+    assert!(read("dlr-poller.fish").contains("carrier-url"));
+    assert!(!dir.path().join("dlr-poller-generate.1").exists());
+    let help = bin().arg("--help").output().unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate"));
+}
