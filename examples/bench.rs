@@ -36,10 +36,8 @@ use anyhow::{Context, Result, bail};
 #[path = "support/mod.rs"]
 mod support;
 use chrono::TimeDelta;
-use dlr_poller::sandbox::{
-    Dialect, Sandbox, SandboxServer, SimMessage, World, random_id, sequential_id,
-};
 use dlr_poller::{schedule, timefmt};
+use dlr_sandbox::{Dialect, Sandbox, SandboxServer, SimMessage, World, random_id, sequential_id};
 
 const TOKEN: &str = "bench-token";
 

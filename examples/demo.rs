@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 #[path = "support/mod.rs"]
 mod support;
 use chrono::TimeDelta;
-use dlr_poller::sandbox::{Dialect, Sandbox, SandboxServer, World};
 use dlr_poller::{schedule, timefmt};
+use dlr_sandbox::{Dialect, Sandbox, SandboxServer, World};
 
 const MESSAGES: usize = 2_000;
 const TOKEN: &str = "demo-token";

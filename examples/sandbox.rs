@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use dlr_poller::sandbox::{Dialect, Sandbox, SandboxServer, World};
 use dlr_poller::{schedule, timefmt};
+use dlr_sandbox::{Dialect, Sandbox, SandboxServer, World};
 
 fn main() -> Result<()> {
     let (mut port, mut messages, mut batch_size, mut latency_ms, mut database) =

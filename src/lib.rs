@@ -1,7 +1,7 @@
 //! dlr-poller: tracks whether SMS messages reached the phone by polling the carrier's delivery-status API.
 //!
-//! The binary (`src/main.rs`) is glue; the work is here so that the sandbox carrier, the demo and the tests can
-//! share it.
+//! The binary (`src/main.rs`) is glue; the work is here so that the tests, the demo, the benchmark and the
+//! sandbox carrier (the `dlr-sandbox` crate beside it, which the binary does not carry) can share it.
 
 pub mod carrier;
 pub mod cli;
@@ -19,7 +19,6 @@ pub mod rate;
 pub mod redact;
 pub mod report;
 pub mod retry;
-pub mod sandbox;
 pub mod schedule;
 pub mod signals;
 pub mod status;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{Backend, TOKEN, TestDb, next_slot, rows_polled_at};
-use dlr_poller::sandbox::{Dialect, Fate, Sandbox, SandboxServer, SimMessage, Truth, World};
 use dlr_poller::timefmt;
+use dlr_sandbox::{Dialect, Fate, Sandbox, SandboxServer, SimMessage, Truth, World};
 
 /// The outcome the issue gives each provider word: DELIVERED, FAILED, PENDING, or UNCONFIRMED (final without a
 /// receipt: recorded PENDING, tracking ends).

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TOKEN, TestDb, sent_world};
-use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
+use dlr_sandbox::{Sandbox, SandboxServer, SimMessage, World};
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";
 const NOW: &str = "2025-12-01T11:00:00Z";

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use common::{Backend, TOKEN, TestDb, expected_status};
-use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
+use dlr_sandbox::{Sandbox, SandboxServer, SimMessage, World};
 
 const KILLS: usize = 20;
 

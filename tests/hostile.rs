@@ -5,7 +5,7 @@
 mod common;
 
 use common::{TestDb, listing, sent_world, wire};
-use dlr_poller::sandbox::SimMessage;
+use dlr_sandbox::SimMessage;
 use mockito::Matcher;
 
 const SUBMITTED: &str = "2025-12-01T09:00:00Z";

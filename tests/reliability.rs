@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, HangingCarrier, TestDb, sent_world};
-use dlr_poller::sandbox::{SandboxServer, SimMessage};
 use dlr_poller::timefmt;
+use dlr_sandbox::{SandboxServer, SimMessage};
 
 on_both_backends!(
     concurrent_starts_run_one_cycle_at_a_time_and_never_poll_twice,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{Backend, TOKEN, expected_status, next_slot, rows_polled_at};
-use dlr_poller::sandbox::{Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
+use dlr_sandbox::{Sandbox, SandboxServer, SimMessage, World};
 
 /// The test's own model of one message: polls so far, next slot, closed or not.
 #[derive(Clone, Debug)]

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use dlr_poller::sandbox::{Fate, Sandbox, SandboxServer, SimMessage, World};
 use dlr_poller::timefmt;
+use dlr_sandbox::{Fate, Sandbox, SandboxServer, SimMessage, World};
 use rusqlite::{Connection, OptionalExtension};
 use tempfile::TempDir;
 

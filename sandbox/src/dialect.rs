@@ -11,9 +11,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{Fate, SimMessage, Slot, TimeKey, World, decode};
-use crate::carrier::wire::encode;
-use crate::timefmt;
+use super::{Fate, SimMessage, Slot, TimeKey, World};
+use crate::escape::decode;
+use crate::escape::encode;
+use dlr_poller::timefmt;
 
 /// Which provider the sandbox plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,8 +79,7 @@ impl Dialect {
     pub fn authorization(self, token: &str) -> String {
         match self {
             Dialect::Twilio | Dialect::Vonage => {
-                let pair = format!("{}:{token}", self.account().unwrap_or_default());
-                format!("Basic {}", crate::carrier::http::base64(pair.as_bytes()))
+                crate::escape::basic(self.account().unwrap_or_default(), token)
             }
             Dialect::Infobip => format!("App {token}"),
             _ => format!("Bearer {token}"),

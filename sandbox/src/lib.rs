@@ -6,6 +6,7 @@
 //! integration tests, the demo and the benchmarks run the real `dlr-poller` binary against it.
 
 pub mod dialect;
+mod escape;
 mod server;
 
 use std::cmp::Reverse;
@@ -16,9 +17,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::carrier::Report;
-use crate::retry::Rng;
-use crate::timefmt;
+use dlr_poller::carrier::Report;
+use dlr_poller::retry::Rng;
+use dlr_poller::timefmt;
 
 pub use dialect::{Dialect, Truth};
 pub use server::SandboxServer;
@@ -641,7 +642,7 @@ impl Sandbox {
         let segments: Vec<String> = path
             .trim_start_matches('/')
             .split('/')
-            .map(decode)
+            .map(escape::decode)
             .collect();
         let now = self.clock();
         let world = self.world.read().unwrap_or_else(|e| e.into_inner());
@@ -670,7 +671,7 @@ impl Sandbox {
                 let offset = query
                     .split('&')
                     .find_map(|kv| kv.strip_prefix("page_token="))
-                    .map(decode)
+                    .map(escape::decode)
                     .and_then(|t| t.strip_prefix("p").and_then(|n| n.parse::<usize>().ok()));
                 let offset = offset.unwrap_or(0).min(listed.len());
                 let end = (offset + self.page_size).min(listed.len());
@@ -702,11 +703,6 @@ fn to_json(value: &impl serde::Serialize) -> String {
 
 fn error_body(message: &str) -> String {
     serde_json::json!({ "error": message }).to_string()
-}
-
-/// Percent-decodes a path segment or query value; one with malformed escapes is kept as it is.
-fn decode(s: &str) -> String {
-    crate::percent::decode(s).unwrap_or_else(|_| s.to_string())
 }
 
 #[cfg(test)]
@@ -855,12 +851,5 @@ mod tests {
             "{ascending} of 9999 pairs in order"
         );
         assert!(sequential_id(9) < sequential_id(10));
-    }
-
-    #[test]
-    fn decode_handles_escapes_and_garbage() {
-        assert_eq!(decode("B%201%2Fx"), "B 1/x");
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz"), "%zz");
     }
 }
