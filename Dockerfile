@@ -6,6 +6,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 COPY src ./src
+# The workspace names the sandbox crate (a dev-dependency of the tests): cargo reads its manifest, never builds it here.
+COPY sandbox ./sandbox
 COPY schema.sql ./
 RUN cargo build --release --locked --bin dlr-poller
 
