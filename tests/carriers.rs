@@ -678,3 +678,34 @@ fn a_status_map_overrides_words_and_a_bad_one_names_its_line() {
     out.assert_stderr_has(&format!("--status-map {}, line 2", map.display()));
     out.assert_stderr_has("\"MAYBE\" is not an outcome");
 }
+
+/// A listing every account has, answered 404, means a wrong URL or account: `doctor` says so and fails (exit
+/// 69), instead of passing and leaving every poll to read "no such message".
+#[test]
+fn doctor_names_a_wrong_url_or_account_behind_a_404() {
+    for dialect in [Dialect::Twilio, Dialect::Sinch, Dialect::Infobip] {
+        let mut server = mockito::Server::new();
+        let listing = server
+            .mock("GET", mockito::Matcher::Any)
+            .with_status(404)
+            .expect(1)
+            .create();
+        let db = TestDb::new();
+        let out = db
+            .cmd()
+            .env("DLR_CARRIER_TOKEN", TOKEN)
+            .arg("doctor")
+            .args(profile_args(dialect))
+            .args(["--carrier-url", &server.url()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(69), "{}: {stdout}", dialect.name());
+        assert!(
+            stdout.contains("check --carrier-url and --carrier-account"),
+            "{}: {stdout}",
+            dialect.name()
+        );
+        listing.assert();
+    }
+}

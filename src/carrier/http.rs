@@ -128,6 +128,22 @@ impl Http {
         mask_text(&text).into_owned()
     }
 
+    /// For `doctor`: GETs a listing that every account has (`path`). Any answer but 401/403 shows that the
+    /// credentials work; a 404 says that the URL or the account is wrong, which polling would take for "no such
+    /// message" about every message.
+    pub fn probe_listing(&self, path: &str) -> Result<(), FetchError> {
+        match self.get(path, |_| Ok(()))? {
+            Some(()) => Ok(()),
+            None => Err(FetchError::Unusable {
+                reason: format!(
+                    "GET {}: the carrier answered 404 for a listing every account has: check --carrier-url and \
+                     --carrier-account",
+                    request_label(path)
+                ),
+            }),
+        }
+    }
+
     /// The cycle's control: whether it must stop.
     pub fn control(&self) -> &Control {
         &self.control

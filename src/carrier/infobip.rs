@@ -110,7 +110,7 @@ impl Profile for Infobip {
     }
 
     fn probe(&self, http: &Http) -> Result<(), FetchError> {
-        http.get("/sms/3/logs?limit=1", |_| Ok(())).map(|_| ())
+        http.probe_listing("/sms/3/logs?limit=1")
     }
 
     fn retention(&self) -> Option<TimeDelta> {

@@ -141,11 +141,10 @@ impl Profile for Sinch {
     }
 
     fn probe(&self, http: &Http) -> Result<(), FetchError> {
-        http.get(
-            &format!("/xms/v1/{}/batches?page_size=1", encode(&self.plan)),
-            |_| Ok(()),
-        )
-        .map(|_| ())
+        http.probe_listing(&format!(
+            "/xms/v1/{}/batches?page_size=1",
+            encode(&self.plan)
+        ))
     }
 }
 

@@ -419,8 +419,7 @@ impl Profile for Twilio {
     }
 
     fn probe(&self, http: &Http) -> Result<(), FetchError> {
-        http.get(&format!("{}.json?PageSize=1", self.messages()), |_| Ok(()))
-            .map(|_| ())
+        http.probe_listing(&format!("{}.json?PageSize=1", self.messages()))
     }
 }
 
