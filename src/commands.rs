@@ -12,7 +12,7 @@ use crate::cli::PollArgs;
 use crate::config::{self, PollConfig, TOKEN_ENV};
 use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
-use crate::redact::{mask_phone, mask_text};
+use crate::redact::{error_text, mask_owned, mask_phone, mask_text};
 use crate::store::{self, Backend, Closed, Target};
 use crate::{cycle, metrics, output, report, signals, timefmt};
 
@@ -215,18 +215,13 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
         ),
     };
     // The verdict is the exit code: it stands whether or not anyone reads the line.
-    if let Err(e) = output::line(&line) {
-        log::warn!("{e:#}");
-    }
+    output::say(&line);
     Ok(exit)
 }
 
 /// `check`'s answer when it cannot tell: UNKNOWN and the reason, exit 3.
 pub fn unknown(e: &anyhow::Error) -> Exit {
-    // A database's error may quote a row: numbers masked, as in every other error.
-    if let Err(e) = output::line(&format!("UNKNOWN: {}", mask_text(&format!("{e:#}")))) {
-        log::warn!("{e:#}");
-    }
+    output::say(&format!("UNKNOWN: {}", error_text(e)));
     Exit::Unknown
 }
 
@@ -252,12 +247,10 @@ pub fn prune(
     let mut store = db.open_checked()?;
     let (audit, cycles) = store.prune(cutoff, dry_run, 5_000)?;
     let verb = if dry_run { "would delete" } else { "deleted" };
-    if let Err(e) = output::line(&format!(
+    output::say(&format!(
         "{verb} {audit} audit rows polled before {} and {cycles} cycle records started before it",
         timefmt::format(cutoff)
-    )) {
-        log::warn!("{e:#}");
-    }
+    ));
     Ok(Exit::Ok)
 }
 
@@ -271,16 +264,11 @@ pub fn history(db: &Db, tracking_id: &str, json: bool) -> Result<Exit> {
     // exporting personal data.
     history.phone_number = history.phone_number.as_deref().map(mask_phone);
     // Text stored by an earlier version, which did not mask carrier text, is masked as it is shown.
-    let mask = |text: &mut Option<String>| {
-        if let Some(t) = text {
-            *t = mask_text(t).into_owned();
-        }
-    };
-    mask(&mut history.note);
+    mask_stored(&mut history.note);
     for row in &mut history.results {
-        mask(&mut row.carrier_status);
-        mask(&mut row.failure_code);
-        mask(&mut row.failure_reason);
+        mask_stored(&mut row.carrier_status);
+        mask_stored(&mut row.failure_code);
+        mask_stored(&mut row.failure_reason);
     }
     if json {
         output::line(&serde_json::to_string_pretty(&history)?)?;
@@ -288,6 +276,11 @@ pub fn history(db: &Db, tracking_id: &str, json: bool) -> Result<Exit> {
         output::print(&report::history_text(&history))?;
     }
     Ok(Exit::Ok)
+}
+
+/// Masks text read back from the database: rows an earlier version wrote may hold carrier text unmasked.
+fn mask_stored(text: &mut Option<String>) {
+    *text = text.take().map(mask_owned);
 }
 
 pub fn cycles(db: &Db, last: &str, json: bool) -> Result<Exit> {
@@ -300,9 +293,7 @@ pub fn cycles(db: &Db, last: &str, json: bool) -> Result<Exit> {
     let mut cycles = db.open_checked()?.cycles(last)?;
     // An error stored by an earlier version, which did not mask carrier text, is masked as it is shown.
     for cycle in &mut cycles {
-        if let Some(error) = &mut cycle.error {
-            *error = mask_text(error).into_owned();
-        }
+        mask_stored(&mut cycle.error);
     }
     if json {
         output::line(&serde_json::to_string_pretty(&cycles)?)?;
@@ -322,22 +313,16 @@ pub fn close(db: &Db, tracking_id: &str, reason: &str) -> Result<Exit> {
         .exit_code(Exit::Config);
     }
     let now = Utc::now();
-    // What was done is done: an output that cannot be written is a warning, not another outcome.
-    let say = |text: String| {
-        if let Err(e) = output::line(&text) {
-            log::warn!("{e:#}");
-        }
-    };
     match db.open_checked()?.close(tracking_id, reason, now)? {
         Closed::Now => {
-            say(format!(
+            output::say(&format!(
                 "closed {tracking_id}: UNCONFIRMED at {}, reason: {reason}",
                 timefmt::format(now)
             ));
             Ok(Exit::Ok)
         }
         Closed::Ended(state) => {
-            say(format!(
+            output::say(&format!(
                 "{tracking_id} is not being tracked any more ({state}); nothing changed"
             ));
             Ok(Exit::Ok)

@@ -24,7 +24,7 @@ use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::exit::{Exit, ExitContext};
 use crate::intake::{self, Gatherer, ReadEnd, Window};
-use crate::redact::mask_text;
+use crate::redact::error_text;
 use crate::schedule::{self, Next};
 use crate::status::DeliveryStatus;
 use crate::store::{
@@ -335,7 +335,7 @@ fn leased(
         Err(e) => {
             // A database's error may quote the row it failed on (PostgreSQL's "Failing row contains ..."):
             // numbers masked.
-            summary.error = Some(mask_text(&format!("{e:#}")).into_owned());
+            summary.error = Some(error_text(&e));
             let exit = crate::exit::tagged(&e).unwrap_or(Exit::Database);
             (Err(e).exit_code(exit), exit)
         }
@@ -1058,10 +1058,7 @@ impl Writer<'_> {
                                 let written = self.flush();
                                 let _ = done.send(written.is_ok());
                                 if let Err(e) = written {
-                                    log::error!(
-                                        "{}; stopping the cycle",
-                                        mask_text(&format!("{e:#}"))
-                                    );
+                                    log::error!("{}; stopping the cycle", error_text(&e));
                                     control.abort_store_failed();
                                     failure = Some(e);
                                 }
@@ -1082,7 +1079,7 @@ impl Writer<'_> {
                 let written = self.flush();
                 writing += flush.elapsed();
                 if let Err(e) = written {
-                    log::error!("{}; stopping the cycle", mask_text(&format!("{e:#}")));
+                    log::error!("{}; stopping the cycle", error_text(&e));
                     control.abort_store_failed();
                     failure = Some(e);
                 }

@@ -120,7 +120,7 @@ pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
         Ok(at) => at,
         Err(e) => {
             // The dispatcher's value is quoted: a number typed into the wrong column is masked.
-            let e = crate::redact::mask_text(&e).into_owned();
+            let e = crate::redact::mask_owned(e);
             log::warn!("submission {tracking_id:?} cannot be tracked: {e}");
             return intake(None, IntakeKind::Invalid(e));
         }

@@ -8,7 +8,7 @@ use clap::Parser;
 use dlr_poller::cli::{Cli, Command, LogFormat};
 use dlr_poller::commands::{self, Db};
 use dlr_poller::exit::{Exit, ExitContext, exit_of};
-use dlr_poller::redact::mask_text;
+use dlr_poller::redact::error_text;
 use dlr_poller::store::Target;
 use dlr_poller::{config, logging, output, store};
 
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // A log pipeline reads stderr as JSON lines: the error goes there as one too.
             // A database's error may quote the row it failed on: numbers masked.
-            let message = mask_text(&format!("{err:#}")).into_owned();
+            let message = error_text(&err);
             if json_logs {
                 log::error!("{message}");
             } else {

@@ -31,6 +31,14 @@ pub fn line(text: &str) -> Result<()> {
     print(&format!("{text}\n"))
 }
 
+/// Writes a line whose output is not the outcome (what was done is done: a cycle recorded, a message closed, a
+/// verdict given): a failure to write it is a warning, never another exit code.
+pub fn say(text: &str) {
+    if let Err(e) = line(text) {
+        log::warn!("{e:#}");
+    }
+}
+
 /// Writes a line to standard error, where nothing is left to report a failure to.
 pub fn error_line(text: &str) {
     let _ = writeln!(io::stderr().lock(), "{text}");

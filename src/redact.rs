@@ -80,6 +80,21 @@ pub fn mask_text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// [`mask_text`] of an owned text, which is given back as it is when nothing is masked (no new allocation: the
+/// carrier seam cleans every word of every report).
+pub fn mask_owned(text: String) -> String {
+    match mask_text(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(masked) => masked,
+    }
+}
+
+/// An error as shown in logs, stored errors and on stderr: with its causes, and every number masked (a
+/// database's error may quote the row it failed on, PostgreSQL's "Failing row contains (...)").
+pub fn error_text(e: &anyhow::Error) -> String {
+    mask_owned(format!("{e:#}"))
+}
+
 /// Masks, in `masked`, the digits of every number that `tokens` (of the same text) hold.
 fn mask_numbers(tokens: &[Token], masked: &mut [u8]) {
     let mut i = 0;

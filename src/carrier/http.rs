@@ -2,7 +2,6 @@
 //! by default), a cap on the body size, the profile's authentication, and bounded retries with backoff for
 //! transient failures (a 429's `Retry-After` or `x-ratelimit-reset` is honoured).
 
-use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +11,7 @@ use super::FetchError;
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::rate::RateLimit;
-use crate::redact::{CarrierToken, mask_text, request_label};
+use crate::redact::{CarrierToken, mask_owned, request_label};
 use crate::retry::{Backoff, Rng, parse_retry_after};
 
 /// Bodies above this size are refused: a status page is a few hundred kilobytes at most.
@@ -118,14 +117,13 @@ impl Http {
 
     /// Carrier text made safe to log and store: the token in any form the carrier could echo it (a body quoting
     /// the request's `Authorization` header) replaced by `(redacted)`, and every phone number masked.
-    pub fn scrub(&self, text: &str) -> String {
-        let mut text = Cow::Borrowed(text);
+    pub fn scrub(&self, mut text: String) -> String {
         for secret in &self.secrets {
             if text.contains(secret.as_str()) {
-                text = Cow::Owned(text.replace(secret.as_str(), "(redacted)"));
+                text = text.replace(secret.as_str(), "(redacted)");
             }
         }
-        mask_text(&text).into_owned()
+        mask_owned(text)
     }
 
     /// For `doctor`: GETs a listing that every account has (`path`). Any answer but 401/403 shows that the
@@ -230,7 +228,7 @@ impl Http {
         let mut response = match response {
             Ok(r) => r,
             Err(e) => {
-                return retry(format!("{request}: {}", self.scrub(&describe(&e))), None);
+                return retry(format!("{request}: {}", self.scrub(describe(&e))), None);
             }
         };
         let status = response.status().as_u16();
@@ -265,14 +263,14 @@ impl Http {
             }
             408 | 500..=599 => return retry(format!("{request}: HTTP {status}"), None),
             300..=399 => {
-                let location = self.scrub(&request_label(&header("location").unwrap_or_default()));
+                let location = self.scrub(request_label(&header("location").unwrap_or_default()));
                 return unusable(format!(
                     "{request}: carrier answered HTTP {status} redirecting to {location:?}; redirects are not \
                      followed (check --carrier-url)"
                 ));
             }
             _ => {
-                let snippet = self.scrub(&snippet(response.body_mut().as_reader()));
+                let snippet = self.scrub(snippet(response.body_mut().as_reader()));
                 return refused(
                     status,
                     format!("{request}: carrier answered HTTP {status}: {snippet}"),
@@ -294,7 +292,7 @@ impl Http {
             }
             Err(e) => {
                 return retry(
-                    format!("{request}: reading body: {}", self.scrub(&describe(&e))),
+                    format!("{request}: reading body: {}", self.scrub(describe(&e))),
                     None,
                 );
             }
@@ -304,9 +302,9 @@ impl Http {
             Err(e) => retry(
                 format!(
                     "{request}: malformed response ({}; content type {}): {}",
-                    self.scrub(&e),
-                    self.scrub(&content_type),
-                    self.scrub(&snippet(&body[..]))
+                    self.scrub(e),
+                    self.scrub(content_type),
+                    self.scrub(snippet(&body[..]))
                 ),
                 None,
             ),

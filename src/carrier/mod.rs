@@ -25,7 +25,7 @@ use anyhow::{Result, bail};
 use chrono::TimeDelta;
 
 use self::http::{Auth, Http};
-use crate::redact::mask_text;
+use crate::redact::mask_owned;
 use crate::store::DueMessage;
 
 /// The providers `--carrier` accepts.
@@ -101,11 +101,6 @@ impl fmt::Display for FetchError {
 impl std::error::Error for FetchError {}
 
 impl FetchError {
-    /// The same error with every phone number in its reason masked.
-    pub fn redacted(self) -> FetchError {
-        self.map_text(&masked)
-    }
-
     /// The same error with `clean` applied to its texts.
     fn map_text(self, clean: &impl Fn(String) -> String) -> FetchError {
         match self {
@@ -307,7 +302,7 @@ impl Carrier {
         batch_id: Option<&str>,
         messages: &[&DueMessage],
     ) -> Result<Bulk, FetchError> {
-        let clean = |text: String| self.http.scrub(&text);
+        let clean = |text: String| self.http.scrub(text);
         match self.profile.bulk(&self.http, batch_id, messages) {
             Ok(Bulk::Listed(listing)) => Ok(Bulk::Listed(listing.map_text(&clean))),
             Ok(other) => Ok(other),
@@ -317,7 +312,7 @@ impl Carrier {
 
     /// [`Profile::one`], its answer made safe to log and store.
     pub fn one(&self, message: &DueMessage) -> Result<Option<Report>, FetchError> {
-        let clean = |text: String| self.http.scrub(&text);
+        let clean = |text: String| self.http.scrub(text);
         self.profile
             .one(&self.http, message)
             .map(|report| report.map(|r| r.map_text(&clean)))
@@ -327,28 +322,21 @@ impl Carrier {
     /// [`Profile::unaskable`], its reason made safe to log and store (it may quote a tracking id that holds a
     /// number).
     pub fn unaskable(&self, message: &DueMessage) -> Option<String> {
-        self.profile.unaskable(message).map(masked)
+        self.profile.unaskable(message).map(mask_owned)
     }
 
     /// [`Profile::probe`], its error made safe to print.
     pub fn probe(&self) -> Result<(), FetchError> {
         self.profile
             .probe(&self.http)
-            .map_err(|e| e.map_text(&|text: String| self.http.scrub(&text)))
-    }
-}
-
-fn masked(text: String) -> String {
-    match mask_text(&text) {
-        std::borrow::Cow::Borrowed(_) => text,
-        std::borrow::Cow::Owned(masked) => masked,
+            .map_err(|e| e.map_text(&|text: String| self.http.scrub(text)))
     }
 }
 
 impl Report {
     /// The carrier's words with every phone number masked (the tracking id is the poller's own).
     pub fn redacted(self) -> Report {
-        self.map_text(&masked)
+        self.map_text(&mask_owned)
     }
 
     /// The report with `clean` applied to the carrier's words: not to the tracking id (the poller's own), nor to
