@@ -81,16 +81,17 @@ pub fn hint(err: &anyhow::Error, target: &Target) -> Option<String> {
     }
 }
 
-/// The operations behind the seam. A store is one connection, used by one thread; a cycle opens one for its
-/// reader and one for its writer.
+/// The operations behind the seam, which every backend implements in full. A store is one connection, used by
+/// one thread; a cycle opens one for its reader and one for its writer.
 pub trait Backend: Send {
     /// Brings the schema to the current version; safe when several processes run it at once. Returns (from,
     /// to) versions.
     fn migrate(&mut self) -> Result<(usize, usize)>;
     /// Fails unless the schema is exactly the version this build writes and its tables are all there.
     fn check_schema(&mut self) -> Result<()>;
-    /// Readies this connection for a cycle's writes (a larger page cache, where that helps).
-    fn prepare_writer(&mut self) -> Result<()>;
+
+    /// How the runs of one cycle keep out of each other's way here.
+    fn sharing(&mut self) -> Sharing<'_>;
 
     /// How far back sms_submissions has been read completely (`None`: never; the first read covers the whole
     /// table).
@@ -120,11 +121,7 @@ pub trait Backend: Send {
         limit: usize,
     ) -> Result<Vec<DueMessage>>;
 
-    /// Takes the cycle lease, unless a live run holds it.
-    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease>;
-    /// Gives the lease up (only if this run still holds it).
-    fn release_lease(&mut self) -> Result<()>;
-    /// Records a cycle as started; returns its id.
+    /// Records a cycle as started on this connection, which then writes the cycle's results; returns its id.
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64>;
     /// Writes results in one transaction: an audit row per result and the tracking update, or for a message
     /// not tracked yet, its tracking row. A message whose tracking row has moved on, or that turns out to be
@@ -135,84 +132,8 @@ pub trait Backend: Send {
         polled_at: DateTime<Utc>,
         records: &[PollRecord],
     ) -> Result<Written>;
-    /// [`Backend::record`], and in the same transaction marks the round's `units` done (a store whose runs share
-    /// cycles; others ignore them).
-    fn record_units(
-        &mut self,
-        cycle_id: i64,
-        polled_at: DateTime<Utc>,
-        records: &[PollRecord],
-        units: &[i64],
-    ) -> Result<Written> {
-        let _ = units;
-        self.record(cycle_id, polled_at, records)
-    }
     /// Records how a cycle ended, adds its counts to the running totals, and remembers a success.
     fn finish_cycle(&mut self, s: &Summary) -> Result<()>;
-
-    /// Whether several runs share one cycle here (PostgreSQL: replicas), through rounds of claimed units,
-    /// instead of one run holding the lease.
-    fn shares_cycles(&self) -> bool {
-        false
-    }
-    /// Joins the round for a cycle at `now`, or starts one (this run then coordinates it). `ttl`: how long the
-    /// round may run. Also remembers the round on this connection, for the cycle record.
-    fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Result<Join> {
-        let _ = (me, now, ttl);
-        unshared()
-    }
-    /// Where a round is.
-    fn round_phase(&mut self, round: i64) -> Result<Phase> {
-        let _ = round;
-        unshared()
-    }
-    /// Takes over the intake of a round whose coordinator died before publishing its units; false while it lives.
-    fn take_over_round(&mut self, round: i64, me: &str) -> Result<bool> {
-        let _ = (round, me);
-        unshared()
-    }
-    /// Splits the messages due at `cutoff` into the round's units (a batch, or up to `lone` messages without one)
-    /// and opens the round for polling. Returns the number of units.
-    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64> {
-        let _ = (round, cutoff, lone);
-        unshared()
-    }
-    /// Claims up to `limit` units nobody holds (or whose holder's lease ran out) for `lease`.
-    fn claim_units(
-        &mut self,
-        round: i64,
-        me: &str,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<Unit>> {
-        let _ = (round, me, limit, lease);
-        unshared()
-    }
-    /// Extends the lease of the units `me` holds and has not finished; returns how many.
-    fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> Result<u64> {
-        let _ = (round, me, lease);
-        unshared()
-    }
-    /// Hands back the units `me` claimed and did not finish (a run that stops early); returns how many.
-    fn release_units(&mut self, round: i64, me: &str) -> Result<u64> {
-        let _ = (round, me);
-        unshared()
-    }
-    /// The messages of a unit without a batch still due at `cutoff`.
-    fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>> {
-        let _ = (unit, cutoff);
-        unshared()
-    }
-    /// Units of the round not done yet.
-    fn units_open(&mut self, round: i64) -> Result<u64> {
-        let _ = round;
-        unshared()
-    }
-    /// Marks the round done, once every unit is.
-    fn end_round(&mut self, round: i64) -> Result<()> {
-        let _ = round;
-        unshared()
-    }
 
     /// What the metrics need beyond the cycle's own summary.
     fn metrics_data(&mut self, now: DateTime<Utc>) -> Result<MetricsData>;
@@ -231,11 +152,65 @@ pub trait Backend: Send {
     fn history(&mut self, tracking_id: &str) -> Result<Option<History>>;
 }
 
+/// How the runs of one cycle keep out of each other's way on a store.
+pub enum Sharing<'a> {
+    /// One run at a time, under a lease (SQLite: one host).
+    Lease(&'a mut dyn CycleLease),
+    /// Runs share a cycle through rounds of claimed units (PostgreSQL: replicas).
+    Rounds(&'a mut dyn Rounds),
+}
+
+/// The cycle lease of a store that runs one cycle at a time.
+pub trait CycleLease {
+    /// Takes the cycle lease, unless a live run holds it.
+    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease>;
+    /// Gives the lease up (only if this run still holds it).
+    fn release_lease(&mut self) -> Result<()>;
+}
+
+/// Rounds: how several runs share one cycle. The run that starts a round takes the new submissions in and
+/// publishes the due work as units (a batch, or a few messages without one); every run of the round claims
+/// units a few at a time and marks each done in the transaction that stores its results.
+pub trait Rounds: Backend {
+    /// Joins the round for a cycle at `now`, or starts one (this run then coordinates it). `ttl`: how long the
+    /// round may run. Also remembers the round on this connection, for the cycle record.
+    fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Result<Join>;
+    /// Where a round is.
+    fn round_phase(&mut self, round: i64) -> Result<Phase>;
+    /// Takes over the intake of a round whose coordinator died before publishing its units; false while it lives.
+    fn take_over_round(&mut self, round: i64, me: &str) -> Result<bool>;
+    /// Splits the messages due at `cutoff` into the round's units (a batch, or up to `lone` messages without one)
+    /// and opens the round for polling. Returns the number of units.
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64>;
+    /// Claims up to `limit` units nobody holds (or whose holder's lease ran out) for `lease`.
+    fn claim_units(
+        &mut self,
+        round: i64,
+        me: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Unit>>;
+    /// Extends the lease of the units `me` holds and has not finished; returns how many.
+    fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> Result<u64>;
+    /// Hands back the units `me` claimed and did not finish (a run that stops early); returns how many.
+    fn release_units(&mut self, round: i64, me: &str) -> Result<u64>;
+    /// The messages of a unit without a batch still due at `cutoff`.
+    fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>>;
+    /// [`Backend::record`] for messages tracked already (a round takes every submission in first), and in the
+    /// same transaction marks the round's `units` done.
+    fn record_units(
+        &mut self,
+        cycle_id: i64,
+        polled_at: DateTime<Utc>,
+        records: &[PollRecord],
+        units: &[i64],
+    ) -> Result<Written>;
+    /// Marks the round done, once every unit is.
+    fn end_round(&mut self, round: i64) -> Result<()>;
+}
+
 /// The dispatcher's table, unless `--submissions-table` names another.
 pub const DEFAULT_SUBMISSIONS: &str = "sms_submissions";
-fn unshared<T>() -> Result<T> {
-    anyhow::bail!("this database runs one cycle at a time; rounds are for PostgreSQL")
-}
 
 /// How a run takes part in a cycle shared by several runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
     AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, HORIZON_KEY, History, Intake,
-    IntakeKind, Join, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Phase, PollRecord,
-    Span, Submission, TABLES, Unit, VERSION, Written, hostname, totals_of, warn_repeated,
+    IntakeKind, Join, Key, LAST_SUCCESS_KEY, MetricsData, Phase, PollRecord, Rounds, Sharing, Span,
+    Submission, TABLES, Unit, VERSION, Written, hostname, totals_of,
 };
 use crate::exit::{Exit, ExitContext};
 use crate::redact;
@@ -43,8 +43,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keepalive probes start after this much idle time, unless the URL says.
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
-/// The advisory lock key of the cycle lease ("dlrpoll").
-const CYCLE_LOCK: i64 = 0x0064_6c72_706f_6c6c;
 /// The advisory lock key `migrate` holds while it changes the schema ("dlrmigr").
 const MIGRATE_LOCK: i64 = 0x0064_6c72_6d69_6772;
 /// Rows reserved up front for one read of the submissions.
@@ -493,8 +491,6 @@ struct Columns {
 pub struct Postgres {
     client: Client,
     target: PgTarget,
-    /// The lease this run holds, checked in every write transaction.
-    lease: Option<String>,
     columns: Option<Columns>,
     /// Prepared statements of the reads a cycle repeats, by SQL text.
     statements: std::collections::HashMap<String, Statement>,
@@ -509,7 +505,6 @@ impl Postgres {
         Ok(Postgres {
             client,
             target: target.clone(),
-            lease: None,
             columns: None,
             statements: std::collections::HashMap::new(),
             round: None,
@@ -602,24 +597,6 @@ impl Postgres {
         };
         self.columns = Some(columns.clone());
         Ok(columns)
-    }
-
-    /// Fails unless this run still holds the cycle lease (when it took one).
-    fn check_lease(tx: &mut postgres::Transaction, me: Option<&str>) -> Result<()> {
-        let Some(me) = me else { return Ok(()) };
-        let holder: Option<String> = tx
-            .query_opt(
-                "SELECT holder FROM poller_lease WHERE id = 1 FOR SHARE",
-                &[],
-            )?
-            .map(|r| r.get(0));
-        if holder.as_deref() != Some(me) {
-            bail!(
-                "this run no longer holds the cycle lease (now held by {}); not writing",
-                holder.as_deref().unwrap_or("nobody")
-            );
-        }
-        Ok(())
     }
 
     fn cycles_where(&mut self, filter: &str, value: i64, n: u64) -> Result<Vec<Summary>> {
@@ -783,8 +760,8 @@ impl Backend for Postgres {
         run(self).exit_code(Exit::Database)
     }
 
-    fn prepare_writer(&mut self) -> Result<()> {
-        Ok(())
+    fn sharing(&mut self) -> Sharing<'_> {
+        Sharing::Rounds(self)
     }
 
     fn read_horizon(&mut self) -> Result<Option<String>> {
@@ -938,7 +915,6 @@ impl Backend for Postgres {
                 notes.push(clean(note));
             }
             let mut tx = me.client.transaction()?;
-            Postgres::check_lease(&mut tx, me.lease.as_deref())?;
             let rows = tx.query(
                 "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, \
                  submitted_at, state, next_due_at, note) \
@@ -1018,81 +994,6 @@ impl Backend for Postgres {
             .exit_code(Exit::Database)
     }
 
-    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
-        let host = hostname();
-        let pid = std::process::id();
-        let me = format!(
-            "{host}/{pid}/{}",
-            now.timestamp_nanos_opt().unwrap_or_default()
-        );
-        let run = |pg: &mut Postgres| -> Result<Lease> {
-            // The session lock is the lease: the server lets go of it when this connection ends, however the
-            // process dies.
-            let locked: bool = pg
-                .client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&CYCLE_LOCK])?
-                .get(0);
-            let mut tx = pg.client.transaction()?;
-            let current = tx
-                .query_opt(
-                    &format!(
-                        "SELECT host, pid, {}, {} FROM poller_lease WHERE id = 1 FOR UPDATE",
-                        millis("acquired_at"),
-                        millis("expires_at")
-                    ),
-                    &[],
-                )?
-                .map(|r| LeaseHolder {
-                    host: r.get(0),
-                    pid: r.get::<_, i32>(1) as i64,
-                    acquired_at: r.get(2),
-                    expires_at: r.get(3),
-                });
-            if !locked {
-                return Ok(Lease::Held(current.unwrap_or_else(|| LeaseHolder {
-                    host: "another host".into(),
-                    pid: 0,
-                    acquired_at: "just now".into(),
-                    expires_at: "when it exits".into(),
-                })));
-            }
-            let expires_at = now + chrono::TimeDelta::from_std(ttl)?;
-            tx.execute(
-                "INSERT INTO poller_lease (id, holder, host, pid, acquired_at, expires_at) \
-                 VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
-                 host = excluded.host, pid = excluded.pid, acquired_at = excluded.acquired_at, \
-                 expires_at = excluded.expires_at",
-                &[&me, &host, &(pid as i32), &now, &expires_at],
-            )?;
-            tx.commit()?;
-            Ok(Lease::Acquired { took_over: current })
-        };
-        let lease = run(self)
-            .context("taking the cycle lease")
-            .exit_code(Exit::Database)?;
-        if matches!(lease, Lease::Acquired { .. }) {
-            self.lease = Some(me);
-        }
-        Ok(lease)
-    }
-
-    fn release_lease(&mut self) -> Result<()> {
-        let Some(me) = self.lease.take() else {
-            return Ok(());
-        };
-        let run = |client: &mut Client| -> Result<()> {
-            client.execute(
-                "DELETE FROM poller_lease WHERE id = 1 AND holder = $1",
-                &[&me],
-            )?;
-            client.execute("SELECT pg_advisory_unlock($1)", &[&CYCLE_LOCK])?;
-            Ok(())
-        };
-        run(&mut self.client)
-            .context("releasing the cycle lease")
-            .exit_code(Exit::Database)
-    }
-
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
         let (round, token) = (self.round, self.token.clone());
         let run = |client: &mut Client| -> Result<i64> {
@@ -1142,437 +1043,6 @@ impl Backend for Postgres {
         records: &[PollRecord],
     ) -> Result<Written> {
         self.record_units(cycle_id, polled_at, records, &[])
-    }
-
-    fn record_units(
-        &mut self,
-        cycle_id: i64,
-        polled_at: DateTime<Utc>,
-        records: &[PollRecord],
-        units: &[i64],
-    ) -> Result<Written> {
-        let round = self.round;
-        let run = |me: &mut Postgres| -> Result<Written> {
-            let polled_at = timefmt::parse(&timefmt::format(polled_at))?;
-            let created_at = Utc::now();
-            let mut tx = me.client.transaction()?;
-            Postgres::check_lease(&mut tx, me.lease.as_deref())?;
-            // Tracked messages: one guarded update for all (the poll count must still be the one read).
-            let (tracked, first): (Vec<_>, Vec<_>) = records
-                .iter()
-                .enumerate()
-                .partition(|(_, r)| r.message.intake.is_none());
-            let mut stored = vec![false; records.len()];
-            if !tracked.is_empty() {
-                let mut ids = Vec::with_capacity(tracked.len());
-                let mut polls = Vec::with_capacity(tracked.len());
-                let mut states = Vec::with_capacity(tracked.len());
-                let mut due = Vec::with_capacity(tracked.len());
-                let mut statuses = Vec::with_capacity(tracked.len());
-                let mut notes = Vec::with_capacity(tracked.len());
-                for (_, r) in &tracked {
-                    ids.push(r.message.tracking_id.as_str());
-                    polls.push(r.message.polls as i32);
-                    states.push(r.state.as_str());
-                    due.push(r.next_due_at);
-                    statuses.push(r.status.as_str());
-                    notes.push(clean(r.note()));
-                }
-                let rows = tx.query(
-                    "UPDATE message_tracking t SET polls = t.polls + 1, state = u.state, next_due_at = u.due, \
-                     last_status = CASE WHEN u.note IS NULL THEN u.status ELSE t.last_status END, \
-                     last_polled_at = CASE WHEN u.note IS NULL THEN $7::timestamptz ELSE t.last_polled_at END, \
-                     closed_at = CASE WHEN u.state = 'OPEN' THEN NULL ELSE $7::timestamptz END, note = COALESCE(u.note, t.note) \
-                     FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
-                       AS u(id, polls, state, due, status, note) \
-                     WHERE t.tracking_id = u.id AND t.polls = u.polls AND t.state = 'OPEN' \
-                     RETURNING t.tracking_id",
-                    &[&ids, &polls, &states, &due, &statuses, &notes, &polled_at],
-                )?;
-                let done: std::collections::HashSet<&str> =
-                    rows.iter().map(|r| r.get::<_, &str>(0)).collect();
-                for (i, r) in &tracked {
-                    stored[*i] = done.contains(r.message.tracking_id.as_str());
-                }
-            }
-            if !first.is_empty() {
-                let mut ids = Vec::with_capacity(first.len());
-                let mut customers = Vec::with_capacity(first.len());
-                let mut phones = Vec::with_capacity(first.len());
-                let mut batches = Vec::with_capacity(first.len());
-                let mut submitted = Vec::with_capacity(first.len());
-                let mut states = Vec::with_capacity(first.len());
-                let mut due = Vec::with_capacity(first.len());
-                let mut statuses = Vec::with_capacity(first.len());
-                let mut notes = Vec::with_capacity(first.len());
-                for (_, r) in &first {
-                    let m = r.message;
-                    ids.push(m.tracking_id.as_str());
-                    customers.push(m.customer_id.as_deref());
-                    phones.push(m.phone_number.as_deref());
-                    batches.push(m.batch_id.as_deref());
-                    submitted.push(m.submitted_at);
-                    states.push(r.state.as_str());
-                    due.push(r.next_due_at);
-                    statuses.push(r.status.as_str());
-                    notes.push(clean(r.note()));
-                }
-                let rows = tx.query(
-                    "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, \
-                     submitted_at, state, polls, next_due_at, last_status, last_polled_at, closed_at, note) \
-                     SELECT u.id, u.customer, u.phone, u.batch, u.submitted, u.state, 1, u.due, u.status, $10::timestamptz, \
-                     CASE WHEN u.state = 'OPEN' THEN NULL ELSE $10::timestamptz END, u.note \
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], \
-                       $7::timestamptz[], $8::text[], $9::text[]) \
-                       AS u(id, customer, phone, batch, submitted, state, due, status, note) \
-                     ON CONFLICT (tracking_id) DO NOTHING RETURNING tracking_id",
-                    &[
-                        &ids, &customers, &phones, &batches, &submitted, &states, &due, &statuses, &notes,
-                        &polled_at,
-                    ],
-                )?;
-                let done: std::collections::HashSet<&str> =
-                    rows.iter().map(|r| r.get::<_, &str>(0)).collect();
-                for (i, r) in &first {
-                    stored[*i] = done.contains(r.message.tracking_id.as_str());
-                }
-            }
-            let mut written = Written::default();
-            for (r, &ok) in records.iter().zip(&stored) {
-                if !ok {
-                    if r.message.intake.is_some() {
-                        warn_repeated(&r.message.tracking_id);
-                        written.repeated += 1;
-                    } else {
-                        log::warn!(
-                            "message {:?} was updated by another run since it was read; its result is not \
-                             recorded twice",
-                            r.message.tracking_id
-                        );
-                    }
-                }
-            }
-            // The audit rows, by binary COPY.
-            if stored.iter().any(|s| *s) {
-                let sink = tx.copy_in(
-                    "COPY sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
-                     delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, \
-                     poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry, failure_category) \
-                     FROM STDIN BINARY",
-                )?;
-                let mut writer = BinaryCopyInWriter::new(
-                    sink,
-                    &[
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TIMESTAMPTZ,
-                        Type::TIMESTAMPTZ,
-                        Type::INT4,
-                        Type::TIMESTAMPTZ,
-                        Type::INT8,
-                        Type::TEXT,
-                        Type::BOOL,
-                        Type::TEXT,
-                        Type::TEXT,
-                    ],
-                );
-                for (r, _) in records.iter().zip(&stored).filter(|(_, s)| **s) {
-                    let m = r.message;
-                    let confirmed = r
-                        .confirmed_at
-                        .as_deref()
-                        .and_then(|t| timefmt::parse(t).ok());
-                    let category = r.failure_category.map(|c| c.as_str());
-                    let row: [&(dyn ToSql + Sync); 16] = [
-                        &m.tracking_id,
-                        &m.customer_id,
-                        &m.phone_number,
-                        &m.batch_id,
-                        &r.status.as_str(),
-                        &clean(r.failure_code),
-                        &clean(r.failure_reason),
-                        &polled_at,
-                        &confirmed,
-                        &((m.polls + 1) as i32),
-                        &created_at,
-                        &cycle_id,
-                        &clean(r.carrier_status),
-                        &r.carrier_status.is_some(),
-                        &r.entry.as_str(),
-                        &category,
-                    ];
-                    writer.write(&row)?;
-                }
-                writer.finish()?;
-            }
-            if let (Some(round), false) = (round, units.is_empty()) {
-                tx.execute(
-                    "UPDATE poll_units SET done = true WHERE round_id = $1 AND unit_id = ANY($2)",
-                    &[&round, &units.iter().map(|u| *u as i32).collect::<Vec<_>>()],
-                )?;
-            }
-            tx.commit()?;
-            written.stored = stored;
-            Ok(written)
-        };
-        run(self)
-            .context("writing poll results")
-            .exit_code(Exit::Database)
-    }
-
-    fn shares_cycles(&self) -> bool {
-        true
-    }
-
-    fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Result<Join> {
-        let ttl_ms = ttl.as_millis() as f64;
-        let run = |pg: &mut Postgres| -> Result<Join> {
-            pg.name_session(me)?;
-            let mut tx = pg.client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROUND_LOCK])?;
-            let latest = tx.query_opt(
-                &format!(
-                    "SELECT id, cycle_now, phase, coordinator, expires_at > now(), \
-                     started_at > now() - $1 * interval '1 millisecond', {} FROM poll_rounds ORDER BY id DESC LIMIT 1",
-                    secs("cycle_now")
-                ),
-                &[&ttl_ms],
-            )?;
-            if let Some(r) = latest {
-                let (id, cycle_now, phase): (i64, DateTime<Utc>, String) =
-                    (r.get(0), r.get(1), r.get(2));
-                let (live, recent): (bool, bool) = (r.get(4), r.get(5));
-                let mine = (cycle_now - now).abs() <= ROUND_SPAN;
-                // A round that is over leaves nothing for a late replica, unless some of its work failed (a
-                // carrier outage): a run for the same clock then retries what is still due, in a new round.
-                let over = phase == "done"
-                    && mine
-                    && recent
-                    && !pg_due_exists(&mut tx, schedule::cutoff(cycle_now))?;
-                match (phase.as_str(), live, mine) {
-                    ("done", _, true) if over => {
-                        tx.commit()?;
-                        return Ok(Join::Finished {
-                            round: id,
-                            cycle_now,
-                        });
-                    }
-                    ("intake" | "polling", true, true) => {
-                        tx.commit()?;
-                        return Ok(Join::Help {
-                            round: id,
-                            cycle_now,
-                        });
-                    }
-                    ("intake" | "polling", true, false) => {
-                        return Ok(Join::Busy {
-                            round: id,
-                            cycle_now: r.get(6),
-                            coordinator: r.get(3),
-                        });
-                    }
-                    _ => {}
-                }
-                tx.execute(
-                    "UPDATE poll_rounds SET phase = 'done', finished_at = COALESCE(finished_at, now()) \
-                     WHERE id <= $1 AND phase <> 'done'",
-                    &[&id],
-                )?;
-            }
-            let id: i64 = tx
-                .query_one(
-                    "INSERT INTO poll_rounds (cycle_now, phase, coordinator, started_at, expires_at) \
-                     VALUES (date_trunc('second', $1::timestamptz), 'intake', $2, now(), \
-                     now() + $3 * interval '1 millisecond') RETURNING id",
-                    &[&now, &me, &ttl_ms],
-                )?
-                .get(0);
-            // Units of earlier rounds are spent.
-            tx.execute("DELETE FROM poll_units WHERE round_id < $1", &[&id])?;
-            tx.commit()?;
-            Ok(Join::Coordinate {
-                round: id,
-                cycle_now: now,
-            })
-        };
-        let joined = run(self)
-            .context("joining the cycle's round")
-            .exit_code(Exit::Database)?;
-        if let Join::Coordinate { round, .. }
-        | Join::Help { round, .. }
-        | Join::Finished { round, .. } = joined
-        {
-            self.round = Some(round);
-        }
-        Ok(joined)
-    }
-
-    fn round_phase(&mut self, round: i64) -> Result<Phase> {
-        let phase: String = self
-            .client
-            .query_one("SELECT phase FROM poll_rounds WHERE id = $1", &[&round])
-            .map(|r| r.get(0))
-            .context("reading the round's phase")
-            .exit_code(Exit::Database)?;
-        Ok(match phase.as_str() {
-            "intake" => Phase::Intake,
-            "polling" => Phase::Polling,
-            _ => Phase::Done,
-        })
-    }
-
-    fn take_over_round(&mut self, round: i64, me: &str) -> Result<bool> {
-        let run = |pg: &mut Postgres| -> Result<bool> {
-            pg.name_session(me)?;
-            let taken = pg.client.execute(
-                &format!(
-                    "UPDATE poll_rounds r SET coordinator = $2 WHERE id = $1 AND phase = 'intake' AND NOT EXISTS \
-                     (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = '{SESSION_PREFIX}' || r.coordinator)"
-                ),
-                &[&round, &me],
-            )?;
-            Ok(taken == 1)
-        };
-        run(self)
-            .context("taking over the round's intake")
-            .exit_code(Exit::Database)
-    }
-
-    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64> {
-        let run = |client: &mut Client| -> Result<u64> {
-            let mut tx = client.transaction()?;
-            // Batches first, the longest-waiting first (as the due groups are), then messages without a batch
-            // in runs of `lone` by tracking id (as many as the carrier's bulk question covers).
-            let units = tx.execute(
-                "INSERT INTO poll_units (round_id, unit_id, batch_id, first_id, last_id, messages) \
-                 SELECT $1, row_number() OVER (ORDER BY sort, batch_id, first_id), batch_id, first_id, last_id, n \
-                 FROM ( \
-                   SELECT 0 AS sort, min(next_due_at) AS waited, carrier_batch_id AS batch_id, NULL::text AS first_id, \
-                     NULL::text AS last_id, count(*) AS n \
-                   FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NOT NULL \
-                   GROUP BY carrier_batch_id \
-                   UNION ALL \
-                   SELECT 1, min(next_due_at), NULL, min(tracking_id), max(tracking_id), count(*) FROM ( \
-                     SELECT tracking_id, next_due_at, (row_number() OVER (ORDER BY tracking_id) - 1) / $3 AS chunk \
-                     FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NULL \
-                   ) lone GROUP BY chunk \
-                 ) u",
-                &[&round, &cutoff, &(lone.max(1) as i64)],
-            )?;
-            tx.execute(
-                "UPDATE poll_rounds SET phase = 'polling' WHERE id = $1 AND phase = 'intake'",
-                &[&round],
-            )?;
-            tx.commit()?;
-            Ok(units)
-        };
-        run(&mut self.client)
-            .context("publishing the round's work")
-            .exit_code(Exit::Database)
-    }
-
-    fn claim_units(
-        &mut self,
-        round: i64,
-        me: &str,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<Unit>> {
-        // Units finished on this connection are of this round.
-        self.round = Some(round);
-        let run = |pg: &mut Postgres| -> Result<Vec<Unit>> {
-            pg.name_session(me)?;
-            let rows = pg.client.query(
-                &format!(
-                    "UPDATE poll_units u SET claimed_by = $2, claimed_until = now() + $4 * interval '1 millisecond' \
-                     WHERE (u.round_id, u.unit_id) IN ( \
-                       SELECT c.round_id, c.unit_id FROM poll_units c WHERE c.round_id = $1 AND NOT c.done \
-                       AND (c.claimed_by IS NULL OR c.claimed_until < now() OR NOT {HOLDER_ALIVE}) \
-                       ORDER BY c.unit_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     RETURNING u.unit_id, u.batch_id, u.first_id, u.last_id, u.messages"
-                ),
-                &[&round, &me, &(limit as i64), &(lease.as_millis() as f64)],
-            )?;
-            let mut units: Vec<Unit> = rows
-                .iter()
-                .map(|r| Unit {
-                    id: r.get::<_, i32>(0).into(),
-                    batch_id: r.get(1),
-                    first_id: r.get(2),
-                    last_id: r.get(3),
-                    messages: r.get::<_, i32>(4) as u64,
-                })
-                .collect();
-            units.sort_by_key(|u| u.id);
-            Ok(units)
-        };
-        run(self)
-            .context("claiming work of the round")
-            .exit_code(Exit::Database)
-    }
-
-    fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> Result<u64> {
-        self.client
-            .execute(
-                "UPDATE poll_units SET claimed_until = now() + $3 * interval '1 millisecond' \
-                 WHERE round_id = $1 AND claimed_by = $2 AND NOT done",
-                &[&round, &me, &(lease.as_millis() as f64)],
-            )
-            .context("renewing this run's claims")
-            .exit_code(Exit::Database)
-    }
-
-    fn release_units(&mut self, round: i64, me: &str) -> Result<u64> {
-        self.client
-            .execute(
-                "UPDATE poll_units SET claimed_by = NULL, claimed_until = NULL \
-                 WHERE round_id = $1 AND claimed_by = $2 AND NOT done",
-                &[&round, &me],
-            )
-            .context("handing back this run's unfinished work")
-            .exit_code(Exit::Database)
-    }
-
-    fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>> {
-        self.client
-            .query(
-                "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, polls \
-                 FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $1 AND carrier_batch_id IS NULL \
-                 AND tracking_id BETWEEN $2 AND $3 ORDER BY tracking_id",
-                &[&cutoff, &unit.first_id, &unit.last_id],
-            )
-            .map_err(anyhow::Error::from)
-            .and_then(|rows| rows.iter().map(due_message).collect())
-            .context("reading a unit's messages")
-            .exit_code(Exit::Database)
-    }
-
-    fn units_open(&mut self, round: i64) -> Result<u64> {
-        self.client
-            .query_one(
-                "SELECT count(*) FROM poll_units WHERE round_id = $1 AND NOT done",
-                &[&round],
-            )
-            .map(|r| r.get::<_, i64>(0) as u64)
-            .context("counting the round's open work")
-            .exit_code(Exit::Database)
-    }
-
-    fn end_round(&mut self, round: i64) -> Result<()> {
-        self.client
-            .execute(
-                "UPDATE poll_rounds SET phase = 'done', finished_at = now() WHERE id = $1 AND phase = 'polling' \
-                 AND NOT EXISTS (SELECT 1 FROM poll_units WHERE round_id = $1 AND NOT done)",
-                &[&round],
-            )
-            .context("ending the round")
-            .exit_code(Exit::Database)?;
-        Ok(())
     }
 
     fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
@@ -1883,6 +1353,378 @@ impl Backend for Postgres {
         run(self)
             .with_context(|| format!("reading the history of {tracking_id:?}"))
             .exit_code(Exit::Database)
+    }
+}
+
+impl Rounds for Postgres {
+    fn record_units(
+        &mut self,
+        cycle_id: i64,
+        polled_at: DateTime<Utc>,
+        records: &[PollRecord],
+        units: &[i64],
+    ) -> Result<Written> {
+        let round = self.round;
+        let run = |me: &mut Postgres| -> Result<Written> {
+            let polled_at = timefmt::parse(&timefmt::format(polled_at))?;
+            let created_at = Utc::now();
+            let mut tx = me.client.transaction()?;
+            // A round takes every submission in before it polls: every message here is tracked already. One
+            // guarded update for all (the poll count must still be the one read).
+            if let Some(first) = records.iter().find(|r| r.message.intake.is_some()) {
+                bail!(
+                    "message {:?} reached the writer without a tracking row: a round takes every submission in \
+                     before it polls",
+                    first.message.tracking_id
+                );
+            }
+            let mut ids = Vec::with_capacity(records.len());
+            let mut polls = Vec::with_capacity(records.len());
+            let mut states = Vec::with_capacity(records.len());
+            let mut due = Vec::with_capacity(records.len());
+            let mut statuses = Vec::with_capacity(records.len());
+            let mut notes = Vec::with_capacity(records.len());
+            for r in records {
+                ids.push(r.message.tracking_id.as_str());
+                polls.push(r.message.polls as i32);
+                states.push(r.state.as_str());
+                due.push(r.next_due_at);
+                statuses.push(r.status.as_str());
+                notes.push(clean(r.note()));
+            }
+            let rows = tx.query(
+                "UPDATE message_tracking t SET polls = t.polls + 1, state = u.state, next_due_at = u.due, \
+                 last_status = CASE WHEN u.note IS NULL THEN u.status ELSE t.last_status END, \
+                 last_polled_at = CASE WHEN u.note IS NULL THEN $7::timestamptz ELSE t.last_polled_at END, \
+                 closed_at = CASE WHEN u.state = 'OPEN' THEN NULL ELSE $7::timestamptz END, note = COALESCE(u.note, t.note) \
+                 FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+                   AS u(id, polls, state, due, status, note) \
+                 WHERE t.tracking_id = u.id AND t.polls = u.polls AND t.state = 'OPEN' \
+                 RETURNING t.tracking_id",
+                &[&ids, &polls, &states, &due, &statuses, &notes, &polled_at],
+            )?;
+            let done: std::collections::HashSet<&str> =
+                rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+            let stored: Vec<bool> = records
+                .iter()
+                .map(|r| done.contains(r.message.tracking_id.as_str()))
+                .collect();
+            for (r, &ok) in records.iter().zip(&stored) {
+                if !ok {
+                    log::warn!(
+                        "message {:?} was updated by another run since it was read; its result is not recorded \
+                         twice",
+                        r.message.tracking_id
+                    );
+                }
+            }
+            let mut written = Written::default();
+            // The audit rows, by binary COPY.
+            if stored.iter().any(|s| *s) {
+                let sink = tx.copy_in(
+                    "COPY sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                     delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, \
+                     poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry, failure_category) \
+                     FROM STDIN BINARY",
+                )?;
+                let mut writer = BinaryCopyInWriter::new(
+                    sink,
+                    &[
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::TIMESTAMPTZ,
+                        Type::TIMESTAMPTZ,
+                        Type::INT4,
+                        Type::TIMESTAMPTZ,
+                        Type::INT8,
+                        Type::TEXT,
+                        Type::BOOL,
+                        Type::TEXT,
+                        Type::TEXT,
+                    ],
+                );
+                for (r, _) in records.iter().zip(&stored).filter(|(_, s)| **s) {
+                    let m = r.message;
+                    let confirmed = r
+                        .confirmed_at
+                        .as_deref()
+                        .and_then(|t| timefmt::parse(t).ok());
+                    let category = r.failure_category.map(|c| c.as_str());
+                    let row: [&(dyn ToSql + Sync); 16] = [
+                        &m.tracking_id,
+                        &m.customer_id,
+                        &m.phone_number,
+                        &m.batch_id,
+                        &r.status.as_str(),
+                        &clean(r.failure_code),
+                        &clean(r.failure_reason),
+                        &polled_at,
+                        &confirmed,
+                        &((m.polls + 1) as i32),
+                        &created_at,
+                        &cycle_id,
+                        &clean(r.carrier_status),
+                        &r.carrier_status.is_some(),
+                        &r.entry.as_str(),
+                        &category,
+                    ];
+                    writer.write(&row)?;
+                }
+                writer.finish()?;
+            }
+            if let (Some(round), false) = (round, units.is_empty()) {
+                tx.execute(
+                    "UPDATE poll_units SET done = true WHERE round_id = $1 AND unit_id = ANY($2)",
+                    &[&round, &units.iter().map(|u| *u as i32).collect::<Vec<_>>()],
+                )?;
+            }
+            tx.commit()?;
+            written.stored = stored;
+            Ok(written)
+        };
+        run(self)
+            .context("writing poll results")
+            .exit_code(Exit::Database)
+    }
+
+    fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Result<Join> {
+        let ttl_ms = ttl.as_millis() as f64;
+        let run = |pg: &mut Postgres| -> Result<Join> {
+            pg.name_session(me)?;
+            let mut tx = pg.client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROUND_LOCK])?;
+            let latest = tx.query_opt(
+                &format!(
+                    "SELECT id, cycle_now, phase, coordinator, expires_at > now(), \
+                     started_at > now() - $1 * interval '1 millisecond', {} FROM poll_rounds ORDER BY id DESC LIMIT 1",
+                    secs("cycle_now")
+                ),
+                &[&ttl_ms],
+            )?;
+            if let Some(r) = latest {
+                let (id, cycle_now, phase): (i64, DateTime<Utc>, String) =
+                    (r.get(0), r.get(1), r.get(2));
+                let (live, recent): (bool, bool) = (r.get(4), r.get(5));
+                let mine = (cycle_now - now).abs() <= ROUND_SPAN;
+                // A round that is over leaves nothing for a late replica, unless some of its work failed (a
+                // carrier outage): a run for the same clock then retries what is still due, in a new round.
+                let over = phase == "done"
+                    && mine
+                    && recent
+                    && !pg_due_exists(&mut tx, schedule::cutoff(cycle_now))?;
+                match (phase.as_str(), live, mine) {
+                    ("done", _, true) if over => {
+                        tx.commit()?;
+                        return Ok(Join::Finished {
+                            round: id,
+                            cycle_now,
+                        });
+                    }
+                    ("intake" | "polling", true, true) => {
+                        tx.commit()?;
+                        return Ok(Join::Help {
+                            round: id,
+                            cycle_now,
+                        });
+                    }
+                    ("intake" | "polling", true, false) => {
+                        return Ok(Join::Busy {
+                            round: id,
+                            cycle_now: r.get(6),
+                            coordinator: r.get(3),
+                        });
+                    }
+                    _ => {}
+                }
+                tx.execute(
+                    "UPDATE poll_rounds SET phase = 'done', finished_at = COALESCE(finished_at, now()) \
+                     WHERE id <= $1 AND phase <> 'done'",
+                    &[&id],
+                )?;
+            }
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO poll_rounds (cycle_now, phase, coordinator, started_at, expires_at) \
+                     VALUES (date_trunc('second', $1::timestamptz), 'intake', $2, now(), \
+                     now() + $3 * interval '1 millisecond') RETURNING id",
+                    &[&now, &me, &ttl_ms],
+                )?
+                .get(0);
+            // Units of earlier rounds are spent.
+            tx.execute("DELETE FROM poll_units WHERE round_id < $1", &[&id])?;
+            tx.commit()?;
+            Ok(Join::Coordinate {
+                round: id,
+                cycle_now: now,
+            })
+        };
+        let joined = run(self)
+            .context("joining the cycle's round")
+            .exit_code(Exit::Database)?;
+        if let Join::Coordinate { round, .. }
+        | Join::Help { round, .. }
+        | Join::Finished { round, .. } = joined
+        {
+            self.round = Some(round);
+        }
+        Ok(joined)
+    }
+
+    fn round_phase(&mut self, round: i64) -> Result<Phase> {
+        let phase: String = self
+            .client
+            .query_one("SELECT phase FROM poll_rounds WHERE id = $1", &[&round])
+            .map(|r| r.get(0))
+            .context("reading the round's phase")
+            .exit_code(Exit::Database)?;
+        Ok(match phase.as_str() {
+            "intake" => Phase::Intake,
+            "polling" => Phase::Polling,
+            _ => Phase::Done,
+        })
+    }
+
+    fn take_over_round(&mut self, round: i64, me: &str) -> Result<bool> {
+        let run = |pg: &mut Postgres| -> Result<bool> {
+            pg.name_session(me)?;
+            let taken = pg.client.execute(
+                &format!(
+                    "UPDATE poll_rounds r SET coordinator = $2 WHERE id = $1 AND phase = 'intake' AND NOT EXISTS \
+                     (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = '{SESSION_PREFIX}' || r.coordinator)"
+                ),
+                &[&round, &me],
+            )?;
+            Ok(taken == 1)
+        };
+        run(self)
+            .context("taking over the round's intake")
+            .exit_code(Exit::Database)
+    }
+
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64> {
+        let run = |client: &mut Client| -> Result<u64> {
+            let mut tx = client.transaction()?;
+            // Batches first, the longest-waiting first (as the due groups are), then messages without a batch
+            // in runs of `lone` by tracking id (as many as the carrier's bulk question covers).
+            let units = tx.execute(
+                "INSERT INTO poll_units (round_id, unit_id, batch_id, first_id, last_id, messages) \
+                 SELECT $1, row_number() OVER (ORDER BY sort, batch_id, first_id), batch_id, first_id, last_id, n \
+                 FROM ( \
+                   SELECT 0 AS sort, min(next_due_at) AS waited, carrier_batch_id AS batch_id, NULL::text AS first_id, \
+                     NULL::text AS last_id, count(*) AS n \
+                   FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NOT NULL \
+                   GROUP BY carrier_batch_id \
+                   UNION ALL \
+                   SELECT 1, min(next_due_at), NULL, min(tracking_id), max(tracking_id), count(*) FROM ( \
+                     SELECT tracking_id, next_due_at, (row_number() OVER (ORDER BY tracking_id) - 1) / $3 AS chunk \
+                     FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NULL \
+                   ) lone GROUP BY chunk \
+                 ) u",
+                &[&round, &cutoff, &(lone.max(1) as i64)],
+            )?;
+            tx.execute(
+                "UPDATE poll_rounds SET phase = 'polling' WHERE id = $1 AND phase = 'intake'",
+                &[&round],
+            )?;
+            tx.commit()?;
+            Ok(units)
+        };
+        run(&mut self.client)
+            .context("publishing the round's work")
+            .exit_code(Exit::Database)
+    }
+
+    fn claim_units(
+        &mut self,
+        round: i64,
+        me: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Unit>> {
+        // Units finished on this connection are of this round.
+        self.round = Some(round);
+        let run = |pg: &mut Postgres| -> Result<Vec<Unit>> {
+            pg.name_session(me)?;
+            let rows = pg.client.query(
+                &format!(
+                    "UPDATE poll_units u SET claimed_by = $2, claimed_until = now() + $4 * interval '1 millisecond' \
+                     WHERE (u.round_id, u.unit_id) IN ( \
+                       SELECT c.round_id, c.unit_id FROM poll_units c WHERE c.round_id = $1 AND NOT c.done \
+                       AND (c.claimed_by IS NULL OR c.claimed_until < now() OR NOT {HOLDER_ALIVE}) \
+                       ORDER BY c.unit_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     RETURNING u.unit_id, u.batch_id, u.first_id, u.last_id, u.messages"
+                ),
+                &[&round, &me, &(limit as i64), &(lease.as_millis() as f64)],
+            )?;
+            let mut units: Vec<Unit> = rows
+                .iter()
+                .map(|r| Unit {
+                    id: r.get::<_, i32>(0).into(),
+                    batch_id: r.get(1),
+                    first_id: r.get(2),
+                    last_id: r.get(3),
+                    messages: r.get::<_, i32>(4) as u64,
+                })
+                .collect();
+            units.sort_by_key(|u| u.id);
+            Ok(units)
+        };
+        run(self)
+            .context("claiming work of the round")
+            .exit_code(Exit::Database)
+    }
+
+    fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> Result<u64> {
+        self.client
+            .execute(
+                "UPDATE poll_units SET claimed_until = now() + $3 * interval '1 millisecond' \
+                 WHERE round_id = $1 AND claimed_by = $2 AND NOT done",
+                &[&round, &me, &(lease.as_millis() as f64)],
+            )
+            .context("renewing this run's claims")
+            .exit_code(Exit::Database)
+    }
+
+    fn release_units(&mut self, round: i64, me: &str) -> Result<u64> {
+        self.client
+            .execute(
+                "UPDATE poll_units SET claimed_by = NULL, claimed_until = NULL \
+                 WHERE round_id = $1 AND claimed_by = $2 AND NOT done",
+                &[&round, &me],
+            )
+            .context("handing back this run's unfinished work")
+            .exit_code(Exit::Database)
+    }
+
+    fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>> {
+        self.client
+            .query(
+                "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, polls \
+                 FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $1 AND carrier_batch_id IS NULL \
+                 AND tracking_id BETWEEN $2 AND $3 ORDER BY tracking_id",
+                &[&cutoff, &unit.first_id, &unit.last_id],
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|rows| rows.iter().map(due_message).collect())
+            .context("reading a unit's messages")
+            .exit_code(Exit::Database)
+    }
+
+    fn end_round(&mut self, round: i64) -> Result<()> {
+        self.client
+            .execute(
+                "UPDATE poll_rounds SET phase = 'done', finished_at = now() WHERE id = $1 AND phase = 'polling' \
+                 AND NOT EXISTS (SELECT 1 FROM poll_units WHERE round_id = $1 AND NOT done)",
+                &[&round],
+            )
+            .context("ending the round")
+            .exit_code(Exit::Database)?;
+        Ok(())
     }
 }
 

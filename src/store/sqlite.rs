@@ -9,9 +9,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, HORIZON_KEY, History, Intake,
-    IntakeKind, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, PollRecord, Span,
-    Submission, TABLES, VERSION, Written, hostname, totals_of, warn_repeated,
+    AuditRow, Backend, Closed, Cursor, CycleLease, DueGroup, DueMessage, HORIZON_KEY, History,
+    Intake, IntakeKind, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, PollRecord,
+    Sharing, Span, Submission, TABLES, VERSION, Written, hostname, totals_of, warn_repeated,
 };
 use crate::exit::{Exit, ExitContext};
 use crate::schedule;
@@ -198,12 +198,8 @@ impl Backend for Sqlite {
             .exit_code(Exit::Database)
     }
 
-    fn prepare_writer(&mut self) -> Result<()> {
-        // The writer's page cache holds the index pages a transaction of many thousand results touches.
-        self.conn
-            .pragma_update(None, "cache_size", -(WRITER_CACHE / 1024))
-            .context("setting the page cache size")
-            .exit_code(Exit::Database)
+    fn sharing(&mut self) -> Sharing<'_> {
+        Sharing::Lease(self)
     }
 
     /// Fails unless the schema is exactly the version this build writes and its tables are all there.
@@ -448,102 +444,13 @@ impl Backend for Sqlite {
             .exit_code(Exit::Database)
     }
 
-    /// Takes the cycle lease: an exclusive OS lock on `{db}-lock`, held until this process ends (the kernel
-    /// releases it on any death, `kill -9` included, so a re-run never waits for a dead holder), and the lease
-    /// row, which names the holder for reports and fences every write. A lease row left by a holder that no
-    /// longer holds the lock (it died) is taken over at once. A row of another host that has not expired is
-    /// respected: one SQLite database serves one host, but a second host pointed at it by mistake must not run.
-    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
-        let host = hostname();
-        let pid = std::process::id();
-        let me = format!(
-            "{host}/{pid}/{}",
-            now.timestamp_nanos_opt().unwrap_or_default()
-        );
-        let lock_path = lock_path(&self.path);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening the lock file {}", lock_path.display()))
-            .exit_code(Exit::Database)?;
-        let locked = match lock.try_lock() {
-            Ok(()) => true,
-            Err(std::fs::TryLockError::WouldBlock) => false,
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(anyhow::Error::new(e))
-                    .with_context(|| format!("locking {}", lock_path.display()))
-                    .exit_code(Exit::Database);
-            }
-        };
-        let run = || -> Result<Lease> {
-            let tx = self.conn.transaction()?;
-            let current = tx
-                .query_row(
-                    "SELECT host, pid, acquired_at, expires_at FROM poller_lease WHERE id = 1",
-                    [],
-                    |r| {
-                        Ok(LeaseHolder {
-                            host: r.get(0)?,
-                            pid: r.get(1)?,
-                            acquired_at: r.get(2)?,
-                            expires_at: r.get(3)?,
-                        })
-                    },
-                )
-                .optional()?;
-            if !locked {
-                // The lock's holder is alive; its row says who it is (absent only for an instant at its start).
-                return Ok(Lease::Held(current.unwrap_or_else(|| LeaseHolder {
-                    host,
-                    pid: 0,
-                    acquired_at: "just now".into(),
-                    expires_at: "when it exits".into(),
-                })));
-            }
-            if let Some(held) = &current {
-                let expired = timefmt::parse(&held.expires_at).map_or(true, |at| at <= now);
-                if held.host != host && !expired {
-                    return Ok(Lease::Held(held.clone()));
-                }
-            }
-            let expires_at = now + chrono::TimeDelta::from_std(ttl)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO poller_lease (id, holder, host, pid, acquired_at, expires_at) \
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
-                params![me, host, pid, timefmt::format_millis(now), timefmt::format_millis(expires_at)],
-            )?;
-            tx.commit()?;
-            Ok(Lease::Acquired { took_over: current })
-        };
-        let lease = run()
-            .context("taking the cycle lease")
-            .exit_code(Exit::Database)?;
-        if matches!(lease, Lease::Acquired { .. }) {
-            self.lease = Some(me);
-            self.lock = Some(lock);
-        }
-        Ok(lease)
-    }
-
-    /// Gives the lease up (only if this run still holds it).
-    fn release_lease(&mut self) -> Result<()> {
-        let Some(me) = self.lease.take() else {
-            return Ok(());
-        };
-        self.conn
-            .execute(
-                "DELETE FROM poller_lease WHERE id = 1 AND holder = ?1",
-                [me],
-            )
-            .context("releasing the cycle lease")
-            .exit_code(Exit::Database)?;
-        Ok(())
-    }
-
-    /// Records a cycle as started; returns its id.
+    /// Records a cycle as started; returns its id. This connection writes the cycle's results: its page cache
+    /// grows to hold the index pages a transaction of many thousand results touches.
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
+        self.conn
+            .pragma_update(None, "cache_size", -(WRITER_CACHE / 1024))
+            .context("setting the page cache size")
+            .exit_code(Exit::Database)?;
         let mut run = || -> Result<i64> {
             let tx = self.conn.transaction()?;
             // Only the lease holder runs a cycle, so a cycle still marked running belongs to a run that died.
@@ -1022,6 +929,102 @@ impl Backend for Sqlite {
 
 /// A text column of the dispatcher's table as text: a number (a phone number stored as an integer, say) is
 /// written out; a BLOB is read as UTF-8; NULL is `None`.
+impl CycleLease for Sqlite {
+    /// Takes the cycle lease: an exclusive OS lock on `{db}-lock`, held until this process ends (the kernel
+    /// releases it on any death, `kill -9` included, so a re-run never waits for a dead holder), and the lease
+    /// row, which names the holder for reports and fences every write. A lease row left by a holder that no
+    /// longer holds the lock (it died) is taken over at once. A row of another host that has not expired is
+    /// respected: one SQLite database serves one host, but a second host pointed at it by mistake must not run.
+    fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
+        let host = hostname();
+        let pid = std::process::id();
+        let me = format!(
+            "{host}/{pid}/{}",
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let lock_path = lock_path(&self.path);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening the lock file {}", lock_path.display()))
+            .exit_code(Exit::Database)?;
+        let locked = match lock.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("locking {}", lock_path.display()))
+                    .exit_code(Exit::Database);
+            }
+        };
+        let run = || -> Result<Lease> {
+            let tx = self.conn.transaction()?;
+            let current = tx
+                .query_row(
+                    "SELECT host, pid, acquired_at, expires_at FROM poller_lease WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok(LeaseHolder {
+                            host: r.get(0)?,
+                            pid: r.get(1)?,
+                            acquired_at: r.get(2)?,
+                            expires_at: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if !locked {
+                // The lock's holder is alive; its row says who it is (absent only for an instant at its start).
+                return Ok(Lease::Held(current.unwrap_or_else(|| LeaseHolder {
+                    host,
+                    pid: 0,
+                    acquired_at: "just now".into(),
+                    expires_at: "when it exits".into(),
+                })));
+            }
+            if let Some(held) = &current {
+                let expired = timefmt::parse(&held.expires_at).map_or(true, |at| at <= now);
+                if held.host != host && !expired {
+                    return Ok(Lease::Held(held.clone()));
+                }
+            }
+            let expires_at = now + chrono::TimeDelta::from_std(ttl)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO poller_lease (id, holder, host, pid, acquired_at, expires_at) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                params![me, host, pid, timefmt::format_millis(now), timefmt::format_millis(expires_at)],
+            )?;
+            tx.commit()?;
+            Ok(Lease::Acquired { took_over: current })
+        };
+        let lease = run()
+            .context("taking the cycle lease")
+            .exit_code(Exit::Database)?;
+        if matches!(lease, Lease::Acquired { .. }) {
+            self.lease = Some(me);
+            self.lock = Some(lock);
+        }
+        Ok(lease)
+    }
+
+    /// Gives the lease up (only if this run still holds it).
+    fn release_lease(&mut self) -> Result<()> {
+        let Some(me) = self.lease.take() else {
+            return Ok(());
+        };
+        self.conn
+            .execute(
+                "DELETE FROM poller_lease WHERE id = 1 AND holder = ?1",
+                [me],
+            )
+            .context("releasing the cycle lease")
+            .exit_code(Exit::Database)?;
+        Ok(())
+    }
+}
+
 fn as_text(value: &rusqlite::types::Value) -> Option<String> {
     use rusqlite::types::Value;
     match value {

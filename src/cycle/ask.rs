@@ -1,0 +1,321 @@
+//! The workers: each takes a job (a batch, or a few messages without one), asks the carrier about it, and hands
+//! the answers to the writer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+
+use super::{Answer, Asked, Job, ToWriter};
+use crate::carrier::http::{Http, Stats};
+use crate::carrier::table::Table;
+use crate::carrier::{Bulk, Carrier, FetchError, Listing, Report};
+use crate::config::PollConfig;
+use crate::control::Control;
+use crate::exit::{Exit, ExitContext};
+use crate::schedule;
+use crate::store::DueMessage;
+use crate::timefmt;
+
+/// The carrier of `config`: its profile on the shared transport, and its status table.
+pub fn connect(
+    config: &PollConfig,
+    control: Arc<Control>,
+    stats: Arc<Stats>,
+) -> Result<(Carrier, Table)> {
+    let profile = crate::carrier::profile(&config.carrier, config.carrier_account.as_deref())
+        .exit_code(Exit::Config)?;
+    let table =
+        Table::load(&config.carrier, config.status_map.as_deref()).exit_code(Exit::Config)?;
+    let http = Http::new(
+        config,
+        profile.auth(),
+        crate::carrier::default_interval(&config.carrier),
+        control,
+        stats,
+    );
+    Ok((Carrier { http, profile }, table))
+}
+
+/// Starts `n` workers taking jobs from `jobs` until there are none.
+pub(super) fn start_workers(
+    carrier: Arc<Carrier>,
+    now: DateTime<Utc>,
+    n: usize,
+    jobs: Receiver<Job>,
+    out: SyncSender<ToWriter>,
+) -> Result<()> {
+    let jobs = Arc::new(Mutex::new(jobs));
+    for i in 0..n {
+        let (carrier, jobs, out) = (carrier.clone(), jobs.clone(), out.clone());
+        std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .spawn(move || work(&carrier, now, &jobs, out))
+            .context("starting a worker thread")?;
+    }
+    Ok(())
+}
+
+/// A worker: takes jobs until there are none, asks the carrier, hands the answers to the writer.
+fn work(
+    carrier: &Carrier,
+    now: DateTime<Utc>,
+    jobs: &Mutex<Receiver<Job>>,
+    out: SyncSender<ToWriter>,
+) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        if out
+            .send(ToWriter::Answers(Box::new(ask(carrier, now, job))))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Asks the carrier about one job's messages. A message the profile cannot ask about, or one past the
+/// carrier's retention, is closed without a request. Then the profile's bulk question (a batch listing, an id
+/// list, a time window), then one by one for the messages it lacks. A bulk question that fails for good (a
+/// 4xx, a listing past the page cap) falls back to one-by-one lookups; one that keeps failing (the carrier is
+/// unwell) fails the job.
+fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Asked {
+    let repeated = drop_repeats(&mut job.messages);
+    let mut asked = Asked {
+        answers: job.messages.iter().map(|_| None).collect(),
+        errors: job.messages.iter().map(|_| None).collect(),
+        job,
+        batch_error: None,
+        duplicates: 0,
+        malformed: Vec::new(),
+        lookup_failures: 0,
+        lookup_error: None,
+        repeated,
+        cut_short: true,
+    };
+    if carrier.http.control().stopped().is_some() {
+        return asked;
+    }
+    close_unaskable(carrier, now, &mut asked);
+    let askable: Vec<&DueMessage> = asked
+        .job
+        .messages
+        .iter()
+        .zip(&asked.answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    let batch_id = asked.job.batch_id.as_deref();
+    let label = match batch_id {
+        Some(b) => format!("batch {b:?}"),
+        None => format!("{} messages without a batch", askable.len()),
+    };
+    let bulk = if askable.is_empty() {
+        Ok(Bulk::NotOffered)
+    } else {
+        carrier.bulk(batch_id, &askable)
+    };
+    match bulk {
+        Ok(Bulk::Listed(listing)) => take_listing(&mut asked, listing),
+        Ok(Bulk::NotOffered) => {}
+        Ok(Bulk::UnknownBatch) => {
+            log::info!("carrier does not know {label}; asking for its messages one by one")
+        }
+        Err(e) if e.is_permanent() => log::warn!(
+            "{label}: {e}; asking for its {} messages one by one",
+            askable.len()
+        ),
+        Err(e) => {
+            if e.is_carriers_failure() {
+                let reason = format!("{label}: {e}");
+                for (answer, error) in asked.answers.iter().zip(&mut asked.errors) {
+                    if answer.is_none() {
+                        *error = Some(reason.clone());
+                    }
+                }
+            }
+            asked.cut_short = matches!(e, FetchError::Deadline | FetchError::Stopped);
+            asked.batch_error = Some(e);
+            return asked;
+        }
+    }
+    one_by_one(carrier, &mut asked);
+    asked
+}
+
+/// Closes, without a request, the messages that cannot be asked about: out of range (tracked by an earlier
+/// version), not askable by the profile, or past the carrier's retention.
+fn close_unaskable(carrier: &Carrier, now: DateTime<Utc>, asked: &mut Asked) {
+    let profile = &*carrier.profile;
+    for (message, answer) in asked.job.messages.iter().zip(&mut asked.answers) {
+        if !schedule::in_range(message.submitted_at) {
+            // Tracked by an earlier version, which took such a submission in: its schedule has no stored form.
+            let submitted_at = if timefmt::representable(message.submitted_at) {
+                timefmt::format(message.submitted_at)
+            } else {
+                "after year 9999 or unreadable".to_string()
+            };
+            *answer = Some(Answer::Closed(format!(
+                "closed without a request: its submitted_at ({submitted_at}) is out of range (its polls would not \
+                 end before year 10000)"
+            )));
+        } else if let Some(reason) = carrier.unaskable(message) {
+            *answer = Some(Answer::Closed(format!(
+                "closed without a request: {} cannot ask about it ({reason})",
+                profile.name()
+            )));
+        } else if let Some(keep) = profile.retention()
+            && now - message.submitted_at > keep
+        {
+            *answer = Some(Answer::Closed(format!(
+                "closed without a request: beyond the carrier's retention ({} keeps statuses for {} h)",
+                profile.name(),
+                keep.num_hours()
+            )));
+        }
+    }
+}
+
+/// Takes a bulk answer's reports. Reports about messages not due now (closed ones, other slots) are ignored; of
+/// a message listed twice, the newer report counts.
+fn take_listing(asked: &mut Asked, listing: Listing) {
+    asked.malformed = listing.malformed;
+    let index: HashMap<&str, usize> = asked
+        .job
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.tracking_id.as_str(), i))
+        .collect();
+    for report in listing.reports {
+        let Some(&i) = index.get(report.tracking_id.as_str()) else {
+            continue;
+        };
+        match &asked.answers[i] {
+            None => asked.answers[i] = Some(Answer::Reported(report)),
+            Some(Answer::Reported(kept)) => {
+                asked.duplicates += 1;
+                if newer(&report, kept) {
+                    asked.answers[i] = Some(Answer::Reported(report));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for id in listing.not_found {
+        if let Some(&i) = index.get(id.as_str())
+            && asked.answers[i].is_none()
+        {
+            asked.answers[i] = Some(Answer::NotFound);
+        }
+    }
+}
+
+/// Asks one by one about every message still without an answer.
+fn one_by_one(carrier: &Carrier, asked: &mut Asked) {
+    for i in 0..asked.answers.len() {
+        if asked.answers[i].is_some() {
+            continue;
+        }
+        match carrier.one(&asked.job.messages[i]) {
+            Ok(Some(report)) => asked.answers[i] = Some(Answer::Reported(report)),
+            Ok(None) => asked.answers[i] = Some(Answer::NotFound),
+            Err(FetchError::Refused { code, reason }) => {
+                asked.answers[i] = Some(Answer::Refused { code, reason })
+            }
+            Err(e @ (FetchError::Deadline | FetchError::Stopped)) => {
+                asked.lookup_error.get_or_insert(e);
+                return;
+            }
+            Err(e) => {
+                asked.lookup_failures += 1;
+                if !e.is_carriers_failure() {
+                    // Rejected credentials: every further request would fail too.
+                    asked.lookup_error.get_or_insert(e);
+                    break;
+                }
+                asked.errors[i] = Some(e.to_string());
+                asked.lookup_error.get_or_insert(e);
+            }
+        }
+    }
+    asked.cut_short = false;
+}
+
+/// Whether `report` is newer than `kept`: its status_updated_at is later (a report with a time beats one
+/// without).
+fn newer(report: &Report, kept: &Report) -> bool {
+    let at = |r: &Report| {
+        r.status_updated_at
+            .as_deref()
+            .and_then(|t| timefmt::parse(t).ok())
+    };
+    match (at(report), at(kept)) {
+        (Some(a), Some(b)) => a > b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Removes the second and later messages with one tracking id from a job of new messages (rows repeated in
+/// sms_submissions); returns their ids.
+fn drop_repeats(messages: &mut Vec<DueMessage>) -> Vec<String> {
+    if messages.iter().all(|m| m.intake.is_none()) {
+        return Vec::new();
+    }
+    let keep: Vec<bool> = {
+        let mut seen = HashSet::with_capacity(messages.len());
+        messages
+            .iter()
+            .map(|m| seen.insert(m.tracking_id.as_str()))
+            .collect()
+    };
+    let mut repeated = Vec::new();
+    let mut keep = keep.into_iter();
+    messages.retain(|m| {
+        let kept = keep.next().unwrap_or(true);
+        if !kept {
+            repeated.push(m.tracking_id.clone());
+        }
+        kept
+    });
+    repeated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_new_messages_are_dropped_from_a_job() {
+        let message = |id: &str, intake: Option<i64>| DueMessage {
+            tracking_id: id.to_string(),
+            customer_id: None,
+            phone_number: None,
+            batch_id: None,
+            submitted_at: DateTime::UNIX_EPOCH,
+            polls: 0,
+            intake,
+        };
+        let mut job = vec![
+            message("A", Some(1)),
+            message("B", Some(2)),
+            message("A", Some(3)),
+            message("C", Some(4)),
+            message("B", Some(5)),
+        ];
+        assert_eq!(drop_repeats(&mut job), ["A", "B"]);
+        let kept: Vec<_> = job.iter().map(|m| m.intake).collect();
+        assert_eq!(kept, [Some(1), Some(2), Some(4)]);
+        // Tracked messages are unique by their primary key: nothing to look for.
+        let mut tracked = vec![message("A", None), message("B", None)];
+        assert!(drop_repeats(&mut tracked).is_empty());
+        assert_eq!(tracked.len(), 2);
+    }
+}
