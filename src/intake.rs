@@ -20,8 +20,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::config::humanize;
 use crate::control::Control;
+use crate::domain::{DueMessage, Intake, IntakeKind, Submission};
 use crate::schedule;
-use crate::store::{Backend, DueMessage, Intake, IntakeKind, Span, Submission};
+use crate::store::{Backend, Span};
 use crate::timefmt;
 
 /// Rows read per query: each query is a short read, so the WAL can be checkpointed while a cycle reads.
@@ -99,7 +100,7 @@ pub enum Fate {
 /// Decides what becomes of a row read at `now`. Logs what is wrong with a row that is taken in as INVALID (once:
 /// it is tracked afterwards).
 pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
-    let Some(tracking_id) = row.tracking_id.filter(|t| !t.trim().is_empty()) else {
+    let Some(tracking_id) = row.tracking_id.filter(|t| Submission::trackable(Some(t))) else {
         return Fate::Untrackable;
     };
     if row.tracked {
@@ -149,7 +150,7 @@ pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
             batch_id,
             submitted_at,
             polls: 0,
-            intake: Some(row.rowid),
+            new: true,
         });
     }
     if submitted_at > now + FUTURE_MARGIN {
@@ -175,8 +176,8 @@ pub struct ReadEnd {
     pub invalid: u64,
     /// Rows without a tracking id.
     pub untrackable: u64,
-    /// The first of them, for the log.
-    pub first_untrackable: Option<i64>,
+    /// The first of them, as the store names it, for the log.
+    pub first_untrackable: Option<String>,
     /// Rows due at a later cycle.
     pub not_yet: u64,
     /// Due messages of interleaved batches, taken in to be polled with the tracked messages.
@@ -216,14 +217,16 @@ pub fn read(
             let mut intakes = Vec::new();
             for (row, at) in rows {
                 end.rows += 1;
-                let rowid = row.rowid;
+                let place = row.place.clone();
                 cursor = at;
                 match fate(row, now, window) {
                     Fate::Tracked => {}
                     Fate::Untrackable => {
                         end.invalid += 1;
                         end.untrackable += 1;
-                        end.first_untrackable.get_or_insert(rowid);
+                        if end.first_untrackable.is_none() {
+                            end.first_untrackable = place;
+                        }
                     }
                     Fate::TakeIn(intake) => {
                         end.invalid += u64::from(matches!(intake.kind, IntakeKind::Invalid(_)));
@@ -398,7 +401,7 @@ mod tests {
         submitted: Option<&str>,
     ) -> Submission {
         Submission {
-            rowid,
+            place: Some(format!("rowid {rowid}")),
             tracking_id: id.map(str::to_string),
             customer_id: Some("C1".into()),
             phone_number: None,
@@ -428,7 +431,7 @@ mod tests {
             Some("2025-12-01T09:00:00+00:00"),
         ));
         let Fate::Due(m) = due else { panic!("{due:?}") };
-        assert_eq!((m.intake, m.polls, m.batch_id), (Some(1), 0, None));
+        assert_eq!((m.new, m.polls, m.batch_id), (true, 0, None));
         assert_eq!(m.customer_id.as_deref(), Some("C1"));
         // Due within the schedule's grace.
         assert!(matches!(
@@ -544,7 +547,7 @@ mod tests {
             batch_id: batch.map(str::to_string),
             submitted_at: at(NOW),
             polls: 0,
-            intake: Some(id as i64),
+            new: true,
         }
     }
 

@@ -179,7 +179,7 @@ pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
         "counter",
         "FAILED poll results stored, by failure category.",
     );
-    for category in crate::carrier::table::Category::ALL {
+    for category in crate::domain::Category::ALL {
         f.sample(
             "dlr_poller_messages_failed_total",
             &format!("category=\"{category}\""),

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::status::DeliveryStatus;
+use crate::domain::DeliveryStatus;
 
 /// Time between two polls of a message.
 pub const INTERVAL: TimeDelta = TimeDelta::hours(2);

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use dlr_poller::carrier::table::{Category, Mapped, Outcome, Table};
+use dlr_poller::carrier::table::{Mapped, Outcome, Table};
 use dlr_poller::carrier::{PROVIDERS, Report, generic, infobip, sinch, telnyx, twilio, vonage};
 use dlr_poller::cli::{Cli, Command};
 use dlr_poller::config::PollConfig;
+use dlr_poller::domain::Category;
 use dlr_poller::store::{DEFAULT_SUBMISSIONS, Target};
 use dlr_poller::{config, percent, redact, retry, timefmt};
 use proptest::collection::vec;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode, string_or_number};
 use super::{Bulk, FetchError, Listing, Profile, Report};
-use crate::store::DueMessage;
+use crate::domain::DueMessage;
 
 /// The generic profile: Bearer token, batch listings by page token, lookups by tracking id.
 pub struct Generic;

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode};
 use super::{Bulk, FetchError, Listing, Profile, Report};
-use crate::store::DueMessage;
+use crate::domain::DueMessage;
 
 /// The documented maximum length of the `messageId` (and `bulkId`) parameter's value.
 const ID_CHARS: usize = 2_048;

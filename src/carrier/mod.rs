@@ -25,8 +25,8 @@ use anyhow::{Result, bail};
 use chrono::TimeDelta;
 
 use self::http::{Auth, Http};
+use crate::domain::DueMessage;
 use crate::redact::mask_owned;
-use crate::store::DueMessage;
 
 /// The providers `--carrier` accepts.
 pub const PROVIDERS: [&str; 6] = ["generic", "twilio", "vonage", "sinch", "infobip", "telnyx"];

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::http::{Auth, Http};
 use super::wire::{self, encode};
 use super::{Bulk, FetchError, Listing, Profile, Report};
-use crate::store::DueMessage;
+use crate::domain::DueMessage;
 
 /// Codes that are not errors: delivered, queued, dispatched.
 const NOT_ERRORS: [i64; 3] = [0, 400, 401];
@@ -281,7 +281,7 @@ mod tests {
             batch_id: None,
             submitted_at: chrono::DateTime::UNIX_EPOCH,
             polls: 0,
-            intake: None,
+            new: false,
         };
         assert!(s.unaskable(&m).unwrap().contains("carrier_batch_id"));
         m.batch_id = Some("B1".into());

@@ -13,13 +13,12 @@
 //! `[provider]` header per provider.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
 use super::Report;
-use crate::status::DeliveryStatus;
+use crate::domain::{Category, DeliveryStatus};
 
 /// What a carrier word means for a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,47 +49,6 @@ impl Outcome {
             "UNCONFIRMED" => Outcome::Unconfirmed,
             _ => return None,
         })
-    }
-}
-
-/// Why a FAILED message failed, in the business's terms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Category {
-    InvalidNumber,
-    NetworkError,
-    /// Blocked, filtered, spam, opted out.
-    CarrierError,
-    Undeliverable,
-    Unknown,
-}
-
-impl Category {
-    pub const ALL: [Category; 5] = [
-        Category::InvalidNumber,
-        Category::NetworkError,
-        Category::CarrierError,
-        Category::Undeliverable,
-        Category::Unknown,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Category::InvalidNumber => "INVALID_NUMBER",
-            Category::NetworkError => "NETWORK_ERROR",
-            Category::CarrierError => "CARRIER_ERROR",
-            Category::Undeliverable => "UNDELIVERABLE",
-            Category::Unknown => "UNKNOWN",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Category> {
-        Category::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::http::{Auth, Http};
 use super::wire::{self, encode};
 use super::{Bulk, FetchError, Profile, Report};
-use crate::store::DueMessage;
+use crate::domain::DueMessage;
 
 /// The id `doctor` asks about: any answer but 401/403 shows the key works.
 const PROBE_ID: &str = "00000000-0000-0000-0000-000000000000";

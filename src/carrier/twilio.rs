@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode, string_or_number};
 use super::{Bulk, FetchError, Listing, Profile, Report};
-use crate::store::DueMessage;
+use crate::domain::DueMessage;
 use crate::timefmt;
 
 /// How long before its submission a message may count as sent (clocks apart).

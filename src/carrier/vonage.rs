@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use super::http::{Auth, Http};
 use super::wire::{self, encode, string_or_number};
 use super::{Bulk, FetchError, Listing, Profile, Report};
-use crate::store::DueMessage;
+use crate::domain::DueMessage;
 
 /// Characters of ids per request (about a hundred message ids): a URL well inside what proxies accept.
 const ID_CHARS: usize = 4_000;

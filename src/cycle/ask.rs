@@ -14,9 +14,9 @@ use crate::carrier::table::Table;
 use crate::carrier::{Bulk, Carrier, FetchError, Listing, Report};
 use crate::config::PollConfig;
 use crate::control::Control;
+use crate::domain::DueMessage;
 use crate::exit::{Exit, ExitContext};
 use crate::schedule;
-use crate::store::DueMessage;
 use crate::timefmt;
 
 /// The carrier of `config`: its profile on the shared transport, and its status table.
@@ -266,7 +266,7 @@ fn newer(report: &Report, kept: &Report) -> bool {
 /// Removes the second and later messages with one tracking id from a job of new messages (rows repeated in
 /// sms_submissions); returns their ids.
 fn drop_repeats(messages: &mut Vec<DueMessage>) -> Vec<String> {
-    if messages.iter().all(|m| m.intake.is_none()) {
+    if messages.iter().all(|m| !m.new) {
         return Vec::new();
     }
     let keep: Vec<bool> = {
@@ -294,27 +294,27 @@ mod tests {
 
     #[test]
     fn repeated_new_messages_are_dropped_from_a_job() {
-        let message = |id: &str, intake: Option<i64>| DueMessage {
+        let message = |id: &str, row: &str, new: bool| DueMessage {
             tracking_id: id.to_string(),
-            customer_id: None,
+            customer_id: Some(row.to_string()),
             phone_number: None,
             batch_id: None,
             submitted_at: DateTime::UNIX_EPOCH,
             polls: 0,
-            intake,
+            new,
         };
         let mut job = vec![
-            message("A", Some(1)),
-            message("B", Some(2)),
-            message("A", Some(3)),
-            message("C", Some(4)),
-            message("B", Some(5)),
+            message("A", "1", true),
+            message("B", "2", true),
+            message("A", "3", true),
+            message("C", "4", true),
+            message("B", "5", true),
         ];
         assert_eq!(drop_repeats(&mut job), ["A", "B"]);
-        let kept: Vec<_> = job.iter().map(|m| m.intake).collect();
-        assert_eq!(kept, [Some(1), Some(2), Some(4)]);
+        let kept: Vec<_> = job.iter().map(|m| m.customer_id.as_deref()).collect();
+        assert_eq!(kept, [Some("1"), Some("2"), Some("4")]);
         // Tracked messages are unique by their primary key: nothing to look for.
-        let mut tracked = vec![message("A", None), message("B", None)];
+        let mut tracked = vec![message("A", "1", false), message("B", "2", false)];
         assert!(drop_repeats(&mut tracked).is_empty());
         assert_eq!(tracked.len(), 2);
     }

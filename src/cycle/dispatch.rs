@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 
 use super::{DueCounts, Job, ToWriter};
 use crate::control::Control;
+use crate::domain::{DueMessage, Intake};
 use crate::intake::{self, Gatherer, ReadEnd, Window};
 use crate::schedule;
-use crate::store::{Backend, DueMessage, Intake};
+use crate::store::Backend;
 
 /// Submissions to take in that may wait for the writer, at most.
 const TAKE_IN_AHEAD: usize = 50_000;

@@ -14,7 +14,7 @@
 //! cycle's course: take part, start the threads, drain, record the outcome.
 //!
 //! One result goes through these stages: the carrier's [`Report`](crate::carrier::Report) about a message,
-//! the [`Answer`] a worker found for it, the [`PollRecord`](crate::store::PollRecord) the writer maps it to,
+//! the [`Answer`] a worker found for it, the [`PollRecord`](crate::domain::PollRecord) the writer maps it to,
 //! and what the store [`Written`](crate::store::Written) says of it.
 
 mod ask;
@@ -39,10 +39,11 @@ use crate::carrier::http::Stats;
 use crate::carrier::{FetchError, Report};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
+use crate::domain::{DueMessage, Intake};
 use crate::exit::{Exit, ExitContext};
 use crate::intake::{ReadEnd, Window};
 use crate::redact::error_text;
-use crate::store::{self, Backend, DueMessage, Intake, Lease, Sharing, Target};
+use crate::store::{self, Backend, Lease, Sharing, Target};
 use crate::summary::Summary;
 use crate::timefmt;
 
@@ -408,7 +409,7 @@ fn log_read(end: &ReadEnd, new_due: u64, too_old: u64) {
     }
     if let Some(first) = &end.first_untrackable {
         log::warn!(
-            "{} rows of sms_submissions have no tracking_id (the first: rowid {first}); they are left out, and \
+            "{} rows of sms_submissions have no tracking_id (the first: {first}); they are left out, and \
              read again each cycle in case the dispatcher sets one",
             end.untrackable
         );

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 
 use super::dispatch::{Dispatch, whole_batch};
 use super::{Cycle, Job, Role};
+use crate::domain::{DueMessage, Intake};
 use crate::exit::{Exit, ExitContext};
 use crate::intake::{self, ReadEnd};
-use crate::store::{Backend, DueMessage, Intake, Join, Phase, Rounds, Sharing, Unit};
+use crate::store::{Backend, Join, Phase, Rounds, Sharing, Unit};
 use crate::timefmt;
 
 /// How long a run's claim on a unit of a shared round lasts without renewal: a run that vanishes without its

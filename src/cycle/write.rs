@@ -11,14 +11,13 @@ use chrono::{DateTime, Utc};
 use super::rounds::{Claim, Renewal, rounds_of};
 use super::{Answer, Asked, GRACE, ToWriter};
 use crate::carrier::FetchError;
-use crate::carrier::table::{Category, Outcome, Table};
+use crate::carrier::table::{Outcome, Table};
 use crate::control::Control;
+use crate::domain::Category;
+use crate::domain::{DeliveryStatus, DueMessage, Entry, Intake, PollRecord, TrackState};
 use crate::redact::error_text;
 use crate::schedule::{self, Next};
-use crate::status::DeliveryStatus;
-use crate::store::{
-    Backend, DueMessage, Entry, Intake, PollRecord, TrackState, Written, warn_repeated,
-};
+use crate::store::{Backend, Written, warn_repeated};
 use crate::summary::Summary;
 use crate::timefmt;
 
@@ -316,7 +315,7 @@ impl<'a> Writer<'a> {
 
     /// Counts a stored result in the cycle's summary.
     fn count(&mut self, r: &PollRecord) {
-        if r.message.intake.is_some() {
+        if r.message.new {
             self.summary.new_submissions += 1;
         }
         if r.entry == Entry::Close {

@@ -14,8 +14,7 @@ use std::time::Duration;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 
-use crate::carrier::table::Category;
-use crate::status::DeliveryStatus;
+use crate::domain::{Category, DueMessage, Intake, PollRecord, Submission};
 use crate::summary::Summary;
 
 pub use self::postgres::PgTarget;
@@ -298,88 +297,6 @@ pub struct DueGroup {
     pub messages: u64,
 }
 
-/// One message due for a poll.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DueMessage {
-    pub tracking_id: String,
-    pub customer_id: Option<String>,
-    pub phone_number: Option<String>,
-    pub batch_id: Option<String>,
-    pub submitted_at: DateTime<Utc>,
-    /// Polls so far; this poll is number `polls + 1`.
-    pub polls: i64,
-    /// For a message not tracked yet: its sms_submissions rowid. Its tracking row is written with its first
-    /// result.
-    pub intake: Option<i64>,
-}
-
-/// The tracking state after a poll.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrackState {
-    Open,
-    Delivered,
-    Failed,
-    Unconfirmed,
-}
-
-impl TrackState {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            TrackState::Open => "OPEN",
-            TrackState::Delivered => "DELIVERED",
-            TrackState::Failed => "FAILED",
-            TrackState::Unconfirmed => "UNCONFIRMED",
-        }
-    }
-}
-
-/// One poll result, ready to be written: an audit row plus the message's new tracking state.
-#[derive(Clone, Debug)]
-pub struct PollRecord<'a> {
-    pub message: &'a DueMessage,
-    /// A poll, or a closing entry (tracking ends without an answer; `failure_reason` says why).
-    pub entry: Entry,
-    pub status: DeliveryStatus,
-    /// The carrier's word; `None` when the carrier did not know the message.
-    pub carrier_status: Option<&'a str>,
-    pub failure_code: Option<&'a str>,
-    pub failure_reason: Option<&'a str>,
-    /// Why a FAILED message failed, from its failure code; `None` for any other status.
-    pub failure_category: Option<Category>,
-    /// The carrier's status time in the stored UTC form, when the status is final.
-    pub confirmed_at: Option<String>,
-    pub state: TrackState,
-    pub next_due_at: Option<DateTime<Utc>>,
-}
-
-impl PollRecord<'_> {
-    /// The note a closing entry leaves on the message (why tracking ended without an answer); `None` for a poll.
-    pub fn note(&self) -> Option<&str> {
-        match self.entry {
-            Entry::Poll => None,
-            Entry::Close => self.failure_reason,
-        }
-    }
-}
-
-/// What an audit row is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
-    /// The carrier's answer to a poll.
-    Poll,
-    /// Tracking ended without an answer (after the +72h slot, or by hand).
-    Close,
-}
-
-impl Entry {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Entry::Poll => "poll",
-            Entry::Close => "close",
-        }
-    }
-}
-
 /// Which rows of sms_submissions a read covers, by submitted_at (compared as stored). Every span is read in
 /// (submitted_at, tracking_id) order, which neither a VACUUM nor a replaced row changes. Rows whose tracking_id is
 /// NULL are in no span: they could not be tracked anyway.
@@ -410,9 +327,10 @@ impl Span {
     }
 }
 
-/// A value of the dispatcher's table, as read: what a chunked read goes on after.
+/// A value of the dispatcher's table, as read: what a chunked read goes on after. The backends' own: SQLite keeps
+/// a value of any type in any column, so a key may be a number or bytes there.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Key {
+enum Key {
     /// Before every value.
     Min,
     Null,
@@ -422,64 +340,12 @@ pub enum Key {
     Blob(Vec<u8>),
 }
 
-/// Where a chunked read of sms_submissions goes on: after this row.
+/// Where a chunked read of sms_submissions goes on: after this row. Only the backend that made it reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cursor {
     /// The row's submitted_at and tracking_id as stored.
-    pub submitted_at: Key,
-    pub tracking_id: Key,
-}
-
-/// A row of sms_submissions, as the poller reads it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Submission {
-    pub rowid: i64,
-    pub tracking_id: Option<String>,
-    pub customer_id: Option<String>,
-    pub phone_number: Option<String>,
-    pub batch_id: Option<String>,
-    /// Parsed, or why it cannot be.
-    pub submitted_at: Result<DateTime<Utc>, String>,
-    /// Whether the poller tracks the tracking id already.
-    pub tracked: bool,
-}
-
-/// A submission to start tracking without polling it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Intake {
-    pub tracking_id: String,
-    pub customer_id: Option<String>,
-    pub phone_number: Option<String>,
-    pub batch_id: Option<String>,
-    pub submitted_at: Option<DateTime<Utc>>,
-    pub kind: IntakeKind,
-}
-
-impl Intake {
-    /// A due message to be polled with the tracked messages of this cycle, instead of as a new one.
-    pub fn due(m: DueMessage) -> Intake {
-        Intake {
-            tracking_id: m.tracking_id,
-            customer_id: m.customer_id,
-            phone_number: m.phone_number,
-            batch_id: m.batch_id,
-            submitted_at: Some(m.submitted_at),
-            kind: IntakeKind::Due,
-        }
-    }
-}
-
-/// How a submission is taken in without a poll.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IntakeKind {
-    /// Due now: OPEN at its first slot, polled with the tracked messages.
-    Due,
-    /// Dated in the future: OPEN, first due two hours after that.
-    Future,
-    /// Its submitted_at cannot be used: INVALID, with the reason.
-    Invalid(String),
-    /// First seen after its tracking window: TOO_OLD, with the reason.
-    TooOld(String),
+    submitted_at: Key,
+    tracking_id: Key,
 }
 
 /// What [`Backend::close`] did.

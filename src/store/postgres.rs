@@ -18,10 +18,10 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
-    AuditRow, Backend, Closed, Cursor, DueGroup, DueMessage, HORIZON_KEY, History, Intake,
-    IntakeKind, Join, Key, LAST_SUCCESS_KEY, MetricsData, Phase, PollRecord, Rounds, Sharing, Span,
-    Submission, TABLES, Unit, VERSION, Written, hostname, totals_of,
+    AuditRow, Backend, Closed, Cursor, DueGroup, HORIZON_KEY, History, Join, Key, LAST_SUCCESS_KEY,
+    MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit, VERSION, Written, hostname, totals_of,
 };
+use crate::domain::{DueMessage, Intake, IntakeKind, PollRecord, Submission};
 use crate::exit::{Exit, ExitContext};
 use crate::redact;
 use crate::schedule;
@@ -858,10 +858,17 @@ impl Backend for Postgres {
                     Some(text) => timefmt::parse_submitted(text).map_err(|e| format!("{e:#}")),
                 };
                 let tracking_id: Option<String> = r.get(0);
+                // The dispatcher's value is quoted: a number typed into the wrong column is masked.
+                let place = (!Submission::trackable(tracking_id.as_deref())).then(|| match &raw {
+                    Some(text) => {
+                        redact::mask_text(&format!("the row submitted at {text:?}")).into_owned()
+                    }
+                    None => "a row whose submitted_at is NULL".to_string(),
+                });
                 out.push((
                     Submission {
-                        rowid: 0,
                         tracking_id: tracking_id.clone(),
+                        place,
                         customer_id: r.get(1),
                         phone_number: r.get(2),
                         batch_id: r.get(3),
@@ -1371,7 +1378,7 @@ impl Rounds for Postgres {
             let mut tx = me.client.transaction()?;
             // A round takes every submission in before it polls: every message here is tracked already. One
             // guarded update for all (the poll count must still be the one read).
-            if let Some(first) = records.iter().find(|r| r.message.intake.is_some()) {
+            if let Some(first) = records.iter().find(|r| r.message.new) {
                 bail!(
                     "message {:?} reached the writer without a tracking row: a round takes every submission in \
                      before it polls",
@@ -1751,7 +1758,7 @@ fn due_message(row: &Row) -> Result<DueMessage> {
         batch_id: row.get(3),
         submitted_at,
         polls: row.get::<_, i32>(5) as i64,
-        intake: None,
+        new: false,
     })
 }
 

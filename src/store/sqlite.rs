@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    AuditRow, Backend, Closed, Cursor, CycleLease, DueGroup, DueMessage, HORIZON_KEY, History,
-    Intake, IntakeKind, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, PollRecord,
-    Sharing, Span, Submission, TABLES, VERSION, Written, hostname, totals_of, warn_repeated,
+    AuditRow, Backend, Closed, Cursor, CycleLease, DueGroup, HORIZON_KEY, History, Key,
+    LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span, TABLES, VERSION, Written,
+    hostname, totals_of, warn_repeated,
 };
+use crate::domain::{DueMessage, Intake, IntakeKind, PollRecord, Submission};
 use crate::exit::{Exit, ExitContext};
 use crate::schedule;
 use crate::summary::Summary;
@@ -312,10 +313,14 @@ impl Backend for Sqlite {
                     )),
                 };
                 let tracking_id: Value = r.get(1)?;
+                let text_id = as_text(&tracking_id);
+                let place = (!Submission::trackable(text_id.as_deref()))
+                    .then(|| r.get::<_, i64>(0).map(|rowid| format!("rowid {rowid}")))
+                    .transpose()?;
                 rows.push((
                     Submission {
-                        rowid: r.get(0)?,
-                        tracking_id: as_text(&tracking_id),
+                        tracking_id: text_id,
+                        place,
                         customer_id: as_text(&r.get(2)?),
                         phone_number: as_text(&r.get(3)?),
                         batch_id: as_text(&r.get(4)?),
@@ -520,8 +525,8 @@ impl Backend for Sqlite {
                     let m = r.message;
                     let next_due_at = r.next_due_at.map(|t| due.of(t));
                     let note = r.note();
-                    let changed = match m.intake {
-                        Some(_) => first.execute(params![
+                    let changed = if m.new {
+                        first.execute(params![
                             m.tracking_id,
                             m.customer_id,
                             m.phone_number,
@@ -532,8 +537,9 @@ impl Backend for Sqlite {
                             r.status.as_str(),
                             polled_at,
                             note,
-                        ])?,
-                        None => update.execute(params![
+                        ])?
+                    } else {
+                        update.execute(params![
                             m.tracking_id,
                             m.polls,
                             r.state.as_str(),
@@ -541,12 +547,12 @@ impl Backend for Sqlite {
                             r.status.as_str(),
                             polled_at,
                             note,
-                        ])?,
+                        ])?
                     };
                     written.stored.push(changed == 1);
                     if changed == 1 {
                         accepted.push(r);
-                    } else if m.intake.is_some() {
+                    } else if m.new {
                         warn_repeated(&m.tracking_id);
                         written.repeated += 1;
                     } else {
@@ -1097,7 +1103,7 @@ fn due_message(row: &Row) -> Result<DueMessage> {
         batch_id: row.get(3)?,
         submitted_at,
         polls: row.get(5)?,
-        intake: None,
+        new: false,
     })
 }
 
@@ -1159,8 +1165,8 @@ pub fn lock_path(db: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::DeliveryStatus;
-    use crate::store::{Entry, TrackState};
+    use crate::domain::DeliveryStatus;
+    use crate::domain::{Entry, TrackState};
 
     const NOW: &str = "2025-12-01T11:00:00Z";
 
@@ -1188,7 +1194,7 @@ mod tests {
             .unwrap();
     }
 
-    fn message(id: &str, polls: i64, intake: Option<i64>) -> DueMessage {
+    fn message(id: &str, polls: i64, new: bool) -> DueMessage {
         DueMessage {
             tracking_id: id.to_string(),
             customer_id: Some("C1".into()),
@@ -1196,7 +1202,7 @@ mod tests {
             batch_id: Some("B".into()),
             submitted_at: at("2025-12-01T09:00:00Z"),
             polls,
-            intake,
+            new,
         }
     }
 
@@ -1543,7 +1549,7 @@ mod tests {
     fn a_result_is_stored_once_even_when_two_runs_write_it() {
         let (_dir, _path, mut store) = store();
         let now = at(NOW);
-        let first = message("T1", 0, Some(1));
+        let first = message("T1", 0, true);
         let written = store.record(1, now, &[poll_record(&first)]).unwrap();
         assert_eq!(written.stored, [true]);
         // The same first result again (a tracking id repeated in sms_submissions): not stored, counted.
@@ -1553,7 +1559,7 @@ mod tests {
             ([false].as_slice(), 1)
         );
         // The second poll, written twice by runs that both read polls = 1: only the first counts.
-        let second = message("T1", 1, None);
+        let second = message("T1", 1, false);
         assert_eq!(
             store
                 .record(2, now, &[poll_record(&second)])
@@ -1583,9 +1589,9 @@ mod tests {
     fn a_closing_entry_ends_tracking_and_keeps_the_last_poll() {
         let (_dir, _path, mut store) = store();
         let now = at(NOW);
-        let m = message("T1", 0, Some(1));
+        let m = message("T1", 0, true);
         store.record(1, now, &[poll_record(&m)]).unwrap();
-        let m = message("T1", 1, None);
+        let m = message("T1", 1, false);
         let closing = PollRecord {
             entry: Entry::Close,
             carrier_status: None,
@@ -1631,7 +1637,7 @@ mod tests {
         submit(&path, "T1", Some("B"), "2025-12-01T09:00:00Z");
         submit(&path, "T2", None, "2025-12-01T09:00:00Z");
         store
-            .record(1, now, &[poll_record(&message("T1", 0, Some(1)))])
+            .record(1, now, &[poll_record(&message("T1", 0, true))])
             .unwrap();
         assert_eq!(store.close("T1", "ticket 4711", now).unwrap(), Closed::Now);
         assert_eq!(
@@ -1672,7 +1678,7 @@ mod tests {
         let (_dir, _path, mut store) = store();
         let now = at(NOW);
         let messages: Vec<DueMessage> = (0..25)
-            .map(|i| message(&format!("T{i:02}"), 0, Some(i)))
+            .map(|i| message(&format!("T{i:02}"), 0, true))
             .collect();
         let records: Vec<PollRecord> = messages.iter().map(poll_record).collect();
         store.record(1, now, &records).unwrap();
