@@ -113,7 +113,7 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
     let config = resolve(args)?;
     output::line(&format!(
         "ok: configuration (carrier {} at {}, concurrency {}, deadline {})",
-        config.carrier,
+        config.carrier.provider.name,
         config.carrier_url,
         config.concurrency,
         config::humanize(config.deadline)
@@ -125,7 +125,11 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
         db.target
     ))?;
     let control = std::sync::Arc::new(Control::new(config.request_timeout, signals::install()?));
-    let (carrier, _) = cycle::connect(&config, control, std::sync::Arc::new(Stats::default()))?;
+    let carrier = config.carrier.connect(
+        &config.http(),
+        control,
+        std::sync::Arc::new(Stats::default()),
+    );
     let started = std::time::Instant::now();
     match carrier.probe() {
         Ok(_) => {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::carrier::Setup;
+use crate::carrier::http::Settings;
 use crate::cli::PollArgs;
 use crate::redact::CarrierToken;
 use crate::timefmt;
@@ -17,12 +19,8 @@ pub const TOKEN_ENV: &str = "DLR_CARRIER_TOKEN";
 /// Everything a poll cycle needs, validated.
 #[derive(Debug, Clone)]
 pub struct PollConfig {
-    /// `--carrier`: the provider profile.
-    pub carrier: String,
-    /// `--carrier-account`: the provider's account identity, where it needs one.
-    pub carrier_account: Option<String>,
-    /// `--status-map`: additions to the provider's status and failure table.
-    pub status_map: Option<std::path::PathBuf>,
+    /// `--carrier`, `--carrier-account` and `--status-map`: the provider, its profile and its table.
+    pub carrier: Setup,
     /// Without a trailing slash.
     pub carrier_url: String,
     pub token: CarrierToken,
@@ -40,18 +38,31 @@ pub struct PollConfig {
 }
 
 impl PollConfig {
+    /// How the transport talks to the carrier.
+    pub fn http(&self) -> Settings {
+        Settings {
+            base: self.carrier_url.clone(),
+            token: self.token.clone(),
+            request_timeout: self.request_timeout,
+            max_attempts: self.max_attempts,
+            concurrency: self.concurrency,
+            max_rps: self.max_rps,
+        }
+    }
+
     /// Validates the flags; `env_token` is the value of [`TOKEN_ENV`], passed in so tests need not touch the
     /// process environment.
     pub fn resolve(args: &PollArgs, env_token: Option<String>) -> Result<PollConfig> {
-        let carrier = args.carrier.trim().to_ascii_lowercase();
         // Checked here, so that a bad account or table is a configuration error before anything is opened.
-        crate::carrier::profile(&carrier, args.carrier_account.as_deref())?;
-        crate::carrier::table::Table::load(&carrier, args.status_map.as_deref())?;
+        let carrier = Setup::new(
+            &args.carrier.trim().to_ascii_lowercase(),
+            args.carrier_account.as_deref(),
+            args.status_map.as_deref(),
+        )?;
+        let provider = carrier.provider;
         let carrier_url = carrier_url(
-            args.carrier_url
-                .as_deref()
-                .or(crate::carrier::default_url(&carrier)),
-            &carrier,
+            args.carrier_url.as_deref().or(provider.default_url),
+            provider.url_hint,
             args.allow_insecure_http,
         )?;
         let token = token(args.carrier_token_file.as_deref(), env_token)?;
@@ -97,13 +108,6 @@ impl PollConfig {
         )?;
         Ok(PollConfig {
             carrier,
-            carrier_account: args
-                .carrier_account
-                .as_deref()
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(str::to_string),
-            status_map: args.status_map.clone(),
             carrier_url,
             token,
             concurrency: concurrency as usize,
@@ -147,13 +151,10 @@ pub fn busy_timeout(raw: &str) -> Result<Duration> {
     )
 }
 
-fn carrier_url(raw: Option<&str>, carrier: &str, allow_insecure_http: bool) -> Result<String> {
+/// Checks `--carrier-url` (or the provider's default); `hint` says where a provider without one keeps its URL.
+fn carrier_url(raw: Option<&str>, hint: &str, allow_insecure_http: bool) -> Result<String> {
     let Some(raw) = raw.map(str::trim).filter(|s| !s.is_empty()) else {
-        let why = match carrier {
-            "infobip" => " (each Infobip account has its own https://xxxxx.api.infobip.com)",
-            _ => "",
-        };
-        bail!("no carrier URL: set --carrier-url or env DLR_CARRIER_URL{why}");
+        bail!("no carrier URL: set --carrier-url or env DLR_CARRIER_URL{hint}");
     };
     // Credentials in the URL would be printed wherever the URL is (`doctor`, errors): the token has its own file.
     // Any '@': a base URL needs none, and one after a '/' may end a password that holds a '/'.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use dlr_poller::carrier::table::{Mapped, Outcome, Table};
-use dlr_poller::carrier::{PROVIDERS, Report, generic, infobip, sinch, telnyx, twilio, vonage};
+use dlr_poller::carrier::{Report, generic, infobip, names, sinch, telnyx, twilio, vonage};
 use dlr_poller::cli::{Cli, Command};
 use dlr_poller::config::PollConfig;
 use dlr_poller::domain::Category;
@@ -927,7 +927,7 @@ proptest! {
     /// values resolved lie within their flags' bounds, and the resolved config, printed, hides the token.
     #[test]
     fn poll_flags_resolve_within_bounds_or_name_the_flag(
-        carrier in prop_oneof![3 => select(PROVIDERS.to_vec()).prop_map(str::to_string), 1 => text(8)],
+        carrier in prop_oneof![3 => select(names()).prop_map(str::to_string), 1 => text(8)],
         (url, secrets) in proptest::option::of(carrier_url()).prop_map(Option::unzip),
         account in proptest::option::of(prop_oneof!["AC[0-9a-f]{32}", "[a-zA-Z0-9]{8}", text(12)]),
         numbers in vec(prop_oneof!["[0-9]{1,6}", "-?[0-9]{1,25}", text(6)], 3),
@@ -1011,8 +1011,8 @@ fn blank() -> impl Strategy<Value = &'static str> {
 
 fn header() -> BoxedStrategy<String> {
     prop_oneof![
-        3 => select(PROVIDERS.to_vec()).prop_map(|p| format!("[{p}]")),
-        1 => select(PROVIDERS.to_vec()).prop_map(|p| format!("[ {} ]", p.to_ascii_uppercase())),
+        3 => select(names()).prop_map(|p| format!("[{p}]")),
+        1 => select(names()).prop_map(|p| format!("[ {} ]", p.to_ascii_uppercase())),
         1 => "\\[[^\\]\n]{0,8}\\]?|\\[\\]|\\]",
     ]
     .boxed()
@@ -1086,7 +1086,7 @@ proptest! {
 
     #[test]
     fn status_map_of_any_bytes_loads_or_fails_cleanly(
-        provider in select(PROVIDERS.to_vec()),
+        provider in select(names()),
         content in vec(any::<u8>(), 0..2048),
         probes in vec(text(12), 0..4),
     ) {
@@ -1095,7 +1095,7 @@ proptest! {
 
     #[test]
     fn status_map_of_near_valid_lines_loads_or_fails_cleanly(
-        provider in select(PROVIDERS.to_vec()),
+        provider in select(names()),
         lines in vec((map_line(), select(vec!["\n", "\r\n"])), 0..24),
         probes in vec(WORD, 0..4),
     ) {
@@ -1107,8 +1107,8 @@ proptest! {
     /// other providers' sections change nothing.
     #[test]
     fn status_map_entries_are_looked_up_as_written(
-        provider in select(PROVIDERS.to_vec()),
-        other in select(PROVIDERS.to_vec()),
+        provider in select(names()),
+        other in select(names()),
         entries in vec(
             (
                 any::<bool>(),

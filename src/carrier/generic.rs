@@ -13,8 +13,19 @@ use serde::Deserialize;
 
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode, string_or_number};
-use super::{Bulk, FetchError, Listing, Profile, Report};
+use super::{Bulk, FetchError, Listing, Profile, Provider, Report};
 use crate::domain::DueMessage;
+
+/// The provider's entry in the registry.
+pub const PROVIDER: Provider = Provider {
+    name: "generic",
+    account: None,
+    default_url: None,
+    url_hint: "",
+    pace: None,
+    table: include_str!("tables/generic.map"),
+    profile: |_account| Box::new(Generic),
+};
 
 /// The generic profile: Bearer token, batch listings by page token, lookups by tracking id.
 pub struct Generic;
@@ -24,7 +35,7 @@ const PROBE_ID: &str = "dlr-poller-doctor-probe";
 
 impl Profile for Generic {
     fn name(&self) -> &'static str {
-        "generic"
+        PROVIDER.name
     }
 
     fn auth(&self) -> Auth {

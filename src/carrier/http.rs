@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::FetchError;
-use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::rate::RateLimit;
 use crate::redact::{CarrierToken, mask_owned, request_label};
@@ -35,6 +34,20 @@ pub enum Auth {
     Basic { user: String },
     /// `Authorization: App {token}` (Infobip).
     App,
+}
+
+/// How the transport talks to the carrier: `--carrier-url`, the token and the request flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Without a trailing slash.
+    pub base: String,
+    pub token: CarrierToken,
+    pub request_timeout: Duration,
+    pub max_attempts: u32,
+    /// Worker threads sharing the transport.
+    pub concurrency: usize,
+    /// Requests per second across all workers; `None`: the provider's pace.
+    pub max_rps: Option<u32>,
 }
 
 pub struct Http {
@@ -66,7 +79,7 @@ enum Attempt<T> {
 impl Http {
     /// `default_interval`: the spacing of requests when `--max-rps` is not given (the provider's own limit).
     pub fn new(
-        config: &PollConfig,
+        settings: &Settings,
         auth: Auth,
         default_interval: Option<Duration>,
         control: Arc<Control>,
@@ -75,17 +88,17 @@ impl Http {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
-            .timeout_connect(Some(CONNECT_TIMEOUT.min(config.request_timeout)))
-            .max_idle_connections_per_host(config.concurrency.max(3))
-            .max_idle_connections(config.concurrency.max(10))
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(settings.request_timeout)))
+            .max_idle_connections_per_host(settings.concurrency.max(3))
+            .max_idle_connections(settings.concurrency.max(10))
             .user_agent(concat!("dlr-poller/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let rate = match config.max_rps {
+        let rate = match settings.max_rps {
             Some(rps) => Some(RateLimit::per_second(rps)),
             None => default_interval.map(RateLimit::every),
         };
-        let token = config.token.expose();
+        let token = settings.token.expose();
         let mut secrets = vec![token.to_string(), crate::percent::encode(token)];
         if let Auth::Basic { user } = &auth {
             secrets.push(base64(basic_pair(user, token).as_bytes()));
@@ -97,12 +110,12 @@ impl Http {
         Http {
             secrets,
             agent,
-            base: config.carrier_url.clone(),
-            token: config.token.clone(),
+            base: settings.base.clone(),
+            token: settings.token.clone(),
             auth,
-            request_timeout: config.request_timeout,
-            max_attempts: config.max_attempts,
-            concurrency: config.concurrency.max(1),
+            request_timeout: settings.request_timeout,
+            max_attempts: settings.max_attempts,
+            concurrency: settings.concurrency.max(1),
             backoff: Backoff::default(),
             rate,
             control,

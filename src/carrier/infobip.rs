@@ -17,21 +17,34 @@
 use chrono::TimeDelta;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::time::Duration;
 
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode};
-use super::{Bulk, FetchError, Listing, Profile, Report};
+use super::{Bulk, FetchError, Listing, Profile, Provider, Report};
 use crate::domain::DueMessage;
 
 /// The documented maximum length of the `messageId` (and `bulkId`) parameter's value.
 const ID_CHARS: usize = 2_048;
 const LIMIT: usize = 1_000;
 
+/// The provider's entry in the registry.
+pub const PROVIDER: Provider = Provider {
+    name: "infobip",
+    account: None,
+    default_url: None,
+    url_hint: " (each Infobip account has its own https://xxxxx.api.infobip.com)",
+    // The logs allow 120 requests a minute.
+    pace: Some(Duration::from_millis(520)),
+    table: include_str!("tables/infobip.map"),
+    profile: |_account| Box::new(Infobip),
+};
+
 pub struct Infobip;
 
 impl Profile for Infobip {
     fn name(&self) -> &'static str {
-        "infobip"
+        PROVIDER.name
     }
 
     fn auth(&self) -> Auth {

@@ -1,10 +1,11 @@
 //! Talking to the carrier. The cycle sees only [`Carrier`]: "what does the carrier say about these due
 //! messages", answered with reports keyed by the poller's own tracking ids.
 //!
-//! Each provider is a [`Profile`] in its own file: its authentication, requests, paging, response parsing,
-//! matching of answers to tracking ids, retention and rate limit. Its status words and failure codes are data, in
-//! [`table`]. The HTTP transport with its timeouts and retries is [`http`]. Adding a provider is one file here,
-//! one table in `tables/`, one sandbox dialect and its tests.
+//! Each provider is a file here: its [`Provider`] entry (name, account rule, default URL, pace, table) and its
+//! [`Profile`] (authentication, requests, paging, response parsing, matching of answers to tracking ids,
+//! retention). Its status words and failure codes are data, in `tables/NAME.map`, read by [`table`]. The HTTP
+//! transport with its timeouts and retries is [`http`]. Adding a provider is one file here (listed in
+//! [`PROVIDERS`]), one table in `tables/`, one sandbox dialect and its tests.
 
 pub mod generic;
 pub mod http;
@@ -19,17 +20,146 @@ pub(crate) mod wire;
 pub use wire::MAX_PAGES;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use chrono::TimeDelta;
 
-use self::http::{Auth, Http};
+use self::http::{Auth, Http, Settings, Stats};
+use self::table::Table;
+use crate::control::Control;
 use crate::domain::DueMessage;
 use crate::redact::mask_owned;
 
-/// The providers `--carrier` accepts.
-pub const PROVIDERS: [&str; 6] = ["generic", "twilio", "vonage", "sinch", "infobip", "telnyx"];
+/// The providers `--carrier` accepts: one file of this folder each.
+pub const PROVIDERS: [&Provider; 6] = [
+    &generic::PROVIDER,
+    &twilio::PROVIDER,
+    &vonage::PROVIDER,
+    &sinch::PROVIDER,
+    &infobip::PROVIDER,
+    &telnyx::PROVIDER,
+];
+
+/// What the poller knows of a provider: its name, what it needs, where and how fast to ask it, its table and
+/// its profile. Each provider's file holds its entry (`PROVIDER`).
+#[derive(Debug)]
+pub struct Provider {
+    /// The `--carrier` name.
+    pub name: &'static str,
+    /// What `--carrier-account` holds, when the provider needs an account identity.
+    pub account: Option<AccountRule>,
+    /// The API's server, when it has one public host (`--carrier-url` overrides it).
+    pub default_url: Option<&'static str>,
+    /// Said when `--carrier-url` is missing and there is no default: where the URL is found.
+    pub url_hint: &'static str,
+    /// The spacing of requests when `--max-rps` is not given: the provider's own limit.
+    pub pace: Option<Duration>,
+    /// The status and failure table (`tables/NAME.map`).
+    pub table: &'static str,
+    /// The profile, for an account that passed [`Provider::account`] (`None` when it takes none).
+    pub profile: fn(Option<String>) -> Box<dyn Profile>,
+}
+
+/// What a provider's `--carrier-account` must be.
+#[derive(Debug)]
+pub struct AccountRule {
+    /// What the account is called ("Account SID").
+    pub what: &'static str,
+    /// What it looks like, for the error.
+    pub shape: &'static str,
+    pub valid: fn(&str) -> bool,
+}
+
+impl Provider {
+    /// The provider `--carrier NAME` names.
+    pub fn named(name: &str) -> Result<&'static Provider> {
+        match PROVIDERS.into_iter().find(|p| p.name == name) {
+            Some(p) => Ok(p),
+            None => bail!(
+                "invalid --carrier (env DLR_CARRIER) {name:?}: expected one of {}",
+                names().join(", ")
+            ),
+        }
+    }
+
+    /// Builds the profile, checking `--carrier-account` against what the provider needs.
+    pub fn profile(&self, account: Option<&str>) -> Result<Box<dyn Profile>> {
+        let name = self.name;
+        let account = account.map(str::trim).filter(|a| !a.is_empty());
+        let account = match (&self.account, account) {
+            (None, None) => None,
+            (None, Some(_)) => bail!(
+                "--carrier-account (env DLR_CARRIER_ACCOUNT) is given, but --carrier {name} takes none"
+            ),
+            (Some(rule), None) => bail!(
+                "--carrier {name} needs its {}: set --carrier-account or env DLR_CARRIER_ACCOUNT",
+                rule.what
+            ),
+            (Some(rule), Some(id)) if !(rule.valid)(id) => bail!(
+                "invalid --carrier-account (env DLR_CARRIER_ACCOUNT) {id:?}: a {name} {} is {}",
+                rule.what,
+                rule.shape
+            ),
+            (Some(_), Some(id)) => Some(id.to_string()),
+        };
+        Ok((self.profile)(account))
+    }
+}
+
+/// A provider ready to be asked: its entry, its profile (account checked) and its table (`--status-map`
+/// applied). Built once, when the configuration is resolved.
+#[derive(Clone)]
+pub struct Setup {
+    pub provider: &'static Provider,
+    pub profile: Arc<dyn Profile>,
+    pub table: Arc<Table>,
+}
+
+impl Setup {
+    /// `--carrier`, `--carrier-account` and `--status-map`, checked.
+    pub fn new(name: &str, account: Option<&str>, status_map: Option<&Path>) -> Result<Setup> {
+        let provider = Provider::named(name)?;
+        Ok(Setup {
+            provider,
+            profile: provider.profile(account)?.into(),
+            table: Arc::new(Table::load(provider.name, status_map)?),
+        })
+    }
+
+    /// The carrier on a transport of its own, with `settings`.
+    pub fn connect(
+        &self,
+        settings: &Settings,
+        control: Arc<Control>,
+        stats: Arc<Stats>,
+    ) -> Carrier {
+        let http = Http::new(
+            settings,
+            self.profile.auth(),
+            self.provider.pace,
+            control,
+            stats,
+        );
+        Carrier {
+            http,
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Setup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.provider.name)
+    }
+}
+
+/// The names `--carrier` accepts.
+pub fn names() -> Vec<&'static str> {
+    PROVIDERS.iter().map(|p| p.name).collect()
+}
 
 /// What the carrier reports about one message, as it said it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -207,84 +337,6 @@ pub trait Profile: Send + Sync {
     }
 }
 
-/// Builds the profile for `--carrier NAME`, checking `--carrier-account` against what the provider needs.
-pub fn profile(name: &str, account: Option<&str>) -> Result<Box<dyn Profile>> {
-    let account = account.map(str::trim).filter(|a| !a.is_empty());
-    let need = |what: &str, valid: fn(&str) -> bool, shape: &str| -> Result<String> {
-        match account {
-            None => bail!(
-                "--carrier {name} needs its {what}: set --carrier-account or env DLR_CARRIER_ACCOUNT"
-            ),
-            Some(id) if !valid(id) => bail!(
-                "invalid --carrier-account (env DLR_CARRIER_ACCOUNT) {id:?}: a {name} {what} is {shape}"
-            ),
-            Some(id) => Ok(id.to_string()),
-        }
-    };
-    let none = || -> Result<()> {
-        match account {
-            Some(_) => bail!(
-                "--carrier-account (env DLR_CARRIER_ACCOUNT) is given, but --carrier {name} takes none"
-            ),
-            None => Ok(()),
-        }
-    };
-    Ok(match name {
-        "generic" => {
-            none()?;
-            Box::new(generic::Generic)
-        }
-        "twilio" => Box::new(twilio::Twilio::new(need(
-            "Account SID",
-            twilio::valid_account,
-            "AC followed by 32 hex digits",
-        )?)),
-        "vonage" => Box::new(vonage::Vonage::new(need(
-            "API key",
-            vonage::valid_account,
-            "8 letters or digits",
-        )?)),
-        "sinch" => Box::new(sinch::Sinch::new(need(
-            "service plan id",
-            sinch::valid_account,
-            "letters and digits (32 hex digits, usually)",
-        )?)),
-        "infobip" => {
-            none()?;
-            Box::new(infobip::Infobip)
-        }
-        "telnyx" => {
-            none()?;
-            Box::new(telnyx::Telnyx)
-        }
-        other => bail!(
-            "invalid --carrier (env DLR_CARRIER) {other:?}: expected one of {}",
-            PROVIDERS.join(", ")
-        ),
-    })
-}
-
-/// The server URL of a provider with one public host, used when `--carrier-url` is not given.
-pub fn default_url(name: &str) -> Option<&'static str> {
-    match name {
-        "twilio" => Some("https://api.twilio.com"),
-        "vonage" => Some("https://api.nexmo.com"),
-        "sinch" => Some("https://us.sms.api.sinch.com"),
-        "telnyx" => Some("https://api.telnyx.com/v2"),
-        _ => None,
-    }
-}
-
-/// The request rate a provider allows by default, when `--max-rps` is not given: Infobip's logs allow 120
-/// requests a minute, Vonage's Reports API about 10 a second.
-pub fn default_interval(name: &str) -> Option<Duration> {
-    match name {
-        "infobip" => Some(Duration::from_millis(520)),
-        "vonage" => Some(Duration::from_millis(110)),
-        _ => None,
-    }
-}
-
 /// Asks a profile about one job's messages through the shared transport.
 ///
 /// This is the seam between the carrier's words and the rest of the poller: what a profile returns through it
@@ -292,7 +344,7 @@ pub fn default_interval(name: &str) -> Option<Duration> {
 /// so that nothing the cycle logs or stores can hold one.
 pub struct Carrier {
     pub http: Http,
-    pub profile: Box<dyn Profile>,
+    pub profile: Arc<dyn Profile>,
 }
 
 impl Carrier {

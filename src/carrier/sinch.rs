@@ -17,11 +17,26 @@ use serde::Deserialize;
 
 use super::http::{Auth, Http};
 use super::wire::{self, encode};
-use super::{Bulk, FetchError, Listing, Profile, Report};
+use super::{AccountRule, Bulk, FetchError, Listing, Profile, Provider, Report};
 use crate::domain::DueMessage;
 
 /// Codes that are not errors: delivered, queued, dispatched.
 const NOT_ERRORS: [i64; 3] = [0, 400, 401];
+
+/// The provider's entry in the registry.
+pub const PROVIDER: Provider = Provider {
+    name: "sinch",
+    account: Some(AccountRule {
+        what: "service plan id",
+        shape: "letters and digits (32 hex digits, usually)",
+        valid: valid_account,
+    }),
+    default_url: Some("https://us.sms.api.sinch.com"),
+    url_hint: "",
+    pace: None,
+    table: include_str!("tables/sinch.map"),
+    profile: |account| Box::new(Sinch::new(account.unwrap_or_default())),
+};
 
 pub struct Sinch {
     plan: String,
@@ -47,7 +62,7 @@ impl Sinch {
 
 impl Profile for Sinch {
     fn name(&self) -> &'static str {
-        "sinch"
+        PROVIDER.name
     }
 
     fn auth(&self) -> Auth {

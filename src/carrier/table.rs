@@ -71,15 +71,7 @@ pub struct Table {
 
 /// The built-in table file of each provider.
 pub fn builtin_text(provider: &str) -> Option<&'static str> {
-    Some(match provider {
-        "generic" => include_str!("tables/generic.map"),
-        "twilio" => include_str!("tables/twilio.map"),
-        "vonage" => include_str!("tables/vonage.map"),
-        "sinch" => include_str!("tables/sinch.map"),
-        "infobip" => include_str!("tables/infobip.map"),
-        "telnyx" => include_str!("tables/telnyx.map"),
-        _ => return None,
-    })
+    super::Provider::named(provider).ok().map(|p| p.table)
 }
 
 impl Table {
@@ -114,7 +106,7 @@ impl Table {
                     bail!(
                         "{}: unknown provider [{name}] (expected one of {})",
                         at(),
-                        super::PROVIDERS.join(", ")
+                        super::names().join(", ")
                     );
                 }
                 section = Some(name);
@@ -275,7 +267,7 @@ mod tests {
 
     #[test]
     fn every_builtin_table_loads() {
-        for provider in super::super::PROVIDERS {
+        for provider in super::super::names() {
             Table::load(provider, None).unwrap();
         }
     }
@@ -284,7 +276,7 @@ mod tests {
     #[test]
     fn the_readme_shows_every_table_as_it_is() {
         let readme = include_str!("../../README.md");
-        for provider in super::super::PROVIDERS {
+        for provider in super::super::names() {
             let text = builtin_text(provider).unwrap().trim_end();
             assert!(
                 readme.contains(text),

@@ -14,11 +14,22 @@ use serde::Deserialize;
 
 use super::http::{Auth, Http};
 use super::wire::{self, encode};
-use super::{Bulk, FetchError, Profile, Report};
+use super::{Bulk, FetchError, Profile, Provider, Report};
 use crate::domain::DueMessage;
 
 /// The id `doctor` asks about: any answer but 401/403 shows the key works.
 const PROBE_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The provider's entry in the registry.
+pub const PROVIDER: Provider = Provider {
+    name: "telnyx",
+    account: None,
+    default_url: Some("https://api.telnyx.com/v2"),
+    url_hint: "",
+    pace: None,
+    table: include_str!("tables/telnyx.map"),
+    profile: |_account| Box::new(Telnyx),
+};
 
 pub struct Telnyx;
 
@@ -32,7 +43,7 @@ fn uuid(id: &str) -> bool {
 
 impl Profile for Telnyx {
     fn name(&self) -> &'static str {
-        "telnyx"
+        PROVIDER.name
     }
 
     fn auth(&self) -> Auth {

@@ -28,7 +28,7 @@ use serde_json::value::RawValue;
 
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode, string_or_number};
-use super::{Bulk, FetchError, Listing, Profile, Report};
+use super::{AccountRule, Bulk, FetchError, Listing, Profile, Provider, Report};
 use crate::domain::DueMessage;
 use crate::timefmt;
 
@@ -163,6 +163,21 @@ fn parts(
         })
         .collect()
 }
+
+/// The provider's entry in the registry.
+pub const PROVIDER: Provider = Provider {
+    name: "twilio",
+    account: Some(AccountRule {
+        what: "Account SID",
+        shape: "AC followed by 32 hex digits",
+        valid: valid_account,
+    }),
+    default_url: Some("https://api.twilio.com"),
+    url_hint: "",
+    pace: None,
+    table: include_str!("tables/twilio.map"),
+    profile: |account| Box::new(Twilio::new(account.unwrap_or_default())),
+};
 
 pub struct Twilio {
     account: String,
@@ -340,7 +355,7 @@ impl Twilio {
 
 impl Profile for Twilio {
     fn name(&self) -> &'static str {
-        "twilio"
+        PROVIDER.name
     }
 
     fn auth(&self) -> Auth {

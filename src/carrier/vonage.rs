@@ -11,16 +11,33 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::time::Duration;
 
 use super::http::{Auth, Http};
 use super::wire::{self, encode, string_or_number};
-use super::{Bulk, FetchError, Listing, Profile, Report};
+use super::{AccountRule, Bulk, FetchError, Listing, Profile, Provider, Report};
 use crate::domain::DueMessage;
 
 /// Characters of ids per request (about a hundred message ids): a URL well inside what proxies accept.
 const ID_CHARS: usize = 4_000;
 /// The id `doctor` asks about (no record, so nothing is billed).
 const PROBE_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// The provider's entry in the registry.
+pub const PROVIDER: Provider = Provider {
+    name: "vonage",
+    account: Some(AccountRule {
+        what: "API key",
+        shape: "8 letters or digits",
+        valid: valid_account,
+    }),
+    default_url: Some("https://api.nexmo.com"),
+    url_hint: "",
+    // The Reports API allows about 10 requests a second.
+    pace: Some(Duration::from_millis(110)),
+    table: include_str!("tables/vonage.map"),
+    profile: |account| Box::new(Vonage::new(account.unwrap_or_default())),
+};
 
 pub struct Vonage {
     api_key: String,
@@ -53,7 +70,7 @@ impl Vonage {
 
 impl Profile for Vonage {
     fn name(&self) -> &'static str {
-        "vonage"
+        PROVIDER.name
     }
 
     fn auth(&self) -> Auth {

@@ -9,35 +9,10 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 
 use super::{Answer, Asked, Job, ToWriter};
-use crate::carrier::http::{Http, Stats};
-use crate::carrier::table::Table;
 use crate::carrier::{Bulk, Carrier, FetchError, Listing, Report};
-use crate::config::PollConfig;
-use crate::control::Control;
 use crate::domain::DueMessage;
-use crate::exit::{Exit, ExitContext};
 use crate::schedule;
 use crate::timefmt;
-
-/// The carrier of `config`: its profile on the shared transport, and its status table.
-pub fn connect(
-    config: &PollConfig,
-    control: Arc<Control>,
-    stats: Arc<Stats>,
-) -> Result<(Carrier, Table)> {
-    let profile = crate::carrier::profile(&config.carrier, config.carrier_account.as_deref())
-        .exit_code(Exit::Config)?;
-    let table =
-        Table::load(&config.carrier, config.status_map.as_deref()).exit_code(Exit::Config)?;
-    let http = Http::new(
-        config,
-        profile.auth(),
-        crate::carrier::default_interval(&config.carrier),
-        control,
-        stats,
-    );
-    Ok((Carrier { http, profile }, table))
-}
 
 /// Starts `n` workers taking jobs from `jobs` until there are none.
 pub(super) fn start_workers(

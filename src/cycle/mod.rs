@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 
-pub use self::ask::connect;
 use self::dispatch::Dispatch;
 use self::rounds::Claim;
 use self::write::{Drained, Writer};
@@ -326,7 +325,11 @@ fn poll(
     // that hangs, save what it has and exit.
     let reader = store::open(cx.db, false, cx.busy_timeout)?;
     let stats = Arc::new(Stats::default());
-    let (carrier, table) = connect(cx.config, cx.control.clone(), stats.clone())?;
+    let carrier = cx
+        .config
+        .carrier
+        .connect(&cx.config.http(), cx.control.clone(), stats.clone());
+    let table = cx.config.carrier.table.clone();
     window.lone_chunk = carrier.profile.lone_chunk();
     let concurrency = cx.config.concurrency;
     let (job_tx, job_rx) = sync_channel::<Job>(concurrency);

@@ -2,6 +2,7 @@
 //! cycle's own thread.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ const FLUSH_ROWS: usize = 25_000;
 pub(super) struct Writer<'a> {
     store: &'a mut dyn Backend,
     /// The carrier's status and failure table.
-    table: Table,
+    table: Arc<Table>,
     cycle_id: i64,
     now: DateTime<Utc>,
     summary: &'a mut Summary,
@@ -64,7 +65,7 @@ impl<'a> Writer<'a> {
     /// A writer for the cycle at `now` whose record `summary` is; `claim`: this run's place in a shared round.
     pub fn new(
         store: &'a mut dyn Backend,
-        table: Table,
+        table: Arc<Table>,
         now: DateTime<Utc>,
         summary: &'a mut Summary,
         claim: Option<Claim>,
