@@ -45,6 +45,49 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
+/// A count of a cycle that `poll_cycles` keeps, in a column named as the field.
+pub struct Counter {
+    pub column: &'static str,
+    pub get: fn(&Summary) -> u64,
+    pub set: fn(&mut Summary, u64),
+}
+
+macro_rules! counters {
+    ($($field:ident),* $(,)?) => {
+        /// The counts `poll_cycles` keeps, one column each: the one list both backends write and read. Adding a
+        /// counter is a field of [`Summary`], its name here, and its column in both schemas (with a migration
+        /// each).
+        pub const COUNTERS: &[Counter] = &[$(Counter {
+            column: stringify!($field),
+            get: |s| s.$field,
+            set: |s, v| s.$field = v,
+        }),*];
+    };
+}
+
+counters!(
+    messages_due,
+    polled,
+    delivered,
+    failed,
+    pending,
+    closed_unconfirmed,
+    unknown_statuses,
+    not_found,
+    batches_ok,
+    batches_failed,
+    http_requests,
+    retries,
+    new_submissions,
+    invalid_submissions,
+    lookups_failed,
+    duplicate_reports,
+    malformed_reports,
+    too_old,
+    closed_unanswered,
+    lookups_rejected,
+);
+
 impl Summary {
     /// Messages whose due poll is settled: polled, or closed without an answer.
     pub fn settled(&self) -> u64 {

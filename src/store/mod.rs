@@ -2,22 +2,26 @@
 //! SQLite ([`sqlite`], the embedded default for one host) and PostgreSQL ([`postgres`], the production store and
 //! the way to run several replicas). Everything SQL lives in those two files; the types here are the domain's.
 //!
-//! Every error of a backend is tagged as a database error (exit 74).
+//! Every error of a backend is tagged as a database error (exit 74), once, by the store [`open`] returns.
 
 mod postgres;
 mod sqlite;
+mod tagged;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Category, DueMessage, Intake, PollRecord, Submission};
-use crate::summary::Summary;
+use crate::domain::{Category, DueMessage, Intake, IntakeKind, PollRecord, Submission, TrackState};
+use crate::schedule;
+use crate::summary::{COUNTERS, Summary};
 
 pub use self::postgres::PgTarget;
+use self::tagged::Tagged;
+use crate::exit::{Exit, ExitContext};
 
 /// Where the poller keeps its state: a SQLite file, or a PostgreSQL server.
 #[derive(Clone, Debug)]
@@ -65,11 +69,17 @@ impl fmt::Display for Target {
 
 /// Opens the store at `target` (`create`: a SQLite file may be created). A statement waits up to
 /// `busy_timeout` for another process's lock.
+/// Every error of the store it returns, this one's included, is tagged as a database error (exit 74).
 pub fn open(target: &Target, create: bool, busy_timeout: Duration) -> Result<Box<dyn Backend>> {
-    Ok(match target {
-        Target::Sqlite(path) => Box::new(sqlite::Sqlite::open(path, create, busy_timeout)?),
-        Target::Postgres(pg) => Box::new(postgres::Postgres::open(pg, busy_timeout)?),
-    })
+    let store: Box<dyn Backend> = match target {
+        Target::Sqlite(path) => Box::new(Tagged(
+            sqlite::Sqlite::open(path, create, busy_timeout).exit_code(Exit::Database)?,
+        )),
+        Target::Postgres(pg) => Box::new(Tagged(
+            postgres::Postgres::open(pg, busy_timeout).exit_code(Exit::Database)?,
+        )),
+    };
+    Ok(store)
 }
 
 /// What to tell the operator about an error, beyond the error itself.
@@ -258,6 +268,60 @@ pub struct Unit {
 
 /// The schema version this build writes, on both backends.
 pub const VERSION: usize = 3;
+
+/// Fails for a schema newer than this build knows (`migrate` cannot take it back).
+fn refuse_newer(version: usize) -> Result<()> {
+    if version > VERSION {
+        bail!(
+            "database schema version {version} is newer than this dlr-poller knows ({VERSION}); upgrade dlr-poller"
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless the schema is at the version this build writes.
+fn check_version(version: usize) -> Result<()> {
+    if version < VERSION {
+        bail!(
+            "database schema is at version {version}, this dlr-poller needs {VERSION}: run `dlr-poller migrate`"
+        );
+    }
+    refuse_newer(version)
+}
+
+/// The counter columns of `poll_cycles`, in [`COUNTERS`] order.
+fn counter_columns() -> String {
+    COUNTERS
+        .iter()
+        .map(|c| c.column)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The tracking row an intake starts: its state, first due time and note.
+fn starting_row(intake: &Intake) -> (&'static str, Option<DateTime<Utc>>, Option<&str>) {
+    match &intake.kind {
+        IntakeKind::Future | IntakeKind::Due => (
+            TrackState::Open.as_str(),
+            intake.submitted_at.map(schedule::first_due),
+            None,
+        ),
+        IntakeKind::Invalid(note) => ("INVALID", None, Some(note)),
+        IntakeKind::TooOld(note) => ("TOO_OLD", None, Some(note)),
+    }
+}
+
+/// What [`Backend::take_in`] returns: of the tracking rows written, by state, how many are open and how many too
+/// old.
+fn taken_in<'s>(states: impl IntoIterator<Item = &'s str>) -> (usize, usize) {
+    states
+        .into_iter()
+        .fold((0, 0), |(open, too_old), state| match state {
+            "OPEN" => (open + 1, too_old),
+            "TOO_OLD" => (open, too_old + 1),
+            _ => (open, too_old),
+        })
+}
 /// How far back sms_submissions has been read completely (a submitted_at value).
 const HORIZON_KEY: &str = "submissions_horizon";
 /// When a cycle last succeeded.

@@ -1,5 +1,6 @@
-//! The PostgreSQL backend: the production store, beside the dispatcher's own database. Every error is tagged as
-//! a database error (exit 74).
+//! The PostgreSQL backend: the production store, beside the dispatcher's own database. This file holds SQL and
+//! transaction shape; the store's rules are in `store/mod.rs`, and every error is tagged as a database error by
+//! `store::open`.
 //!
 //! Connections are plain blocking ones (one per thread, no pool). TLS is rustls (no system OpenSSL); a URL that
 //! asks for TLS never falls back to plaintext. Every connection sets server-side timeouts, so that a stuck server
@@ -19,13 +20,13 @@ use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
     AuditRow, Backend, Closed, Cursor, DueGroup, HORIZON_KEY, History, Join, Key, LAST_SUCCESS_KEY,
-    MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit, VERSION, Written, hostname, totals_of,
+    MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit, VERSION, Written, check_version,
+    counter_columns, hostname, refuse_newer, starting_row, taken_in, totals_of,
 };
-use crate::domain::{DueMessage, Intake, IntakeKind, PollRecord, Submission};
-use crate::exit::{Exit, ExitContext};
+use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::redact;
 use crate::schedule;
-use crate::summary::Summary;
+use crate::summary::{COUNTERS, Summary};
 use crate::timefmt;
 
 /// The current schema, applied as a whole to a new database.
@@ -501,7 +502,7 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn open(target: &PgTarget, busy_timeout: Duration) -> Result<Postgres> {
-        let client = target.connect(busy_timeout).exit_code(Exit::Database)?;
+        let client = target.connect(busy_timeout)?;
         Ok(Postgres {
             client,
             target: target.clone(),
@@ -601,25 +602,21 @@ impl Postgres {
 
     fn cycles_where(&mut self, filter: &str, value: i64, n: u64) -> Result<Vec<Summary>> {
         let sql = format!(
-            "SELECT id, {}, {}, duration_seconds, {}, outcome, exit_code, messages_due, \
-             polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
-             batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
-             lookups_failed, duplicate_reports, malformed_reports, too_old, closed_unanswered, lookups_rejected \
+            "SELECT id, {}, {}, duration_seconds, {}, outcome, exit_code, error, {} \
              FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT $2",
             millis("started_at"),
             millis("finished_at"),
-            secs("cycle_now")
+            secs("cycle_now"),
+            counter_columns()
         );
         let rows = self
             .client
             .query(&sql, &[&value, &(n as i64)])
-            .context("reading poll_cycles")
-            .exit_code(Exit::Database)?;
+            .context("reading poll_cycles")?;
         Ok(rows
             .iter()
             .map(|r| {
-                let count = |i: usize| r.get::<_, i64>(i) as u64;
-                Summary {
+                let mut s = Summary {
                     cycle_id: r.get(0),
                     started_at: r.get(1),
                     finished_at: r.get(2),
@@ -627,30 +624,15 @@ impl Postgres {
                     cycle_now: r.get(4),
                     outcome: r.get(5),
                     exit_code: r.get::<_, Option<i16>>(6).map(|c| c as u8),
-                    messages_due: count(7),
-                    polled: count(8),
-                    delivered: count(9),
-                    failed: count(10),
-                    pending: count(11),
-                    closed_unconfirmed: count(12),
-                    unknown_statuses: count(13),
-                    not_found: count(14),
-                    batches_ok: count(15),
-                    batches_failed: count(16),
-                    http_requests: count(17),
-                    retries: count(18),
-                    new_submissions: count(19),
-                    invalid_submissions: count(20),
-                    error: r.get(21),
-                    lookups_failed: count(22),
-                    duplicate_reports: count(23),
-                    malformed_reports: count(24),
-                    too_old: count(25),
-                    closed_unanswered: count(26),
-                    lookups_rejected: count(27),
+                    error: r.get(7),
                     // Kept per cycle in the audit rows, not in the cycle record.
                     failed_by_category: Default::default(),
+                    ..Summary::default()
+                };
+                for (i, counter) in COUNTERS.iter().enumerate() {
+                    (counter.set)(&mut s, r.get::<_, i64>(8 + i) as u64);
                 }
+                s
             })
             .collect())
     }
@@ -665,12 +647,7 @@ impl Backend for Postgres {
             // Several pods may migrate at once: one at a time, each reading the version under the lock.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
             let from = Postgres::version(&mut tx)?.unwrap_or(0);
-            if from > VERSION {
-                bail!(
-                    "database schema version {from} is newer than this dlr-poller knows ({VERSION}); upgrade \
-                     dlr-poller"
-                );
-            }
+            refuse_newer(from)?;
             if from == 0 {
                 tx.batch_execute(SCHEMA)
                     .with_context(|| format!("applying schema version {VERSION}"))?;
@@ -694,9 +671,7 @@ impl Backend for Postgres {
             "SET statement_timeout = {}",
             STATEMENT_TIMEOUT.as_millis()
         ));
-        result
-            .context("migrating the schema")
-            .exit_code(Exit::Database)
+        result.context("migrating the schema")
     }
 
     fn check_schema(&mut self) -> Result<()> {
@@ -704,16 +679,7 @@ impl Backend for Postgres {
             let version = Postgres::version(&mut me.client)
                 .context("reading the schema version")?
                 .unwrap_or(0);
-            if version < VERSION {
-                bail!(
-                    "database schema is at version {version}, this dlr-poller needs {VERSION}: run `dlr-poller migrate`"
-                );
-            }
-            if version > VERSION {
-                bail!(
-                    "database schema version {version} is newer than this dlr-poller knows ({VERSION}); upgrade dlr-poller"
-                );
-            }
+            check_version(version)?;
             for table in TABLES {
                 let present: bool = me
                     .client
@@ -757,7 +723,7 @@ impl Backend for Postgres {
             }
             Ok(())
         };
-        run(self).exit_code(Exit::Database)
+        run(self)
     }
 
     fn sharing(&mut self) -> Sharing<'_> {
@@ -772,7 +738,6 @@ impl Backend for Postgres {
             )
             .map(|r| r.map(|r| r.get(0)))
             .context("reading the read horizon of the submissions")
-            .exit_code(Exit::Database)
     }
 
     fn save_horizon(&mut self, horizon: &str) -> Result<()> {
@@ -782,8 +747,7 @@ impl Backend for Postgres {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 &[&HORIZON_KEY, &horizon],
             )
-            .context("saving the read horizon of the submissions")
-            .exit_code(Exit::Database)?;
+            .context("saving the read horizon of the submissions")?;
         Ok(())
     }
 
@@ -884,9 +848,7 @@ impl Backend for Postgres {
             Ok(out)
         };
         let name = self.target.submissions_name.clone();
-        run(self)
-            .with_context(|| format!("reading {name}"))
-            .exit_code(Exit::Database)
+        run(self).with_context(|| format!("reading {name}"))
     }
 
     fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)> {
@@ -905,13 +867,7 @@ impl Backend for Postgres {
                 Vec::with_capacity(n),
             );
             for i in intakes {
-                let (state, next_due_at, note) = match &i.kind {
-                    IntakeKind::Future | IntakeKind::Due => {
-                        ("OPEN", i.submitted_at.map(schedule::first_due), None)
-                    }
-                    IntakeKind::Invalid(note) => ("INVALID", None, Some(note.as_str())),
-                    IntakeKind::TooOld(note) => ("TOO_OLD", None, Some(note.as_str())),
-                };
+                let (state, next_due_at, note) = starting_row(i);
                 ids.push(i.tracking_id.as_str());
                 customers.push(i.customer_id.as_deref());
                 phones.push(i.phone_number.as_deref());
@@ -933,19 +889,9 @@ impl Backend for Postgres {
                 ],
             )?;
             tx.commit()?;
-            let (mut open, mut too_old) = (0, 0);
-            for r in rows {
-                match r.get::<_, &str>(0) {
-                    "OPEN" => open += 1,
-                    "TOO_OLD" => too_old += 1,
-                    _ => {}
-                }
-            }
-            Ok((open, too_old))
+            Ok(taken_in(rows.iter().map(|r| r.get::<_, &str>(0))))
         };
-        run(self)
-            .context("taking in new submissions")
-            .exit_code(Exit::Database)
+        run(self).context("taking in new submissions")
     }
 
     fn due_groups(&mut self, cutoff: DateTime<Utc>) -> Result<Vec<DueGroup>> {
@@ -965,7 +911,6 @@ impl Backend for Postgres {
                     .collect()
             })
             .context("finding due messages")
-            .exit_code(Exit::Database)
     }
 
     fn due_messages(
@@ -996,9 +941,7 @@ impl Backend for Postgres {
             )?;
             rows.iter().map(due_message).collect()
         };
-        run(self)
-            .context("finding due messages")
-            .exit_code(Exit::Database)
+        run(self).context("finding due messages")
     }
 
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
@@ -1038,9 +981,7 @@ impl Backend for Postgres {
             tx.commit()?;
             Ok(id)
         };
-        run(&mut self.client)
-            .context("recording the cycle start")
-            .exit_code(Exit::Database)
+        run(&mut self.client).context("recording the cycle start")
     }
 
     fn record(
@@ -1055,43 +996,29 @@ impl Backend for Postgres {
     fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
         let run = |client: &mut Client| -> Result<()> {
             let mut tx = client.transaction()?;
-            let n = |v: u64| v as i64;
+            let sets: String = COUNTERS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!(", {} = ${}", c.column, i + 7))
+                .collect();
+            let counts: Vec<i64> = COUNTERS.iter().map(|c| (c.get)(s) as i64).collect();
+            let exit_code = s.exit_code.map(i16::from);
+            let error = clean(s.error.as_deref());
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+                &s.cycle_id,
+                &s.finished_at,
+                &s.duration_seconds,
+                &s.outcome,
+                &exit_code,
+                &error,
+            ];
+            params.extend(counts.iter().map(|c| c as &(dyn ToSql + Sync)));
             tx.execute(
-                "UPDATE poll_cycles SET finished_at = $2::text::timestamptz, duration_seconds = $3, outcome = $4, \
-                 exit_code = $5, messages_due = $6, polled = $7, delivered = $8, failed = $9, pending = $10, \
-                 closed_unconfirmed = $11, unknown_statuses = $12, not_found = $13, batches_ok = $14, \
-                 batches_failed = $15, http_requests = $16, retries = $17, new_submissions = $18, \
-                 invalid_submissions = $19, error = $20, lookups_failed = $21, duplicate_reports = $22, \
-                 malformed_reports = $23, too_old = $24, closed_unanswered = $25, lookups_rejected = $26 \
-                 WHERE id = $1",
-                &[
-                    &s.cycle_id,
-                    &s.finished_at,
-                    &s.duration_seconds,
-                    &s.outcome,
-                    &s.exit_code.map(i16::from),
-                    &n(s.messages_due),
-                    &n(s.polled),
-                    &n(s.delivered),
-                    &n(s.failed),
-                    &n(s.pending),
-                    &n(s.closed_unconfirmed),
-                    &n(s.unknown_statuses),
-                    &n(s.not_found),
-                    &n(s.batches_ok),
-                    &n(s.batches_failed),
-                    &n(s.http_requests),
-                    &n(s.retries),
-                    &n(s.new_submissions),
-                    &n(s.invalid_submissions),
-                    &clean(s.error.as_deref()),
-                    &n(s.lookups_failed),
-                    &n(s.duplicate_reports),
-                    &n(s.malformed_reports),
-                    &n(s.too_old),
-                    &n(s.closed_unanswered),
-                    &n(s.lookups_rejected),
-                ],
+                &format!(
+                    "UPDATE poll_cycles SET finished_at = $2::text::timestamptz, duration_seconds = $3, \
+                     outcome = $4, exit_code = $5, error = $6{sets} WHERE id = $1"
+                ),
+                &params,
             )?;
             let (names, values): (Vec<String>, Vec<i64>) = totals_of(s)
                 .into_iter()
@@ -1112,9 +1039,7 @@ impl Backend for Postgres {
             tx.commit()?;
             Ok(())
         };
-        run(&mut self.client)
-            .context("recording the cycle end")
-            .exit_code(Exit::Database)
+        run(&mut self.client).context("recording the cycle end")
     }
 
     fn metrics_data(&mut self, now: DateTime<Utc>) -> Result<MetricsData> {
@@ -1146,9 +1071,7 @@ impl Backend for Postgres {
                 closed_24h,
             })
         };
-        run(&mut self.client)
-            .context("reading metrics data")
-            .exit_code(Exit::Database)
+        run(&mut self.client).context("reading metrics data")
     }
 
     fn last_finished_cycle(&mut self) -> Result<Option<Summary>> {
@@ -1159,8 +1082,7 @@ impl Backend for Postgres {
                 &[],
             )
             .map(|r| r.get(0))
-            .context("reading poll_cycles")
-            .exit_code(Exit::Database)?;
+            .context("reading poll_cycles")?;
         let Some(id) = id else { return Ok(None) };
         Ok(self.cycles_where("id = $1", id, 1)?.pop())
     }
@@ -1181,7 +1103,6 @@ impl Backend for Postgres {
                 )
             })
             .context("counting rows")
-            .exit_code(Exit::Database)
     }
 
     fn prune(&mut self, cutoff: DateTime<Utc>, dry_run: bool, chunk: usize) -> Result<(u64, u64)> {
@@ -1213,9 +1134,7 @@ impl Backend for Postgres {
             }
             Ok(totals)
         };
-        run(&mut self.client)
-            .context("pruning old rows")
-            .exit_code(Exit::Database)
+        run(&mut self.client).context("pruning old rows")
     }
 
     fn cycles(&mut self, n: u64) -> Result<Vec<Summary>> {
@@ -1289,9 +1208,7 @@ impl Backend for Postgres {
             tx.commit()?;
             Ok(Closed::Now)
         };
-        run(self)
-            .with_context(|| format!("closing {tracking_id:?}"))
-            .exit_code(Exit::Database)
+        run(self).with_context(|| format!("closing {tracking_id:?}"))
     }
 
     fn history(&mut self, tracking_id: &str) -> Result<Option<History>> {
@@ -1357,9 +1274,7 @@ impl Backend for Postgres {
                 .collect();
             Ok(Some(history))
         };
-        run(self)
-            .with_context(|| format!("reading the history of {tracking_id:?}"))
-            .exit_code(Exit::Database)
+        run(self).with_context(|| format!("reading the history of {tracking_id:?}"))
     }
 }
 
@@ -1494,9 +1409,7 @@ impl Rounds for Postgres {
             written.stored = stored;
             Ok(written)
         };
-        run(self)
-            .context("writing poll results")
-            .exit_code(Exit::Database)
+        run(self).context("writing poll results")
     }
 
     fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Result<Join> {
@@ -1570,9 +1483,7 @@ impl Rounds for Postgres {
                 cycle_now: now,
             })
         };
-        let joined = run(self)
-            .context("joining the cycle's round")
-            .exit_code(Exit::Database)?;
+        let joined = run(self).context("joining the cycle's round")?;
         if let Join::Coordinate { round, .. }
         | Join::Help { round, .. }
         | Join::Finished { round, .. } = joined
@@ -1587,8 +1498,7 @@ impl Rounds for Postgres {
             .client
             .query_one("SELECT phase FROM poll_rounds WHERE id = $1", &[&round])
             .map(|r| r.get(0))
-            .context("reading the round's phase")
-            .exit_code(Exit::Database)?;
+            .context("reading the round's phase")?;
         Ok(match phase.as_str() {
             "intake" => Phase::Intake,
             "polling" => Phase::Polling,
@@ -1608,9 +1518,7 @@ impl Rounds for Postgres {
             )?;
             Ok(taken == 1)
         };
-        run(self)
-            .context("taking over the round's intake")
-            .exit_code(Exit::Database)
+        run(self).context("taking over the round's intake")
     }
 
     fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64> {
@@ -1641,9 +1549,7 @@ impl Rounds for Postgres {
             tx.commit()?;
             Ok(units)
         };
-        run(&mut self.client)
-            .context("publishing the round's work")
-            .exit_code(Exit::Database)
+        run(&mut self.client).context("publishing the round's work")
     }
 
     fn claim_units(
@@ -1681,9 +1587,7 @@ impl Rounds for Postgres {
             units.sort_by_key(|u| u.id);
             Ok(units)
         };
-        run(self)
-            .context("claiming work of the round")
-            .exit_code(Exit::Database)
+        run(self).context("claiming work of the round")
     }
 
     fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> Result<u64> {
@@ -1694,7 +1598,6 @@ impl Rounds for Postgres {
                 &[&round, &me, &(lease.as_millis() as f64)],
             )
             .context("renewing this run's claims")
-            .exit_code(Exit::Database)
     }
 
     fn release_units(&mut self, round: i64, me: &str) -> Result<u64> {
@@ -1705,7 +1608,6 @@ impl Rounds for Postgres {
                 &[&round, &me],
             )
             .context("handing back this run's unfinished work")
-            .exit_code(Exit::Database)
     }
 
     fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>> {
@@ -1719,7 +1621,6 @@ impl Rounds for Postgres {
             .map_err(anyhow::Error::from)
             .and_then(|rows| rows.iter().map(due_message).collect())
             .context("reading a unit's messages")
-            .exit_code(Exit::Database)
     }
 
     fn end_round(&mut self, round: i64) -> Result<()> {
@@ -1729,8 +1630,7 @@ impl Rounds for Postgres {
                  AND NOT EXISTS (SELECT 1 FROM poll_units WHERE round_id = $1 AND NOT done)",
                 &[&round],
             )
-            .context("ending the round")
-            .exit_code(Exit::Database)?;
+            .context("ending the round")?;
         Ok(())
     }
 }

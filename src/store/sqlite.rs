@@ -1,22 +1,22 @@
-//! The SQLite backend: one file on one host, the embedded default. Every error is tagged as a database error
-//! (exit 74).
+//! The SQLite backend: one file on one host, the embedded default. This file holds SQL and transaction shape;
+//! the store's rules are in `store/mod.rs`, and every error is tagged as a database error by `store::open`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
     AuditRow, Backend, Closed, Cursor, CycleLease, DueGroup, HORIZON_KEY, History, Key,
     LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span, TABLES, VERSION, Written,
-    hostname, totals_of, warn_repeated,
+    check_version, counter_columns, hostname, refuse_newer, starting_row, taken_in, totals_of,
+    warn_repeated,
 };
-use crate::domain::{DueMessage, Intake, IntakeKind, PollRecord, Submission};
-use crate::exit::{Exit, ExitContext};
-use crate::schedule;
-use crate::summary::Summary;
+use crate::domain::{DueMessage, Intake, PollRecord, Submission};
+use crate::summary::{COUNTERS, Summary};
 use crate::timefmt;
 
 /// The current schema, applied as a whole to a new database.
@@ -48,7 +48,6 @@ impl Sqlite {
     pub fn open(path: &Path, create: bool, busy_timeout: Duration) -> Result<Sqlite> {
         Sqlite::open_inner(path, create, busy_timeout)
             .with_context(|| format!("opening database {}", path.display()))
-            .exit_code(Exit::Database)
     }
 
     fn open_inner(path: &Path, create: bool, busy_timeout: Duration) -> Result<Sqlite> {
@@ -115,16 +114,13 @@ impl Sqlite {
     fn cycles_where(&self, filter: &str, value: i64, n: u64) -> Result<Vec<Summary>> {
         let run = || -> Result<Vec<Summary>> {
             let mut stmt = self.conn.prepare(&format!(
-                "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, messages_due, \
-                 polled, delivered, failed, pending, closed_unconfirmed, unknown_statuses, not_found, batches_ok, \
-                 batches_failed, http_requests, retries, new_submissions, invalid_submissions, error, \
-                 lookups_failed, duplicate_reports, malformed_reports, too_old, closed_unanswered, lookups_rejected \
-                 FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2"
+                "SELECT id, started_at, finished_at, duration_seconds, cycle_now, outcome, exit_code, error, {} \
+                 FROM poll_cycles WHERE {filter} ORDER BY id DESC LIMIT ?2",
+                counter_columns()
             ))?;
             let rows = stmt
                 .query_map([value, n as i64], |r| {
-                    let count = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
-                    Ok(Summary {
+                    let mut s = Summary {
                         cycle_id: r.get(0)?,
                         started_at: r.get(1)?,
                         finished_at: r.get(2)?,
@@ -132,37 +128,20 @@ impl Sqlite {
                         cycle_now: r.get(4)?,
                         outcome: r.get(5)?,
                         exit_code: r.get(6)?,
-                        messages_due: count(7)?,
-                        polled: count(8)?,
-                        delivered: count(9)?,
-                        failed: count(10)?,
-                        pending: count(11)?,
-                        closed_unconfirmed: count(12)?,
-                        unknown_statuses: count(13)?,
-                        not_found: count(14)?,
-                        batches_ok: count(15)?,
-                        batches_failed: count(16)?,
-                        http_requests: count(17)?,
-                        retries: count(18)?,
-                        new_submissions: count(19)?,
-                        invalid_submissions: count(20)?,
-                        error: r.get(21)?,
-                        lookups_failed: count(22)?,
-                        duplicate_reports: count(23)?,
-                        malformed_reports: count(24)?,
-                        too_old: count(25)?,
-                        closed_unanswered: count(26)?,
-                        lookups_rejected: count(27)?,
+                        error: r.get(7)?,
                         // Kept per cycle in the audit rows, not in the cycle record.
                         failed_by_category: Default::default(),
-                    })
+                        ..Summary::default()
+                    };
+                    for (i, counter) in COUNTERS.iter().enumerate() {
+                        (counter.set)(&mut s, r.get::<_, i64>(8 + i)? as u64);
+                    }
+                    Ok(s)
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         };
-        run()
-            .context("reading poll_cycles")
-            .exit_code(Exit::Database)
+        run().context("reading poll_cycles")
     }
 }
 
@@ -175,12 +154,7 @@ impl Backend for Sqlite {
         let mut run = || -> Result<(usize, usize)> {
             let tx = self.conn.transaction()?;
             let from = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-            if from > VERSION {
-                bail!(
-                    "database schema version {from} is newer than this dlr-poller knows ({VERSION}); upgrade \
-                     dlr-poller"
-                );
-            }
+            refuse_newer(from)?;
             if from == 0 {
                 tx.execute_batch(SCHEMA)
                     .with_context(|| format!("applying schema version {VERSION}"))?;
@@ -194,9 +168,7 @@ impl Backend for Sqlite {
             tx.commit()?;
             Ok((from, VERSION))
         };
-        run()
-            .context("migrating the schema")
-            .exit_code(Exit::Database)
+        run().context("migrating the schema")
     }
 
     fn sharing(&mut self) -> Sharing<'_> {
@@ -207,17 +179,7 @@ impl Backend for Sqlite {
     fn check_schema(&mut self) -> Result<()> {
         let run = || -> Result<()> {
             let version = self.user_version().context("reading the schema version")?;
-            let want = VERSION;
-            if version < want {
-                bail!(
-                    "database schema is at version {version}, this dlr-poller needs {want}: run `dlr-poller migrate`"
-                );
-            }
-            if version > want {
-                bail!(
-                    "database schema version {version} is newer than this dlr-poller knows ({want}); upgrade dlr-poller"
-                );
-            }
+            check_version(version)?;
             for table in std::iter::once("sms_submissions").chain(TABLES) {
                 let present: bool = self.conn.query_row(
                     "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
@@ -233,15 +195,13 @@ impl Backend for Sqlite {
             }
             Ok(())
         };
-        run().exit_code(Exit::Database)
+        run()
     }
 
     /// How far back sms_submissions has been read completely (`None`: never; the first read covers the whole
     /// table).
     fn read_horizon(&mut self) -> Result<Option<String>> {
-        state(&self.conn, HORIZON_KEY)
-            .context("reading the read horizon of sms_submissions")
-            .exit_code(Exit::Database)
+        state(&self.conn, HORIZON_KEY).context("reading the read horizon of sms_submissions")
     }
 
     /// Remembers that every row of sms_submissions from `horizon` on has been read.
@@ -252,8 +212,7 @@ impl Backend for Sqlite {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 params![HORIZON_KEY, horizon],
             )
-            .context("saving the read horizon of sms_submissions")
-            .exit_code(Exit::Database)?;
+            .context("saving the read horizon of sms_submissions")?;
         Ok(())
     }
 
@@ -266,7 +225,6 @@ impl Backend for Sqlite {
         cursor: &Cursor,
         limit: usize,
     ) -> Result<Vec<(Submission, Cursor)>> {
-        use rusqlite::types::Value;
         let run = || -> Result<Vec<(Submission, Cursor)>> {
             // ?1 and ?2 are the cursor, ?3 the span's upper bound, ?4 the limit. The lower bound is the cursor's
             // start: a second lower bound would make SQLite seek by it alone and filter the row value row by row.
@@ -335,9 +293,7 @@ impl Backend for Sqlite {
             }
             Ok(rows)
         };
-        run()
-            .context("reading sms_submissions")
-            .exit_code(Exit::Database)
+        run().context("reading sms_submissions")
     }
 
     /// Starts tracking submissions that are not polled in this cycle: OPEN and due at their first slot (dated in
@@ -347,23 +303,14 @@ impl Backend for Sqlite {
         let mut run = || -> Result<(usize, usize)> {
             let tx = self.conn.transaction()?;
             Sqlite::check_lease(&tx, self.lease.as_deref())?;
-            let (mut open, mut too_old) = (0, 0);
+            let mut states = Vec::with_capacity(intakes.len());
             {
                 let mut insert = tx.prepare_cached(
                     "INSERT OR IGNORE INTO message_tracking (tracking_id, customer_id, phone_number, \
                      carrier_batch_id, submitted_at, state, next_due_at, note) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for i in intakes {
-                    let (state, next_due_at, note) = match &i.kind {
-                        IntakeKind::Future | IntakeKind::Due => (
-                            "OPEN",
-                            i.submitted_at
-                                .map(|at| timefmt::format(schedule::first_due(at))),
-                            None,
-                        ),
-                        IntakeKind::Invalid(note) => ("INVALID", None, Some(note)),
-                        IntakeKind::TooOld(note) => ("TOO_OLD", None, Some(note)),
-                    };
+                    let (state, next_due_at, note) = starting_row(i);
                     let inserted = insert.execute(params![
                         i.tracking_id,
                         i.customer_id,
@@ -371,24 +318,18 @@ impl Backend for Sqlite {
                         i.batch_id,
                         i.submitted_at.map(timefmt::format),
                         state,
-                        next_due_at,
+                        next_due_at.map(timefmt::format),
                         note,
                     ])?;
                     if inserted == 1 {
-                        match i.kind {
-                            IntakeKind::Future | IntakeKind::Due => open += 1,
-                            IntakeKind::TooOld(_) => too_old += 1,
-                            IntakeKind::Invalid(_) => {}
-                        }
+                        states.push(state);
                     }
                 }
             }
             tx.commit()?;
-            Ok((open, too_old))
+            Ok(taken_in(states))
         };
-        run()
-            .context("taking in new submissions")
-            .exit_code(Exit::Database)
+        run().context("taking in new submissions")
     }
 
     /// The batches with messages due at `cutoff`, the longest-waiting first (so that batches that failed last
@@ -410,9 +351,7 @@ impl Backend for Sqlite {
                 .collect::<rusqlite::Result<_>>()?;
             Ok(groups)
         };
-        run()
-            .context("finding due messages")
-            .exit_code(Exit::Database)
+        run().context("finding due messages")
     }
 
     /// Up to `limit` messages of one group due at `cutoff` with a tracking id after `after` (`None`: from the
@@ -444,9 +383,7 @@ impl Backend for Sqlite {
             }
             Ok(messages)
         };
-        run()
-            .with_context(|| format!("reading due messages of batch {batch_id:?}"))
-            .exit_code(Exit::Database)
+        run().with_context(|| format!("reading due messages of batch {batch_id:?}"))
     }
 
     /// Records a cycle as started; returns its id. This connection writes the cycle's results: its page cache
@@ -454,8 +391,7 @@ impl Backend for Sqlite {
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
         self.conn
             .pragma_update(None, "cache_size", -(WRITER_CACHE / 1024))
-            .context("setting the page cache size")
-            .exit_code(Exit::Database)?;
+            .context("setting the page cache size")?;
         let mut run = || -> Result<i64> {
             let tx = self.conn.transaction()?;
             // Only the lease holder runs a cycle, so a cycle still marked running belongs to a run that died.
@@ -482,9 +418,7 @@ impl Backend for Sqlite {
             tx.commit()?;
             Ok(id)
         };
-        run()
-            .context("recording the cycle start")
-            .exit_code(Exit::Database)
+        run().context("recording the cycle start")
     }
 
     /// Writes results in one transaction: an audit row per result and the tracking update, or for a message not
@@ -595,51 +529,33 @@ impl Backend for Sqlite {
             tx.commit()?;
             Ok(written)
         };
-        run()
-            .context("writing poll results")
-            .exit_code(Exit::Database)
+        run().context("writing poll results")
     }
 
     /// Records how a cycle ended, adds its counts to the running totals, and remembers a success.
     fn finish_cycle(&mut self, s: &Summary) -> Result<()> {
         let mut run = || -> Result<()> {
             let tx = self.conn.transaction()?;
+            let sets: String = COUNTERS
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!(", {} = ?{}", c.column, i + 7))
+                .collect();
+            let mut values: Vec<Value> = vec![
+                s.cycle_id.into(),
+                s.finished_at.clone().into(),
+                s.duration_seconds.into(),
+                s.outcome.clone().into(),
+                s.exit_code.into(),
+                s.error.clone().into(),
+            ];
+            values.extend(COUNTERS.iter().map(|c| Value::Integer((c.get)(s) as i64)));
             tx.execute(
-                "UPDATE poll_cycles SET finished_at = ?2, duration_seconds = ?3, outcome = ?4, exit_code = ?5, \
-                 messages_due = ?6, polled = ?7, delivered = ?8, failed = ?9, pending = ?10, \
-                 closed_unconfirmed = ?11, unknown_statuses = ?12, not_found = ?13, batches_ok = ?14, \
-                 batches_failed = ?15, http_requests = ?16, retries = ?17, new_submissions = ?18, \
-                 invalid_submissions = ?19, error = ?20, lookups_failed = ?21, duplicate_reports = ?22, \
-                 malformed_reports = ?23, too_old = ?24, closed_unanswered = ?25, lookups_rejected = ?26 \
-                 WHERE id = ?1",
-                params![
-                    s.cycle_id,
-                    s.finished_at,
-                    s.duration_seconds,
-                    s.outcome,
-                    s.exit_code,
-                    s.messages_due,
-                    s.polled,
-                    s.delivered,
-                    s.failed,
-                    s.pending,
-                    s.closed_unconfirmed,
-                    s.unknown_statuses,
-                    s.not_found,
-                    s.batches_ok,
-                    s.batches_failed,
-                    s.http_requests,
-                    s.retries,
-                    s.new_submissions,
-                    s.invalid_submissions,
-                    s.error,
-                    s.lookups_failed,
-                    s.duplicate_reports,
-                    s.malformed_reports,
-                    s.too_old,
-                    s.closed_unanswered,
-                    s.lookups_rejected,
-                ],
+                &format!(
+                    "UPDATE poll_cycles SET finished_at = ?2, duration_seconds = ?3, outcome = ?4, exit_code = ?5, \
+                     error = ?6{sets} WHERE id = ?1"
+                ),
+                rusqlite::params_from_iter(values),
             )?;
             {
                 let mut add = tx.prepare_cached(
@@ -660,9 +576,7 @@ impl Backend for Sqlite {
             tx.commit()?;
             Ok(())
         };
-        run()
-            .context("recording the cycle end")
-            .exit_code(Exit::Database)
+        run().context("recording the cycle end")
     }
 
     /// What the metrics need beyond the cycle's own summary: running totals, the last success, and the
@@ -694,9 +608,7 @@ impl Backend for Sqlite {
                 closed_24h,
             })
         };
-        run()
-            .context("reading metrics data")
-            .exit_code(Exit::Database)
+        run().context("reading metrics data")
     }
 
     /// The most recent cycle that has finished (whatever its outcome).
@@ -708,8 +620,7 @@ impl Backend for Sqlite {
                 [],
                 |r| r.get(0),
             )
-            .context("reading poll_cycles")
-            .exit_code(Exit::Database)?;
+            .context("reading poll_cycles")?;
         let Some(id) = id else { return Ok(None) };
         Ok(self.cycles_where("id = ?1", id, 1)?.pop())
     }
@@ -724,7 +635,6 @@ impl Backend for Sqlite {
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
             )
             .context("counting rows")
-            .exit_code(Exit::Database)
     }
 
     /// Deletes (or with `dry_run`, counts) audit rows polled before `cutoff` of messages no longer tracked, and
@@ -763,7 +673,7 @@ impl Backend for Sqlite {
             }
             Ok(totals)
         };
-        run().context("pruning old rows").exit_code(Exit::Database)
+        run().context("pruning old rows")
     }
 
     /// The last `n` cycles, newest first.
@@ -860,9 +770,7 @@ impl Backend for Sqlite {
             tx.commit()?;
             Ok(Closed::Now)
         };
-        run()
-            .with_context(|| format!("closing {tracking_id:?}"))
-            .exit_code(Exit::Database)
+        run().with_context(|| format!("closing {tracking_id:?}"))
     }
 
     /// A message's tracking state and audit trail; `None` when neither the submissions nor the tracking table
@@ -927,9 +835,7 @@ impl Backend for Sqlite {
                 .collect::<rusqlite::Result<_>>()?;
             Ok(Some(history))
         };
-        run()
-            .with_context(|| format!("reading the history of {tracking_id:?}"))
-            .exit_code(Exit::Database)
+        run().with_context(|| format!("reading the history of {tracking_id:?}"))
     }
 }
 
@@ -954,15 +860,13 @@ impl CycleLease for Sqlite {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .with_context(|| format!("opening the lock file {}", lock_path.display()))
-            .exit_code(Exit::Database)?;
+            .with_context(|| format!("opening the lock file {}", lock_path.display()))?;
         let locked = match lock.try_lock() {
             Ok(()) => true,
             Err(std::fs::TryLockError::WouldBlock) => false,
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(anyhow::Error::new(e))
-                    .with_context(|| format!("locking {}", lock_path.display()))
-                    .exit_code(Exit::Database);
+                    .with_context(|| format!("locking {}", lock_path.display()));
             }
         };
         let run = || -> Result<Lease> {
@@ -1005,9 +909,7 @@ impl CycleLease for Sqlite {
             tx.commit()?;
             Ok(Lease::Acquired { took_over: current })
         };
-        let lease = run()
-            .context("taking the cycle lease")
-            .exit_code(Exit::Database)?;
+        let lease = run().context("taking the cycle lease")?;
         if matches!(lease, Lease::Acquired { .. }) {
             self.lease = Some(me);
             self.lock = Some(lock);
@@ -1025,14 +927,12 @@ impl CycleLease for Sqlite {
                 "DELETE FROM poller_lease WHERE id = 1 AND holder = ?1",
                 [me],
             )
-            .context("releasing the cycle lease")
-            .exit_code(Exit::Database)?;
+            .context("releasing the cycle lease")?;
         Ok(())
     }
 }
 
 fn as_text(value: &rusqlite::types::Value) -> Option<String> {
-    use rusqlite::types::Value;
     match value {
         Value::Null => None,
         Value::Text(t) => Some(t.clone()),
@@ -1044,7 +944,6 @@ fn as_text(value: &rusqlite::types::Value) -> Option<String> {
 
 /// A cursor's key as SQLite compares it: `Min` is below every value but NULL (numbers sort before text).
 fn value_of(key: &Key) -> rusqlite::types::Value {
-    use rusqlite::types::Value;
     match key {
         Key::Min => Value::Real(f64::NEG_INFINITY),
         Key::Null => Value::Null,
@@ -1056,7 +955,6 @@ fn value_of(key: &Key) -> rusqlite::types::Value {
 }
 
 fn key_of(value: rusqlite::types::Value) -> Key {
-    use rusqlite::types::Value;
     match value {
         Value::Null => Key::Null,
         Value::Integer(n) => Key::Integer(n),
@@ -1165,8 +1063,7 @@ pub fn lock_path(db: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DeliveryStatus;
-    use crate::domain::{Entry, TrackState};
+    use crate::domain::{DeliveryStatus, Entry, IntakeKind, TrackState};
 
     const NOW: &str = "2025-12-01T11:00:00Z";
 
