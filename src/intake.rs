@@ -84,7 +84,7 @@ impl Window {
 
 /// What becomes of one row of sms_submissions in this cycle.
 #[derive(Debug, PartialEq)]
-pub enum Fate {
+pub enum Verdict {
     /// Tracked already: nothing to do.
     Tracked,
     /// No tracking id: it cannot be tracked or polled (read again next cycle, in case it gets one).
@@ -99,16 +99,16 @@ pub enum Fate {
 
 /// Decides what becomes of a row read at `now`. Logs what is wrong with a row that is taken in as INVALID (once:
 /// it is tracked afterwards).
-pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
+pub fn verdict(row: Submission, now: DateTime<Utc>, window: &Window) -> Verdict {
     let Some(tracking_id) = row.tracking_id.filter(|t| Submission::trackable(Some(t))) else {
-        return Fate::Untrackable;
+        return Verdict::Untrackable;
     };
     if row.tracked {
-        return Fate::Tracked;
+        return Verdict::Tracked;
     }
     let batch_id = row.batch_id.filter(|b| !b.trim().is_empty());
     let intake = |submitted_at, kind| {
-        Fate::TakeIn(Intake {
+        Verdict::TakeIn(Intake {
             tracking_id: tracking_id.clone(),
             customer_id: row.customer_id.clone(),
             phone_number: row.phone_number.clone(),
@@ -143,7 +143,7 @@ pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
         return intake(Some(submitted_at), IntakeKind::TooOld(note));
     }
     if schedule::first_due(submitted_at) <= schedule::cutoff(now) {
-        return Fate::Due(DueMessage {
+        return Verdict::Due(DueMessage {
             customer_id: row.customer_id,
             phone_number: row.phone_number,
             tracking_id,
@@ -163,7 +163,7 @@ pub fn fate(row: Submission, now: DateTime<Utc>, window: &Window) -> Fate {
         );
         return intake(Some(submitted_at), IntakeKind::Future);
     }
-    Fate::NotYet
+    Verdict::NotYet
 }
 
 /// How reading the new submissions ended.
@@ -219,26 +219,26 @@ pub fn read(
                 end.rows += 1;
                 let place = row.place.clone();
                 cursor = at;
-                match fate(row, now, window) {
-                    Fate::Tracked => {}
-                    Fate::Untrackable => {
+                match verdict(row, now, window) {
+                    Verdict::Tracked => {}
+                    Verdict::Untrackable => {
                         end.invalid += 1;
                         end.untrackable += 1;
                         if end.first_untrackable.is_none() {
                             end.first_untrackable = place;
                         }
                     }
-                    Fate::TakeIn(intake) => {
+                    Verdict::TakeIn(intake) => {
                         end.invalid += u64::from(matches!(intake.kind, IntakeKind::Invalid(_)));
                         intakes.push(intake);
                     }
-                    Fate::Due(message) => {
+                    Verdict::Due(message) => {
                         claimed.fetch_add(1, Ordering::Relaxed);
                         if open {
                             open = gather.add(message, poll);
                         }
                     }
-                    Fate::NotYet => end.not_yet += 1,
+                    Verdict::NotYet => end.not_yet += 1,
                 }
             }
             let deferred = gather.take_deferred();
@@ -421,33 +421,35 @@ mod tests {
     }
 
     #[test]
-    fn each_kind_of_row_has_its_fate() {
+    fn each_kind_of_row_has_its_verdict() {
         let (now, w) = (at(NOW), window());
-        let fate = |r| fate(r, now, &w);
-        let due = fate(row(
+        let judge = |r| verdict(r, now, &w);
+        let due = judge(row(
             1,
             Some("T1"),
             Some(" "),
             Some("2025-12-01T09:00:00+00:00"),
         ));
-        let Fate::Due(m) = due else { panic!("{due:?}") };
+        let Verdict::Due(m) = due else {
+            panic!("{due:?}")
+        };
         assert_eq!((m.new, m.polls, m.batch_id), (true, 0, None));
         assert_eq!(m.customer_id.as_deref(), Some("C1"));
         // Due within the schedule's grace.
         assert!(matches!(
-            fate(row(2, Some("T2"), None, Some("2025-12-01T09:04:00Z"))),
-            Fate::Due(_)
+            judge(row(2, Some("T2"), None, Some("2025-12-01T09:04:00Z"))),
+            Verdict::Due(_)
         ));
         assert_eq!(
-            fate(row(3, Some("T3"), None, Some("2025-12-01T09:06:00Z"))),
-            Fate::NotYet
+            judge(row(3, Some("T3"), None, Some("2025-12-01T09:06:00Z"))),
+            Verdict::NotYet
         );
         assert_eq!(
-            fate(row(4, None, None, Some("2025-12-01T09:00:00Z"))),
-            Fate::Untrackable
+            judge(row(4, None, None, Some("2025-12-01T09:00:00Z"))),
+            Verdict::Untrackable
         );
-        assert_eq!(fate(row(5, Some("  "), None, None)), Fate::Untrackable);
-        let Fate::TakeIn(bad) = fate(row(6, Some("T6"), Some("B"), Some("soon"))) else {
+        assert_eq!(judge(row(5, Some("  "), None, None)), Verdict::Untrackable);
+        let Verdict::TakeIn(bad) = judge(row(6, Some("T6"), Some("B"), Some("soon"))) else {
             panic!()
         };
         assert_eq!(
@@ -461,14 +463,14 @@ mod tests {
             note.contains("\"soon\" is not an RFC 3339 timestamp"),
             "{note}"
         );
-        let Fate::TakeIn(null) = fate(row(7, Some("T7"), None, None)) else {
+        let Verdict::TakeIn(null) = judge(row(7, Some("T7"), None, None)) else {
             panic!()
         };
         assert_eq!(
             null.kind,
             IntakeKind::Invalid("submitted_at is NULL".into())
         );
-        let Fate::TakeIn(future) = fate(row(8, Some("T8"), None, Some("2025-12-01T12:01:00Z")))
+        let Verdict::TakeIn(future) = judge(row(8, Some("T8"), None, Some("2025-12-01T12:01:00Z")))
         else {
             panic!()
         };
@@ -476,12 +478,12 @@ mod tests {
         assert_eq!(future.kind, IntakeKind::Future);
         // Up to an hour ahead is clock skew, not the future: it waits for its slot like any other.
         assert_eq!(
-            fate(row(9, Some("T9"), None, Some("2025-12-01T11:59:00Z"))),
-            Fate::NotYet
+            judge(row(9, Some("T9"), None, Some("2025-12-01T11:59:00Z"))),
+            Verdict::NotYet
         );
         let mut tracked = row(10, Some("T10"), None, Some("2025-12-01T09:00:00Z"));
         tracked.tracked = true;
-        assert_eq!(fate(tracked), Fate::Tracked);
+        assert_eq!(judge(tracked), Verdict::Tracked);
     }
 
     #[test]
@@ -490,10 +492,10 @@ mod tests {
         assert_eq!(w.start, at("2025-11-27T11:00:00Z"));
         // 95 hours old: past its last slot, but inside the margin: one overdue poll.
         let overdue = row(1, Some("T1"), None, Some("2025-11-27T12:00:00Z"));
-        assert!(matches!(fate(overdue, now, &w), Fate::Due(_)));
+        assert!(matches!(verdict(overdue, now, &w), Verdict::Due(_)));
         // 97 hours old when first seen: recorded, never polled.
         let old = row(2, Some("T2"), Some("B"), Some("2025-11-27T10:00:00Z"));
-        let Fate::TakeIn(old) = fate(old, now, &w) else {
+        let Verdict::TakeIn(old) = verdict(old, now, &w) else {
             panic!()
         };
         let IntakeKind::TooOld(note) = old.kind else {
@@ -507,7 +509,7 @@ mod tests {
         // A larger margin backfills it.
         let wide = Window::new(now, TimeDelta::days(30), None);
         let old = row(2, Some("T2"), Some("B"), Some("2025-11-27T10:00:00Z"));
-        assert!(matches!(fate(old, now, &wide), Fate::Due(_)));
+        assert!(matches!(verdict(old, now, &wide), Verdict::Due(_)));
     }
 
     #[test]

@@ -67,13 +67,14 @@ fn unix(t: DateTime<Utc>) -> f64 {
 pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    let total = |name: &str| -> f64 {
-        data.totals
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0.0, |(_, v)| *v as f64)
-    };
+    last_run(&mut f, s, budget, data);
+    totals(&mut f, data);
+    closed_24h(&mut f, data);
+    out
+}
 
+/// The gauges of the last cycle.
+fn last_run(f: &mut Family, s: &Summary, budget: Duration, data: &MetricsData) {
     if let Some(at) = data.last_success {
         f.gauge(
             "dlr_poller_last_success_timestamp_seconds",
@@ -161,6 +162,16 @@ pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
         "Batches that failed in the last cycle.",
         s.batches_failed as f64,
     );
+}
+
+/// The running totals, as counters.
+fn totals(f: &mut Family, data: &MetricsData) {
+    let total = |name: &str| -> f64 {
+        data.totals
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, v)| *v as f64)
+    };
 
     f.header(
         "dlr_poller_messages_polled_total",
@@ -254,7 +265,10 @@ pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
             total(&format!("cycles:{outcome}")),
         );
     }
+}
 
+/// What became of the messages whose tracking ended in the last 24 hours.
+fn closed_24h(f: &mut Family, data: &MetricsData) {
     f.header(
         "dlr_poller_messages_closed_24h",
         "gauge",
@@ -281,7 +295,6 @@ pub fn render(s: &Summary, budget: Duration, data: &MetricsData) -> String {
             closed("DELIVERED") as f64 / all as f64,
         );
     }
-    out
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, then a rename, so a scraper never

@@ -180,6 +180,44 @@ impl<'a> Writer<'a> {
     /// Takes a worker's result: failures are counted and logged at once; answers wait in `pending` for the next
     /// flush. A message that was not answered and whose +72h slot has passed is closed without an answer.
     fn accept(&mut self, mut done: Asked) {
+        self.count_failures(&done);
+        for ((message, answer), error) in done
+            .job
+            .messages
+            .iter()
+            .zip(&mut done.answers)
+            .zip(&done.errors)
+        {
+            if let (None, Some(error)) = (&answer, error)
+                && schedule::past_last_slot(message.submitted_at, self.now)
+            {
+                *answer = Some(Answer::Closed(format!(
+                    "closed after its +72h slot without an answer; last error: {error}"
+                )));
+            }
+        }
+        if let (Some(unit), false) = (done.job.unit, done.cut_short) {
+            self.units.push(unit);
+        }
+        // A carrier that sends a code without text (Sinch) gets the code's documented meaning as the reason.
+        for answer in &mut done.answers {
+            if let Some(Answer::Reported(r)) = answer
+                && r.error_message.is_none()
+                && let Some(code) = &r.error_code
+            {
+                r.error_message = self.table.meaning(code).map(str::to_string);
+            }
+        }
+        let answered = done.answers.iter().filter(|a| a.is_some()).count();
+        if answered > 0 {
+            self.pending_rows += answered;
+            self.pending.push(done);
+        }
+    }
+
+    /// Counts and logs what went wrong with a job: repeated ids, a failed bulk question, unreadable or
+    /// repeated entries of a listing, failed lookups.
+    fn count_failures(&mut self, done: &Asked) {
         let label = done.job.label();
         for id in &done.repeated {
             warn_repeated(id);
@@ -234,38 +272,6 @@ impl<'a> Writer<'a> {
                     .error
                     .get_or_insert_with(|| format!("{label}: {e}"));
             }
-        }
-        for ((message, answer), error) in done
-            .job
-            .messages
-            .iter()
-            .zip(&mut done.answers)
-            .zip(&done.errors)
-        {
-            if let (None, Some(error)) = (&answer, error)
-                && schedule::past_last_slot(message.submitted_at, self.now)
-            {
-                *answer = Some(Answer::Closed(format!(
-                    "closed after its +72h slot without an answer; last error: {error}"
-                )));
-            }
-        }
-        if let (Some(unit), false) = (done.job.unit, done.cut_short) {
-            self.units.push(unit);
-        }
-        // A carrier that sends a code without text (Sinch) gets the code's documented meaning as the reason.
-        for answer in &mut done.answers {
-            if let Some(Answer::Reported(r)) = answer
-                && r.error_message.is_none()
-                && let Some(code) = &r.error_code
-            {
-                r.error_message = self.table.meaning(code).map(str::to_string);
-            }
-        }
-        let answered = done.answers.iter().filter(|a| a.is_some()).count();
-        if answered > 0 {
-            self.pending_rows += answered;
-            self.pending.push(done);
         }
     }
 

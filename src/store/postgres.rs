@@ -1300,37 +1300,7 @@ impl Rounds for Postgres {
                     first.message.tracking_id
                 );
             }
-            let mut ids = Vec::with_capacity(records.len());
-            let mut polls = Vec::with_capacity(records.len());
-            let mut states = Vec::with_capacity(records.len());
-            let mut due = Vec::with_capacity(records.len());
-            let mut statuses = Vec::with_capacity(records.len());
-            let mut notes = Vec::with_capacity(records.len());
-            for r in records {
-                ids.push(r.message.tracking_id.as_str());
-                polls.push(r.message.polls as i32);
-                states.push(r.state.as_str());
-                due.push(r.next_due_at);
-                statuses.push(r.status.as_str());
-                notes.push(clean(r.note()));
-            }
-            let rows = tx.query(
-                "UPDATE message_tracking t SET polls = t.polls + 1, state = u.state, next_due_at = u.due, \
-                 last_status = CASE WHEN u.note IS NULL THEN u.status ELSE t.last_status END, \
-                 last_polled_at = CASE WHEN u.note IS NULL THEN $7::timestamptz ELSE t.last_polled_at END, \
-                 closed_at = CASE WHEN u.state = 'OPEN' THEN NULL ELSE $7::timestamptz END, note = COALESCE(u.note, t.note) \
-                 FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
-                   AS u(id, polls, state, due, status, note) \
-                 WHERE t.tracking_id = u.id AND t.polls = u.polls AND t.state = 'OPEN' \
-                 RETURNING t.tracking_id",
-                &[&ids, &polls, &states, &due, &statuses, &notes, &polled_at],
-            )?;
-            let done: std::collections::HashSet<&str> =
-                rows.iter().map(|r| r.get::<_, &str>(0)).collect();
-            let stored: Vec<bool> = records
-                .iter()
-                .map(|r| done.contains(r.message.tracking_id.as_str()))
-                .collect();
+            let stored = update_tracking(&mut tx, records, polled_at)?;
             for (r, &ok) in records.iter().zip(&stored) {
                 if !ok {
                     log::warn!(
@@ -1340,65 +1310,18 @@ impl Rounds for Postgres {
                     );
                 }
             }
-            let mut written = Written::default();
-            // The audit rows, by binary COPY.
-            if stored.iter().any(|s| *s) {
-                let sink = tx.copy_in(
-                    "COPY sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
-                     delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, \
-                     poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry, failure_category) \
-                     FROM STDIN BINARY",
-                )?;
-                let mut writer = BinaryCopyInWriter::new(
-                    sink,
-                    &[
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TEXT,
-                        Type::TIMESTAMPTZ,
-                        Type::TIMESTAMPTZ,
-                        Type::INT4,
-                        Type::TIMESTAMPTZ,
-                        Type::INT8,
-                        Type::TEXT,
-                        Type::BOOL,
-                        Type::TEXT,
-                        Type::TEXT,
-                    ],
-                );
-                for (r, _) in records.iter().zip(&stored).filter(|(_, s)| **s) {
-                    let m = r.message;
-                    let confirmed = r
-                        .confirmed_at
-                        .as_deref()
-                        .and_then(|t| timefmt::parse(t).ok());
-                    let category = r.failure_category.map(|c| c.as_str());
-                    let row: [&(dyn ToSql + Sync); 16] = [
-                        &m.tracking_id,
-                        &m.customer_id,
-                        &m.phone_number,
-                        &m.batch_id,
-                        &r.status.as_str(),
-                        &clean(r.failure_code),
-                        &clean(r.failure_reason),
-                        &polled_at,
-                        &confirmed,
-                        &((m.polls + 1) as i32),
-                        &created_at,
-                        &cycle_id,
-                        &clean(r.carrier_status),
-                        &r.carrier_status.is_some(),
-                        &r.entry.as_str(),
-                        &category,
-                    ];
-                    writer.write(&row)?;
-                }
-                writer.finish()?;
-            }
+            let audit = AuditRows {
+                cycle_id,
+                polled_at,
+                created_at,
+            };
+            let kept: Vec<&PollRecord> = records
+                .iter()
+                .zip(&stored)
+                .filter(|(_, s)| **s)
+                .map(|(r, _)| r)
+                .collect();
+            audit.copy(&mut tx, &kept)?;
             if let (Some(round), false) = (round, units.is_empty()) {
                 tx.execute(
                     "UPDATE poll_units SET done = true WHERE round_id = $1 AND unit_id = ANY($2)",
@@ -1406,8 +1329,10 @@ impl Rounds for Postgres {
                 )?;
             }
             tx.commit()?;
-            written.stored = stored;
-            Ok(written)
+            Ok(Written {
+                stored,
+                repeated: 0,
+            })
         };
         run(self).context("writing poll results")
     }
@@ -1634,6 +1559,117 @@ impl Rounds for Postgres {
         Ok(())
     }
 }
+
+/// Moves the tracking rows of `records` on, in one guarded update: a row is updated only while its poll count is
+/// the one read and it is open. Returns whether each was.
+fn update_tracking(
+    tx: &mut postgres::Transaction,
+    records: &[PollRecord],
+    polled_at: DateTime<Utc>,
+) -> Result<Vec<bool>> {
+    let mut ids = Vec::with_capacity(records.len());
+    let mut polls = Vec::with_capacity(records.len());
+    let mut states = Vec::with_capacity(records.len());
+    let mut due = Vec::with_capacity(records.len());
+    let mut statuses = Vec::with_capacity(records.len());
+    let mut notes = Vec::with_capacity(records.len());
+    for r in records {
+        ids.push(r.message.tracking_id.as_str());
+        polls.push(r.message.polls as i32);
+        states.push(r.state.as_str());
+        due.push(r.next_due_at);
+        statuses.push(r.status.as_str());
+        notes.push(clean(r.note()));
+    }
+    let rows = tx.query(
+        "UPDATE message_tracking t SET polls = t.polls + 1, state = u.state, next_due_at = u.due, \
+         last_status = CASE WHEN u.note IS NULL THEN u.status ELSE t.last_status END, \
+         last_polled_at = CASE WHEN u.note IS NULL THEN $7::timestamptz ELSE t.last_polled_at END, \
+         closed_at = CASE WHEN u.state = 'OPEN' THEN NULL ELSE $7::timestamptz END, note = COALESCE(u.note, t.note) \
+         FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+           AS u(id, polls, state, due, status, note) \
+         WHERE t.tracking_id = u.id AND t.polls = u.polls AND t.state = 'OPEN' \
+         RETURNING t.tracking_id",
+        &[&ids, &polls, &states, &due, &statuses, &notes, &polled_at],
+    )?;
+    let done: std::collections::HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+    Ok(records
+        .iter()
+        .map(|r| done.contains(r.message.tracking_id.as_str()))
+        .collect())
+}
+
+/// The audit rows of one write: what they share.
+struct AuditRows {
+    cycle_id: i64,
+    polled_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+}
+
+impl AuditRows {
+    /// Appends an audit row per record, by binary COPY.
+    fn copy(&self, tx: &mut postgres::Transaction, records: &[&PollRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let sink = tx.copy_in(
+            "COPY sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+             delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, \
+             poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry, failure_category) \
+             FROM STDIN BINARY",
+        )?;
+        let mut writer = BinaryCopyInWriter::new(sink, &AUDIT_TYPES);
+        for r in records {
+            let m = r.message;
+            let confirmed = r
+                .confirmed_at
+                .as_deref()
+                .and_then(|t| timefmt::parse(t).ok());
+            let category = r.failure_category.map(|c| c.as_str());
+            let row: [&(dyn ToSql + Sync); 16] = [
+                &m.tracking_id,
+                &m.customer_id,
+                &m.phone_number,
+                &m.batch_id,
+                &r.status.as_str(),
+                &clean(r.failure_code),
+                &clean(r.failure_reason),
+                &self.polled_at,
+                &confirmed,
+                &((m.polls + 1) as i32),
+                &self.created_at,
+                &self.cycle_id,
+                &clean(r.carrier_status),
+                &r.carrier_status.is_some(),
+                &r.entry.as_str(),
+                &category,
+            ];
+            writer.write(&row)?;
+        }
+        writer.finish()?;
+        Ok(())
+    }
+}
+
+/// The column types of an audit row, in COPY order.
+const AUDIT_TYPES: [Type; 16] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+    Type::INT8,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TEXT,
+    Type::TEXT,
+];
 
 /// Whether any message is due at `cutoff`.
 fn pg_due_exists(client: &mut impl GenericClient, cutoff: DateTime<Utc>) -> Result<bool> {

@@ -435,97 +435,14 @@ impl Backend for Sqlite {
             let created_at = timefmt::format_millis(Utc::now());
             let tx = self.conn.transaction()?;
             Sqlite::check_lease(&tx, self.lease.as_deref())?;
-            let mut written = Written::default();
-            let mut accepted = Vec::with_capacity(records.len());
-            written.stored.reserve(records.len());
-            {
-                // A closing entry is not a poll: last_status and last_polled_at stay those of the last poll.
-                let mut update = tx.prepare_cached(
-                    "UPDATE message_tracking SET polls = polls + 1, state = ?3, next_due_at = ?4, \
-                     last_status = CASE WHEN ?7 IS NULL THEN ?5 ELSE last_status END, \
-                     last_polled_at = CASE WHEN ?7 IS NULL THEN ?6 ELSE last_polled_at END, \
-                     closed_at = CASE WHEN ?3 = 'OPEN' THEN NULL ELSE ?6 END, note = COALESCE(?7, note) \
-                     WHERE tracking_id = ?1 AND polls = ?2 AND state = 'OPEN'",
-                )?;
-                let mut first = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO message_tracking (tracking_id, customer_id, phone_number, \
-                     carrier_batch_id, submitted_at, state, polls, next_due_at, last_status, last_polled_at, \
-                     closed_at, note) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, CASE WHEN ?6 = 'OPEN' THEN NULL ELSE ?9 END, ?10)",
-                )?;
-                // A batch's messages mostly share their times: format each once.
-                let (mut submitted, mut due) = (Formatted::default(), Formatted::default());
-                for r in records {
-                    let m = r.message;
-                    let next_due_at = r.next_due_at.map(|t| due.of(t));
-                    let note = r.note();
-                    let changed = if m.new {
-                        first.execute(params![
-                            m.tracking_id,
-                            m.customer_id,
-                            m.phone_number,
-                            m.batch_id,
-                            submitted.of(m.submitted_at),
-                            r.state.as_str(),
-                            next_due_at,
-                            r.status.as_str(),
-                            polled_at,
-                            note,
-                        ])?
-                    } else {
-                        update.execute(params![
-                            m.tracking_id,
-                            m.polls,
-                            r.state.as_str(),
-                            next_due_at,
-                            r.status.as_str(),
-                            polled_at,
-                            note,
-                        ])?
-                    };
-                    written.stored.push(changed == 1);
-                    if changed == 1 {
-                        accepted.push(r);
-                    } else if m.new {
-                        warn_repeated(&m.tracking_id);
-                        written.repeated += 1;
-                    } else {
-                        log::warn!(
-                            "message {:?} was updated by another run since it was read; its result is not recorded twice",
-                            m.tracking_id
-                        );
-                    }
-                }
-            }
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, \
-                     carrier_batch_id, delivery_status, failure_code, failure_reason, polled_at, \
-                     delivery_confirmed_at, poll_attempt, created_at, cycle_id, carrier_status, carrier_found, entry, \
-                     failure_category) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )?;
-                for r in &accepted {
-                    let m = r.message;
-                    insert.execute(params![
-                        m.tracking_id,
-                        m.customer_id,
-                        m.phone_number,
-                        m.batch_id,
-                        r.status.as_str(),
-                        r.failure_code,
-                        r.failure_reason,
-                        polled_at,
-                        r.confirmed_at,
-                        m.polls + 1,
-                        created_at,
-                        cycle_id,
-                        r.carrier_status,
-                        r.carrier_status.is_some(),
-                        r.entry.as_str(),
-                        r.failure_category.map(|c| c.as_str()),
-                    ])?;
-                }
-            }
+            let written = write_tracking(&tx, records, &polled_at)?;
+            let accepted: Vec<&PollRecord> = records
+                .iter()
+                .zip(&written.stored)
+                .filter(|(_, s)| **s)
+                .map(|(r, _)| r)
+                .collect();
+            insert_audit_rows(&tx, &accepted, &polled_at, &created_at, cycle_id)?;
             tx.commit()?;
             Ok(written)
         };
@@ -932,7 +849,110 @@ impl CycleLease for Sqlite {
     }
 }
 
-fn as_text(value: &rusqlite::types::Value) -> Option<String> {
+/// Moves the tracking rows of `records` on, or writes the first one of a new message. A row that moved on
+/// meanwhile, or a new message tracked already (its tracking id repeated in sms_submissions), is not stored.
+fn write_tracking(tx: &Connection, records: &[PollRecord], polled_at: &str) -> Result<Written> {
+    let mut written = Written::default();
+    written.stored.reserve(records.len());
+    // A closing entry is not a poll: last_status and last_polled_at stay those of the last poll.
+    let mut update = tx.prepare_cached(
+        "UPDATE message_tracking SET polls = polls + 1, state = ?3, next_due_at = ?4, \
+         last_status = CASE WHEN ?7 IS NULL THEN ?5 ELSE last_status END, \
+         last_polled_at = CASE WHEN ?7 IS NULL THEN ?6 ELSE last_polled_at END, \
+         closed_at = CASE WHEN ?3 = 'OPEN' THEN NULL ELSE ?6 END, note = COALESCE(?7, note) \
+         WHERE tracking_id = ?1 AND polls = ?2 AND state = 'OPEN'",
+    )?;
+    let mut first = tx.prepare_cached(
+        "INSERT OR IGNORE INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, \
+         submitted_at, state, polls, next_due_at, last_status, last_polled_at, closed_at, note) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, CASE WHEN ?6 = 'OPEN' THEN NULL ELSE ?9 END, ?10)",
+    )?;
+    // A batch's messages mostly share their times: format each once.
+    let (mut submitted, mut due) = (Formatted::default(), Formatted::default());
+    for r in records {
+        let m = r.message;
+        let next_due_at = r.next_due_at.map(|t| due.of(t));
+        let note = r.note();
+        let changed = if m.new {
+            first.execute(params![
+                m.tracking_id,
+                m.customer_id,
+                m.phone_number,
+                m.batch_id,
+                submitted.of(m.submitted_at),
+                r.state.as_str(),
+                next_due_at,
+                r.status.as_str(),
+                polled_at,
+                note,
+            ])?
+        } else {
+            update.execute(params![
+                m.tracking_id,
+                m.polls,
+                r.state.as_str(),
+                next_due_at,
+                r.status.as_str(),
+                polled_at,
+                note,
+            ])?
+        };
+        written.stored.push(changed == 1);
+        if changed == 1 {
+            continue;
+        }
+        if m.new {
+            warn_repeated(&m.tracking_id);
+            written.repeated += 1;
+        } else {
+            log::warn!(
+                "message {:?} was updated by another run since it was read; its result is not recorded twice",
+                m.tracking_id
+            );
+        }
+    }
+    Ok(written)
+}
+
+/// Appends an audit row per record.
+fn insert_audit_rows(
+    tx: &Connection,
+    records: &[&PollRecord],
+    polled_at: &str,
+    created_at: &str,
+    cycle_id: i64,
+) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+         delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, poll_attempt, created_at, \
+         cycle_id, carrier_status, carrier_found, entry, failure_category) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    for r in records {
+        let m = r.message;
+        insert.execute(params![
+            m.tracking_id,
+            m.customer_id,
+            m.phone_number,
+            m.batch_id,
+            r.status.as_str(),
+            r.failure_code,
+            r.failure_reason,
+            polled_at,
+            r.confirmed_at,
+            m.polls + 1,
+            created_at,
+            cycle_id,
+            r.carrier_status,
+            r.carrier_status.is_some(),
+            r.entry.as_str(),
+            r.failure_category.map(|c| c.as_str()),
+        ])?;
+    }
+    Ok(())
+}
+
+fn as_text(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
         Value::Text(t) => Some(t.clone()),
