@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::carrier::FetchError;
 use crate::carrier::http::Stats;
-use crate::cli::PollArgs;
+use crate::cli::{Cli, Command, PollArgs};
 use crate::config::{self, PollConfig, TOKEN_ENV};
 use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
@@ -23,6 +23,25 @@ pub struct Db {
 }
 
 impl Db {
+    /// The database `--db` and `--db-password-file` name, and `--busy-timeout`. A bad value is a configuration
+    /// error (78).
+    pub fn resolve(cli: &Cli) -> Result<Db> {
+        let busy_timeout = config::busy_timeout(&cli.busy_timeout).exit_code(Exit::Config)?;
+        let password = match &cli.db_password_file {
+            Some(path) => Some(config::secret_file(
+                path,
+                "--db-password-file / DLR_POLLER_DB_PASSWORD_FILE",
+            )?),
+            None => None,
+        };
+        let target =
+            Target::parse(&cli.db, password, &cli.submissions_table).exit_code(Exit::Config)?;
+        Ok(Db {
+            target,
+            busy_timeout,
+        })
+    }
+
     fn open(&self, create: bool) -> Result<Box<dyn Backend>> {
         store::open(&self.target, create, self.busy_timeout)
     }
@@ -32,6 +51,32 @@ impl Db {
         let mut store = self.open(false)?;
         store.check_schema()?;
         Ok(store)
+    }
+}
+
+/// Runs one command on the database `db` names (a command that needs none runs whatever `db` is).
+pub fn run(command: Command, db: Result<Db>) -> Result<Exit> {
+    match command {
+        // `check` speaks the Nagios convention only: its own problems are UNKNOWN.
+        Command::Check { max_age, now } => Ok(db
+            .and_then(|db| check(&db, &max_age, now.as_deref()))
+            .unwrap_or_else(|e| unknown(&e))),
+        Command::Migrate => migrate(&db?),
+        Command::Poll(args) => poll(&db?, &args),
+        Command::Doctor(args) => doctor(&db?, &args),
+        Command::Prune {
+            older_than,
+            dry_run,
+            now,
+            allow_future_now,
+        } => prune(&db?, &older_than, dry_run, now.as_deref(), allow_future_now),
+        Command::Close {
+            tracking_id,
+            reason,
+        } => close(&db?, &tracking_id, &reason),
+        Command::History { tracking_id, json } => history(&db?, &tracking_id, json),
+        Command::Cycles { last, json } => cycles(&db?, &last, json),
+        Command::Generate { out_dir } => generate(&out_dir),
     }
 }
 

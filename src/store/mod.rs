@@ -16,8 +16,8 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 
 use crate::domain::{Category, DueMessage, Intake, IntakeKind, PollRecord, Submission, TrackState};
-use crate::schedule;
 use crate::summary::{COUNTERS, Summary};
+use crate::{schedule, timefmt};
 
 pub use self::postgres::PgTarget;
 use self::tagged::Tagged;
@@ -410,6 +410,72 @@ pub struct Cursor {
     /// The row's submitted_at and tracking_id as stored.
     submitted_at: Key,
     tracking_id: Key,
+}
+
+/// Who a message was for, copied into its closing entry.
+struct Addressee {
+    customer_id: Option<String>,
+    phone_number: Option<String>,
+    batch_id: Option<String>,
+}
+
+/// The steps of closing a message by hand, each a statement in one transaction of a backend.
+trait CloseSteps {
+    /// The message's tracking state, poll count and addressee, locked until the transaction ends.
+    fn tracked(&mut self, tracking_id: &str) -> Result<Option<(String, i64, Addressee)>>;
+    /// The first row of sms_submissions with this tracking id: its addressee and submitted_at as stored.
+    fn submission(&mut self, tracking_id: &str) -> Result<Option<(Addressee, Option<String>)>>;
+    /// Ends an open tracking row: UNCONFIRMED, with `note`.
+    fn end_tracking(&mut self, tracking_id: &str, note: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Writes the tracking row of a submission not taken in yet, closed, with `note`.
+    fn take_in_closed(
+        &mut self,
+        tracking_id: &str,
+        to: &Addressee,
+        submitted_at: Option<DateTime<Utc>>,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    /// Appends the closing entry to the audit trail: poll attempt `attempt`, written by no cycle (0).
+    fn closing_entry(
+        &mut self,
+        tracking_id: &str,
+        to: &Addressee,
+        note: &str,
+        now: DateTime<Utc>,
+        attempt: i64,
+    ) -> Result<()>;
+}
+
+/// Ends the tracking of an open message by hand: UNCONFIRMED, with a closing entry in the audit trail that
+/// carries `reason`. A submission not taken in yet is taken in closed; a message whose tracking has ended is
+/// left as it is. The caller commits when this returns [`Closed::Now`].
+fn close_by_hand(
+    steps: &mut dyn CloseSteps,
+    tracking_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Closed> {
+    let note = format!("closed by hand: {reason}");
+    let (polls, to) = match steps.tracked(tracking_id)? {
+        Some((state, _, _)) if state != TrackState::Open.as_str() => {
+            return Ok(Closed::Ended(state));
+        }
+        Some((_, polls, to)) => {
+            steps.end_tracking(tracking_id, &note, now)?;
+            (polls, to)
+        }
+        None => {
+            let Some((to, submitted_at)) = steps.submission(tracking_id)? else {
+                return Ok(Closed::Unknown);
+            };
+            let submitted_at = submitted_at.and_then(|t| timefmt::parse_submitted(&t).ok());
+            steps.take_in_closed(tracking_id, &to, submitted_at, &note, now)?;
+            (0, to)
+        }
+    };
+    steps.closing_entry(tracking_id, &to, &note, now, polls + 1)?;
+    Ok(Closed::Now)
 }
 
 /// What [`Backend::close`] did.

@@ -19,9 +19,10 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
-    AuditRow, Backend, Closed, Cursor, DueGroup, HORIZON_KEY, History, Join, Key, LAST_SUCCESS_KEY,
-    MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit, VERSION, Written, check_version,
-    counter_columns, hostname, refuse_newer, starting_row, taken_in, totals_of,
+    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueGroup, HORIZON_KEY, History, Join,
+    Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit, VERSION,
+    Written, check_version, close_by_hand, counter_columns, hostname, refuse_newer, starting_row,
+    taken_in, totals_of,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::redact;
@@ -1143,70 +1144,21 @@ impl Backend for Postgres {
 
     fn close(&mut self, tracking_id: &str, reason: &str, now: DateTime<Utc>) -> Result<Closed> {
         let run = |me: &mut Postgres| -> Result<Closed> {
+            // Stored to the second, as the cycles store their clocks.
             let now = timefmt::parse(&timefmt::format(now))?;
-            let note = format!("closed by hand: {reason}").replace('\0', "");
-            let sql_submission = format!(
-                "SELECT customer_id::text, phone_number::text, carrier_batch_id::text, submitted_at::text \
-                 FROM {} WHERE tracking_id::text = $1 LIMIT 1",
-                me.target.submissions
-            );
+            let submissions = me.target.submissions.clone();
             let mut tx = me.client.transaction()?;
-            let tracked = tx.query_opt(
-                "SELECT state, polls, customer_id, phone_number, carrier_batch_id FROM message_tracking \
-                 WHERE tracking_id = $1 FOR UPDATE",
-                &[&tracking_id],
-            )?;
-            let (polls, customer, phone, batch): (
-                i32,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            ) = match tracked {
-                Some(r) if r.get::<_, &str>(0) != "OPEN" => {
-                    return Ok(Closed::Ended(r.get(0)));
-                }
-                Some(r) => {
-                    tx.execute(
-                        "UPDATE message_tracking SET polls = polls + 1, state = 'UNCONFIRMED', \
-                             next_due_at = NULL, closed_at = $2, note = $3 WHERE tracking_id = $1",
-                        &[&tracking_id, &now, &note],
-                    )?;
-                    (r.get(1), r.get(2), r.get(3), r.get(4))
-                }
-                None => {
-                    let Some(s) = tx.query_opt(&sql_submission, &[&tracking_id])? else {
-                        return Ok(Closed::Unknown);
-                    };
-                    let submitted_at = s
-                        .get::<_, Option<String>>(3)
-                        .and_then(|t| timefmt::parse_submitted(&t).ok());
-                    let (customer, phone, batch): (Option<String>, Option<String>, Option<String>) =
-                        (s.get(0), s.get(1), s.get(2));
-                    tx.execute(
-                        "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, \
-                             carrier_batch_id, submitted_at, state, polls, closed_at, note) \
-                             VALUES ($1, $2, $3, $4, $5, 'UNCONFIRMED', 1, $6, $7)",
-                        &[
-                            &tracking_id,
-                            &customer,
-                            &phone,
-                            &batch,
-                            &submitted_at,
-                            &now,
-                            &note,
-                        ],
-                    )?;
-                    (0, customer, phone, batch)
-                }
-            };
-            tx.execute(
-                "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
-                 delivery_status, failure_reason, polled_at, poll_attempt, created_at, cycle_id, carrier_found, \
-                 entry) VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, 0, false, 'close')",
-                &[&tracking_id, &customer, &phone, &batch, &note, &now, &(polls + 1), &Utc::now()],
+            let closed = close_by_hand(
+                &mut Closing {
+                    tx: &mut tx,
+                    submissions: &submissions,
+                },
+                tracking_id,
+                reason,
+                now,
             )?;
             tx.commit()?;
-            Ok(Closed::Now)
+            Ok(closed)
         };
         run(self).with_context(|| format!("closing {tracking_id:?}"))
     }
@@ -1670,6 +1622,108 @@ const AUDIT_TYPES: [Type; 16] = [
     Type::TEXT,
     Type::TEXT,
 ];
+
+/// Closing by hand, in one PostgreSQL transaction.
+struct Closing<'a, 'b> {
+    tx: &'a mut postgres::Transaction<'b>,
+    /// The dispatcher's table, quoted.
+    submissions: &'a str,
+}
+
+impl CloseSteps for Closing<'_, '_> {
+    fn tracked(&mut self, tracking_id: &str) -> Result<Option<(String, i64, Addressee)>> {
+        Ok(self
+            .tx
+            .query_opt(
+                "SELECT state, polls, customer_id, phone_number, carrier_batch_id FROM message_tracking \
+                 WHERE tracking_id = $1 FOR UPDATE",
+                &[&tracking_id],
+            )?
+            .map(|r| {
+                let to = Addressee {
+                    customer_id: r.get(2),
+                    phone_number: r.get(3),
+                    batch_id: r.get(4),
+                };
+                (r.get(0), i64::from(r.get::<_, i32>(1)), to)
+            }))
+    }
+
+    fn submission(&mut self, tracking_id: &str) -> Result<Option<(Addressee, Option<String>)>> {
+        let sql = format!(
+            "SELECT customer_id::text, phone_number::text, carrier_batch_id::text, submitted_at::text \
+             FROM {} WHERE tracking_id::text = $1 LIMIT 1",
+            self.submissions
+        );
+        Ok(self.tx.query_opt(&sql, &[&tracking_id])?.map(|r| {
+            let to = Addressee {
+                customer_id: r.get(0),
+                phone_number: r.get(1),
+                batch_id: r.get(2),
+            };
+            (to, r.get(3))
+        }))
+    }
+
+    fn end_tracking(&mut self, tracking_id: &str, note: &str, now: DateTime<Utc>) -> Result<()> {
+        self.tx.execute(
+            "UPDATE message_tracking SET polls = polls + 1, state = 'UNCONFIRMED', next_due_at = NULL, \
+             closed_at = $2, note = $3 WHERE tracking_id = $1",
+            &[&tracking_id, &now, &clean(Some(note))],
+        )?;
+        Ok(())
+    }
+
+    fn take_in_closed(
+        &mut self,
+        tracking_id: &str,
+        to: &Addressee,
+        submitted_at: Option<DateTime<Utc>>,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, \
+             state, polls, closed_at, note) VALUES ($1, $2, $3, $4, $5, 'UNCONFIRMED', 1, $6, $7)",
+            &[
+                &tracking_id,
+                &to.customer_id,
+                &to.phone_number,
+                &to.batch_id,
+                &submitted_at,
+                &now,
+                &clean(Some(note)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn closing_entry(
+        &mut self,
+        tracking_id: &str,
+        to: &Addressee,
+        note: &str,
+        now: DateTime<Utc>,
+        attempt: i64,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+             delivery_status, failure_reason, polled_at, poll_attempt, created_at, cycle_id, carrier_found, \
+             entry) VALUES ($1, $2, $3, $4, 'PENDING', $5, $6, $7, $8, 0, false, 'close')",
+            &[
+                &tracking_id,
+                &to.customer_id,
+                &to.phone_number,
+                &to.batch_id,
+                &clean(Some(note)),
+                &now,
+                &(attempt as i32),
+                &Utc::now(),
+            ],
+        )?;
+        Ok(())
+    }
+}
 
 /// Whether any message is due at `cutoff`.
 fn pg_due_exists(client: &mut impl GenericClient, cutoff: DateTime<Utc>) -> Result<bool> {

@@ -10,10 +10,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    AuditRow, Backend, Closed, Cursor, CycleLease, DueGroup, HORIZON_KEY, History, Key,
-    LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span, TABLES, VERSION, Written,
-    check_version, counter_columns, hostname, refuse_newer, starting_row, taken_in, totals_of,
-    warn_repeated,
+    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, CycleLease, DueGroup, HORIZON_KEY,
+    History, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span, TABLES,
+    VERSION, Written, check_version, close_by_hand, counter_columns, hostname, refuse_newer,
+    starting_row, taken_in, totals_of, warn_repeated,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::summary::{COUNTERS, Summary};
@@ -598,94 +598,12 @@ impl Backend for Sqlite {
         self.cycles_where("?1 = ?1", 0, n)
     }
 
-    /// Ends the tracking of an open message by hand: UNCONFIRMED, with a closing entry in the audit trail that
-    /// carries `reason` (its cycle_id is 0: no cycle wrote it). A submission not taken in yet is taken in closed.
     fn close(&mut self, tracking_id: &str, reason: &str, now: DateTime<Utc>) -> Result<Closed> {
-        /// Who a message was for, copied into its audit row.
-        struct Addressee {
-            customer_id: Option<String>,
-            phone_number: Option<String>,
-            batch_id: Option<String>,
-        }
-        let addressee = |r: &Row, at: usize| -> rusqlite::Result<Addressee> {
-            Ok(Addressee {
-                customer_id: r.get(at)?,
-                phone_number: r.get(at + 1)?,
-                batch_id: r.get(at + 2)?,
-            })
-        };
         let mut run = || -> Result<Closed> {
             let tx = self.conn.transaction()?;
-            let now_text = timefmt::format(now);
-            let note = format!("closed by hand: {reason}");
-            let tracked = tx
-                .query_row(
-                    "SELECT state, polls, customer_id, phone_number, carrier_batch_id FROM message_tracking \
-                     WHERE tracking_id = ?1",
-                    [tracking_id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, addressee(r, 2)?)),
-                )
-                .optional()?;
-            let (polls, to) = match tracked {
-                Some((state, _, _)) if state != "OPEN" => return Ok(Closed::Ended(state)),
-                Some((_, polls, to)) => {
-                    tx.execute(
-                        "UPDATE message_tracking SET polls = polls + 1, state = 'UNCONFIRMED', \
-                         next_due_at = NULL, closed_at = ?2, note = ?3 WHERE tracking_id = ?1",
-                        params![tracking_id, now_text, note],
-                    )?;
-                    (polls, to)
-                }
-                None => {
-                    let submission = tx
-                        .query_row(
-                            "SELECT CAST(customer_id AS TEXT), CAST(phone_number AS TEXT), \
-                             CAST(carrier_batch_id AS TEXT), CAST(submitted_at AS TEXT) \
-                             FROM sms_submissions WHERE tracking_id = ?1 ORDER BY rowid LIMIT 1",
-                            [tracking_id],
-                            |r| Ok((addressee(r, 0)?, r.get::<_, Option<String>>(3)?)),
-                        )
-                        .optional()?;
-                    let Some((to, submitted_at)) = submission else {
-                        return Ok(Closed::Unknown);
-                    };
-                    let submitted_at = submitted_at
-                        .and_then(|t| timefmt::parse_submitted(&t).ok())
-                        .map(timefmt::format);
-                    tx.execute(
-                        "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, \
-                         carrier_batch_id, submitted_at, state, polls, closed_at, note) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'UNCONFIRMED', 1, ?6, ?7)",
-                        params![
-                            tracking_id,
-                            to.customer_id,
-                            to.phone_number,
-                            to.batch_id,
-                            submitted_at,
-                            now_text,
-                            note
-                        ],
-                    )?;
-                    (0, to)
-                }
-            };
-            tx.execute(
-                "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
-                 delivery_status, failure_reason, polled_at, poll_attempt, created_at, cycle_id, carrier_found, \
-                 entry) VALUES (?1, ?2, ?3, ?4, 'PENDING', ?5, ?6, ?7, ?8, 0, 0, 'close')",
-                params![
-                    tracking_id,
-                    to.customer_id,
-                    to.phone_number,
-                    to.batch_id,
-                    note,
-                    now_text,
-                    polls + 1,
-                    timefmt::format_millis(Utc::now())
-                ],
-            )?;
+            let closed = close_by_hand(&mut Closing(&tx), tracking_id, reason, now)?;
             tx.commit()?;
-            Ok(Closed::Now)
+            Ok(closed)
         };
         run().with_context(|| format!("closing {tracking_id:?}"))
     }
@@ -950,6 +868,103 @@ fn insert_audit_rows(
         ])?;
     }
     Ok(())
+}
+
+/// Closing by hand, in one SQLite transaction.
+struct Closing<'a>(&'a Connection);
+
+/// The addressee in three columns from `at`.
+fn addressee(r: &Row, at: usize) -> rusqlite::Result<Addressee> {
+    Ok(Addressee {
+        customer_id: r.get(at)?,
+        phone_number: r.get(at + 1)?,
+        batch_id: r.get(at + 2)?,
+    })
+}
+
+impl CloseSteps for Closing<'_> {
+    fn tracked(&mut self, tracking_id: &str) -> Result<Option<(String, i64, Addressee)>> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT state, polls, customer_id, phone_number, carrier_batch_id FROM message_tracking \
+                 WHERE tracking_id = ?1",
+                [tracking_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, addressee(r, 2)?)),
+            )
+            .optional()?)
+    }
+
+    fn submission(&mut self, tracking_id: &str) -> Result<Option<(Addressee, Option<String>)>> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT CAST(customer_id AS TEXT), CAST(phone_number AS TEXT), CAST(carrier_batch_id AS TEXT), \
+                 CAST(submitted_at AS TEXT) FROM sms_submissions WHERE tracking_id = ?1 ORDER BY rowid LIMIT 1",
+                [tracking_id],
+                |r| Ok((addressee(r, 0)?, r.get::<_, Option<String>>(3)?)),
+            )
+            .optional()?)
+    }
+
+    fn end_tracking(&mut self, tracking_id: &str, note: &str, now: DateTime<Utc>) -> Result<()> {
+        self.0.execute(
+            "UPDATE message_tracking SET polls = polls + 1, state = 'UNCONFIRMED', next_due_at = NULL, \
+             closed_at = ?2, note = ?3 WHERE tracking_id = ?1",
+            params![tracking_id, timefmt::format(now), note],
+        )?;
+        Ok(())
+    }
+
+    fn take_in_closed(
+        &mut self,
+        tracking_id: &str,
+        to: &Addressee,
+        submitted_at: Option<DateTime<Utc>>,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, \
+             state, polls, closed_at, note) VALUES (?1, ?2, ?3, ?4, ?5, 'UNCONFIRMED', 1, ?6, ?7)",
+            params![
+                tracking_id,
+                to.customer_id,
+                to.phone_number,
+                to.batch_id,
+                submitted_at.map(timefmt::format),
+                timefmt::format(now),
+                note
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn closing_entry(
+        &mut self,
+        tracking_id: &str,
+        to: &Addressee,
+        note: &str,
+        now: DateTime<Utc>,
+        attempt: i64,
+    ) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
+             delivery_status, failure_reason, polled_at, poll_attempt, created_at, cycle_id, carrier_found, \
+             entry) VALUES (?1, ?2, ?3, ?4, 'PENDING', ?5, ?6, ?7, ?8, 0, 0, 'close')",
+            params![
+                tracking_id,
+                to.customer_id,
+                to.phone_number,
+                to.batch_id,
+                note,
+                timefmt::format(now),
+                attempt,
+                timefmt::format_millis(Utc::now())
+            ],
+        )?;
+        Ok(())
+    }
 }
 
 fn as_text(value: &Value) -> Option<String> {
