@@ -1,5 +1,6 @@
 //! One function per subcommand: each resolves what it needs, calls into the modules that do the work, prints its
-//! result on stdout and returns the exit code. `main` only parses and dispatches.
+//! result on stdout and returns the exit code. `main` parses, sets up logging and reports the outcome; [`run`]
+//! dispatches.
 
 use std::time::Duration;
 
@@ -161,7 +162,7 @@ pub fn doctor(db: &Db, args: &PollArgs) -> Result<Exit> {
         config.carrier.provider.name,
         config.carrier_url,
         config.concurrency,
-        config::humanize(config.deadline)
+        timefmt::humanize(config.deadline)
     ))?;
     let mut store = db.open_checked()?;
     let (submissions, open, cycles) = store.counts()?;
@@ -227,7 +228,7 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
     let success = match (data.last_success, age) {
         (Some(at), Some(age)) => format!(
             "last success {} ago ({})",
-            config::humanize_rounded(age),
+            timefmt::humanize_rounded(age),
             timefmt::format(at)
         ),
         _ => "no successful cycle yet".to_string(),
@@ -239,7 +240,7 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
             Exit::Critical,
             format!(
                 "CRITICAL: no successful cycle within {}: {success}",
-                config::humanize(max_age)
+                timefmt::humanize(max_age)
             ),
         ),
         (Some(c), _) if c.exit_code != Some(0) => (

@@ -28,7 +28,7 @@ pub struct PollConfig {
     pub deadline: Duration,
     pub request_timeout: Duration,
     pub max_attempts: u32,
-    /// Requests per second across all workers; `None`: no cap.
+    /// Requests per second across all workers; `None`: the provider's pace, or no cap where it has none.
     pub max_rps: Option<u32>,
     /// `None`: the system clock.
     pub now: Option<DateTime<Utc>>,
@@ -180,21 +180,13 @@ fn carrier_url(raw: Option<&str>, hint: &str, allow_insecure_http: bool) -> Resu
             "invalid --carrier-url (env DLR_CARRIER_URL) {shown:?}: a base URL cannot carry a query string"
         );
     }
-    if uri.scheme_str() == Some("http") && !is_loopback(host) && !allow_insecure_http {
+    if uri.scheme_str() == Some("http") && !crate::host::is_loopback(host) && !allow_insecure_http {
         bail!(
             "refusing --carrier-url {shown:?}: plain http:// to a host other than loopback would send the carrier \
              token in clear; use https:// or pass --allow-insecure-http"
         );
     }
     Ok(raw.trim_end_matches('/').to_string())
-}
-
-pub fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads a secret from a file, trailing whitespace ignored; `name` names the flag and env var in errors (never
@@ -238,8 +230,8 @@ pub fn bounded_duration(raw: &str, name: &str, min: Duration, max: Duration) -> 
     if d < min || d > max {
         bail!(
             "invalid {name} {raw:?}: expected from {} to {}",
-            humanize(min),
-            humanize(max)
+            timefmt::humanize(min),
+            timefmt::humanize(max)
         );
     }
     Ok(d)
@@ -281,34 +273,6 @@ pub fn parse_duration(raw: &str) -> Result<Duration> {
         total = total.checked_add(part).context("duration too large")?;
     }
     Ok(total)
-}
-
-/// Formats a duration the way it is typed on the command line.
-pub fn humanize(d: Duration) -> String {
-    let ms = d.as_millis();
-    if !ms.is_multiple_of(1000) {
-        return format!("{ms}ms");
-    }
-    let s = d.as_secs();
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (h, 0, 0) => format!("{h}h"),
-        (h, m, 0) => format!("{h}h{m}m"),
-        _ => format!("{s}s"),
-    }
-}
-
-/// An age for people: whole minutes from an hour up (`2h5m`), whole seconds below (`42s`, `5m7s`).
-pub fn humanize_rounded(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, 0) => format!("{m}m"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, 0, _) => format!("{h}h"),
-        (h, m, _) => format!("{h}h{m}m"),
-    }
 }
 
 #[cfg(test)]
@@ -368,14 +332,6 @@ mod tests {
         for bad in ["", "14", "m", "-5m", "5 m", "3w", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(humanize(Duration::from_secs(840)), "14m");
-        assert_eq!(humanize(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(humanize(Duration::from_millis(100)), "100ms");
-        assert_eq!(humanize(Duration::from_secs(86400)), "24h");
-        assert_eq!(humanize_rounded(Duration::from_secs(7523)), "2h5m");
-        assert_eq!(humanize_rounded(Duration::from_secs(307)), "5m7s");
-        assert_eq!(humanize_rounded(Duration::from_secs(42)), "42s");
-        assert_eq!(humanize_rounded(Duration::from_secs(7200)), "2h");
     }
 
     #[test]

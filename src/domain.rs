@@ -1,5 +1,5 @@
-//! The domain: due messages, poll results, statuses and failure categories. Every other module depends on this
-//! one; it depends on none of them.
+//! The domain: due messages, submissions, poll records, statuses and failure categories, which the cycle, the
+//! intake, the carrier and the store all speak. It depends on no other module of the crate.
 
 use std::fmt;
 
@@ -90,23 +90,44 @@ pub struct DueMessage {
     pub new: bool,
 }
 
-/// The tracking state after a poll.
+/// Where a message's tracking is: open (polled at its slots), or ended, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrackState {
     Open,
     Delivered,
     Failed,
+    /// Ended without a final status: still pending after 72 hours, final without a receipt, or closed.
     Unconfirmed,
+    /// Taken in without a usable submitted_at: never polled.
+    Invalid,
+    /// First seen after its tracking window: never polled.
+    TooOld,
 }
 
 impl TrackState {
+    pub const ALL: [TrackState; 6] = [
+        TrackState::Open,
+        TrackState::Delivered,
+        TrackState::Failed,
+        TrackState::Unconfirmed,
+        TrackState::Invalid,
+        TrackState::TooOld,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             TrackState::Open => "OPEN",
             TrackState::Delivered => "DELIVERED",
             TrackState::Failed => "FAILED",
             TrackState::Unconfirmed => "UNCONFIRMED",
+            TrackState::Invalid => "INVALID",
+            TrackState::TooOld => "TOO_OLD",
         }
+    }
+
+    /// The state a stored word names.
+    pub fn parse(word: &str) -> Option<TrackState> {
+        TrackState::ALL.into_iter().find(|s| s.as_str() == word)
     }
 }
 

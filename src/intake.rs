@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::config::humanize;
 use crate::control::Control;
 use crate::domain::{DueMessage, Intake, IntakeKind, Submission};
 use crate::schedule;
@@ -138,7 +137,7 @@ pub fn verdict(row: Submission, now: DateTime<Utc>, window: &Window) -> Verdict 
         let note = format!(
             "first seen at {}, more than 72h + the catch-up margin ({}) after submission: too old to track",
             timefmt::format(now),
-            humanize(window.catch_up.to_std().unwrap_or_default())
+            timefmt::humanize(window.catch_up.to_std().unwrap_or_default())
         );
         return intake(Some(submitted_at), IntakeKind::TooOld(note));
     }

@@ -11,6 +11,7 @@ pub mod control;
 pub mod cycle;
 pub mod domain;
 pub mod exit;
+pub mod host;
 pub mod intake;
 pub mod logging;
 pub mod metrics;

@@ -10,7 +10,13 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::cli::LogFormat;
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    // Text for people, JSON lines for log pipelines (not doc comments: clap would print them in --help).
+    Text,
+    Json,
+}
 
 /// The running cycle's id; 0 before a cycle has started.
 static CYCLE_ID: AtomicI64 = AtomicI64::new(0);

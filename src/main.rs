@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use dlr_poller::cli::{Cli, LogFormat};
+use dlr_poller::cli::Cli;
 use dlr_poller::commands::{self, Db};
 use dlr_poller::exit::{Exit, exit_of};
+use dlr_poller::logging::LogFormat;
 use dlr_poller::redact::error_text;
 use dlr_poller::{logging, output, store};
 

@@ -336,7 +336,7 @@ pub fn replica(given: Option<&str>) -> Result<String> {
             "invalid --replica (env DLR_POLLER_REPLICA) {name:?}: expected 1-64 letters, digits, '.', '_' or '-'"
         ),
         None => {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let host = crate::host::name();
             let host: String = host
                 .trim()
                 .chars()

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use std::time::Duration;
 
 /// Parses an RFC 3339 timestamp with any offset and converts it to UTC.
 pub fn parse(s: &str) -> Result<DateTime<Utc>> {
@@ -54,9 +55,49 @@ pub fn format_millis(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Formats a duration the way it is typed on the command line.
+pub fn humanize(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, 0) => format!("{h}h{m}m"),
+        _ => format!("{s}s"),
+    }
+}
+
+/// An age for people: whole minutes from an hour up (`2h5m`), whole seconds below (`42s`, `5m7s`).
+pub fn humanize_rounded(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_as_typed_and_ages_for_people() {
+        assert_eq!(humanize(Duration::from_secs(840)), "14m");
+        assert_eq!(humanize(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(humanize(Duration::from_millis(100)), "100ms");
+        assert_eq!(humanize(Duration::from_secs(86400)), "24h");
+        assert_eq!(humanize_rounded(Duration::from_secs(7523)), "2h5m");
+        assert_eq!(humanize_rounded(Duration::from_secs(307)), "5m7s");
+        assert_eq!(humanize_rounded(Duration::from_secs(42)), "42s");
+        assert_eq!(humanize_rounded(Duration::from_secs(7200)), "2h");
+    }
 
     #[test]
     fn offsets_are_converted_to_utc() {

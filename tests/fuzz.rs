@@ -821,7 +821,7 @@ proptest! {
     #[test]
     fn humanized_durations_parse_back(millis in 0..u64::from(u32::MAX), whole in any::<bool>()) {
         let d = if whole { Duration::from_secs(millis) } else { Duration::from_millis(millis) };
-        let shown = config::humanize(d);
+        let shown = timefmt::humanize(d);
         prop_assert_eq!(config::parse_duration(&shown).ok(), Some(d), "{}", shown);
     }
 
@@ -862,7 +862,7 @@ proptest! {
         let digits = raw.trim();
         let expected = digits.parse::<u64>().ok().map(Duration::from_secs);
         prop_assert_eq!(retry::parse_retry_after(&raw), expected);
-        let _ = config::is_loopback(&raw);
+        let _ = dlr_poller::host::is_loopback(&raw);
     }
 }
 

@@ -12,7 +12,7 @@
 //!
 //! Only the logs endpoints are used: the `/reports` endpoints hand each report out once, so a crash or a second
 //! reader would lose it. Logs reach back 48 hours ([`Profile::retention`]), and allow 120 requests a minute
-//! (the default rate, see `carrier::default_interval`).
+//! (its pace, [`PROVIDER`]`.pace`).
 
 use chrono::TimeDelta;
 use serde::Deserialize;

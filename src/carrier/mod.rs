@@ -20,7 +20,7 @@ pub(crate) mod wire;
 pub use wire::MAX_PAGES;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +114,10 @@ impl Provider {
 #[derive(Clone)]
 pub struct Setup {
     pub provider: &'static Provider,
+    /// `--carrier-account`, as checked (for the configuration's log line).
+    pub account: Option<String>,
+    /// `--status-map` (for the configuration's log line).
+    pub status_map: Option<PathBuf>,
     pub profile: Arc<dyn Profile>,
     pub table: Arc<Table>,
 }
@@ -126,6 +130,11 @@ impl Setup {
             provider,
             profile: provider.profile(account)?.into(),
             table: Arc::new(Table::load(provider.name, status_map)?),
+            account: account
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
+            status_map: status_map.map(Path::to_path_buf),
         })
     }
 
@@ -150,9 +159,14 @@ impl Setup {
     }
 }
 
+/// The provider, account and table file: what the configuration's log line shows (not the table's contents).
 impl fmt::Debug for Setup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.provider.name)
+        f.debug_struct("Setup")
+            .field("provider", &self.provider.name)
+            .field("account", &self.account)
+            .field("status_map", &self.status_map)
+            .finish_non_exhaustive()
     }
 }
 

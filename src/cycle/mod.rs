@@ -25,7 +25,8 @@ mod write;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
@@ -80,8 +81,6 @@ enum Role {
     Coordinate(Claim),
     /// A run that claims units of a round under way.
     Help(Claim),
-    /// The round for this cycle is over: nothing is left to do.
-    Finished,
 }
 
 impl Role {
@@ -89,7 +88,7 @@ impl Role {
     fn claim(&self) -> Option<&Claim> {
         match self {
             Role::Coordinate(c) | Role::Help(c) => Some(c),
-            Role::Alone | Role::Finished => None,
+            Role::Alone => None,
         }
     }
 }
@@ -200,7 +199,7 @@ fn cycle(cx: &Cycle) -> Result<(Summary, Exit)> {
         Sharing::Lease(lease) => {
             take_lease(cx, lease)?;
             let now = cx.config.now.unwrap_or(cx.started);
-            let outcome = take_part(cx, &mut *store, now, Role::Alone);
+            let outcome = take_part(cx, &mut *store, now, Some(Role::Alone));
             if let Sharing::Lease(lease) = store.sharing()
                 && let Err(e) = lease.release_lease()
             {
@@ -239,12 +238,12 @@ fn take_lease(cx: &Cycle, lease: &mut dyn store::CycleLease) -> Result<()> {
 }
 
 /// The cycle proper, while this run holds the lease or its place in a round: records the cycle's start, polls,
-/// and records how it ended.
+/// and records how it ended. `role` is `None` when the round for this clock is over: nothing is left to do.
 fn take_part(
     cx: &Cycle,
     store: &mut dyn Backend,
     now: DateTime<Utc>,
-    role: Role,
+    role: Option<Role>,
 ) -> Result<(Summary, Exit)> {
     let clock = Instant::now();
     let cycle_id = store.begin_cycle(cx.started, now)?;
@@ -259,12 +258,12 @@ fn take_part(
         "cycle {cycle_id} started at {} (clock {}), deadline {}",
         summary.started_at,
         summary.cycle_now,
-        crate::config::humanize(cx.config.deadline)
+        timefmt::humanize(cx.config.deadline)
     );
 
     let result = match role {
-        Role::Finished => Ok(true),
-        role => poll(cx, store, now, &mut summary, &role),
+        None => Ok(true),
+        Some(role) => poll(cx, store, now, &mut summary, &role),
     };
     // The code recorded is the code the process exits with: an error that carries none is a database error.
     let (result, exit) = match result {
@@ -321,46 +320,15 @@ fn poll(
         );
     }
 
-    // Threads are detached, not scoped: after a signal the cycle must be able to stop waiting for a request
-    // that hangs, save what it has and exit.
-    let reader = store::open(cx.db, false, cx.busy_timeout)?;
-    let stats = Arc::new(Stats::default());
-    let carrier = cx
-        .config
-        .carrier
-        .connect(&cx.config.http(), cx.control.clone(), stats.clone());
+    let Started {
+        dispatcher,
+        results,
+        counts,
+        stats,
+    } = start(cx, &mut window, now, role)?;
     let table = cx.config.carrier.table.clone();
-    window.lone_chunk = carrier.profile.lone_chunk();
-    let concurrency = cx.config.concurrency;
-    let (job_tx, job_rx) = sync_channel::<Job>(concurrency);
-    // Room for a few dozen results, so that the workers go on asking while the writer commits a transaction.
-    let (out_tx, out_rx) = sync_channel::<ToWriter>((concurrency * 2).max(RESULTS_WAITING));
-    let counts = Arc::new(DueCounts::default());
-    let to = Dispatch {
-        control: cx.control.clone(),
-        jobs: job_tx,
-        out: out_tx.clone(),
-        ahead: std::cell::Cell::new(0),
-        window: window.clone(),
-        now,
-        counts: counts.clone(),
-        concurrency,
-    };
-    let dispatcher = {
-        let (role, mut reader) = (role.clone(), reader);
-        std::thread::Builder::new()
-            .name("dispatch".into())
-            .spawn(move || match &role {
-                Role::Coordinate(claim) => rounds::dispatch(&mut *reader, &to, claim, true),
-                Role::Help(claim) => rounds::dispatch(&mut *reader, &to, claim, false),
-                Role::Alone | Role::Finished => dispatch::alone(&mut *reader, &to),
-            })
-            .context("starting the dispatcher thread")?
-    };
-    ask::start_workers(Arc::new(carrier), now, concurrency, job_rx, out_tx)?;
-
     let mut writer = Writer::new(store, table, now, summary, role.claim().cloned());
-    let drained = writer.drain(&out_rx, &cx.control);
+    let drained = writer.drain(&results, &cx.control);
     if let Some(claim) = role.claim() {
         rounds::hand_back(writer.store(), claim);
     }
@@ -392,6 +360,58 @@ fn poll(
         store.save_horizon(&window.floor)?;
     }
     Ok(end.complete && tracked_done)
+}
+
+/// The threads of a cycle, started, and what they count.
+struct Started {
+    dispatcher: JoinHandle<Result<(ReadEnd, bool)>>,
+    /// What the workers and the dispatcher send the writer.
+    results: Receiver<ToWriter>,
+    counts: Arc<DueCounts>,
+    stats: Arc<Stats>,
+}
+
+/// Starts the dispatcher (on a connection of its own) and the workers. Threads are detached, not scoped: after a
+/// signal the cycle must be able to stop waiting for a request that hangs, save what it has and exit.
+fn start(cx: &Cycle, window: &mut Window, now: DateTime<Utc>, role: &Role) -> Result<Started> {
+    let reader = store::open(cx.db, false, cx.busy_timeout)?;
+    let stats = Arc::new(Stats::default());
+    let carrier = cx
+        .config
+        .carrier
+        .connect(&cx.config.http(), cx.control.clone(), stats.clone());
+    window.lone_chunk = carrier.profile.lone_chunk();
+    let concurrency = cx.config.concurrency;
+    let (job_tx, job_rx) = sync_channel::<Job>(concurrency);
+    // Room for a few dozen results, so that the workers go on asking while the writer commits a transaction.
+    let (out_tx, results) = sync_channel::<ToWriter>((concurrency * 2).max(RESULTS_WAITING));
+    let counts = Arc::new(DueCounts::default());
+    let to = Dispatch {
+        control: cx.control.clone(),
+        jobs: job_tx,
+        out: out_tx.clone(),
+        ahead: std::cell::Cell::new(0),
+        window: window.clone(),
+        now,
+        counts: counts.clone(),
+        concurrency,
+    };
+    let (role, mut reader) = (role.clone(), reader);
+    let dispatcher = std::thread::Builder::new()
+        .name("dispatch".into())
+        .spawn(move || match &role {
+            Role::Coordinate(claim) => rounds::dispatch(&mut *reader, &to, claim, true),
+            Role::Help(claim) => rounds::dispatch(&mut *reader, &to, claim, false),
+            Role::Alone => dispatch::alone(&mut *reader, &to),
+        })
+        .context("starting the dispatcher thread")?;
+    ask::start_workers(Arc::new(carrier), now, concurrency, job_rx, out_tx)?;
+    Ok(Started {
+        dispatcher,
+        results,
+        counts,
+        stats,
+    })
 }
 
 /// Logs what the read of sms_submissions found.

@@ -41,9 +41,10 @@ pub(super) fn rounds_of(store: &mut dyn Backend) -> Result<&mut dyn Rounds> {
     }
 }
 
-/// Joins the round for this run's clock, or starts one and coordinates it. Returns this run's role and the
-/// round's clock; a round for another clock under way is an error (exit 73).
-pub(super) fn join(cx: &Cycle, rounds: &mut dyn Rounds) -> Result<(Role, DateTime<Utc>)> {
+/// Joins the round for this run's clock, or starts one and coordinates it. Returns this run's role (`None`: the
+/// round is over, nothing is left to do) and the round's clock; a round for another clock under way is an error
+/// (exit 73).
+pub(super) fn join(cx: &Cycle, rounds: &mut dyn Rounds) -> Result<(Option<Role>, DateTime<Utc>)> {
     // Unique per run, short enough for a session name.
     let me = format!(
         "{:x}{:x}",
@@ -66,21 +67,21 @@ pub(super) fn join(cx: &Cycle, rounds: &mut dyn Rounds) -> Result<(Role, DateTim
         }
         Join::Coordinate { round, cycle_now } => {
             log::info!("round {round}: this run takes the submissions in and shares out the work");
-            (Role::Coordinate(Claim { round, me }), cycle_now)
+            (Some(Role::Coordinate(Claim { round, me })), cycle_now)
         }
         Join::Help { round, cycle_now } => {
             log::info!(
                 "round {round} for clock {} is under way: this run takes a share of its work",
                 timefmt::format(cycle_now)
             );
-            (Role::Help(Claim { round, me }), cycle_now)
+            (Some(Role::Help(Claim { round, me })), cycle_now)
         }
         Join::Finished { round, cycle_now } => {
             log::info!(
                 "round {round} for clock {} is over: nothing is left to do",
                 timefmt::format(cycle_now)
             );
-            (Role::Finished, cycle_now)
+            (None, cycle_now)
         }
     })
 }

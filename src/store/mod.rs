@@ -1,6 +1,7 @@
 //! Storage: the few operations a cycle, the intake and the reports need, behind one seam with a backend per file:
 //! SQLite ([`sqlite`], the embedded default for one host) and PostgreSQL ([`postgres`], the production store and
-//! the way to run several replicas). Everything SQL lives in those two files; the types here are the domain's.
+//! the way to run several replicas). Everything SQL lives in those two files; the rules both follow are here, and the
+//! types they speak are the domain's (`crate::domain`).
 //!
 //! Every error of a backend is tagged as a database error (exit 74), once, by the store [`open`] returns.
 
@@ -134,7 +135,9 @@ pub trait Backend: Send {
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64>;
     /// Writes results in one transaction: an audit row per result and the tracking update, or for a message
     /// not tracked yet, its tracking row. A message whose tracking row has moved on, or that turns out to be
-    /// tracked already, is skipped, never counted twice.
+    /// tracked already, is skipped, never counted twice. Messages not tracked yet reach a store only when its
+    /// runs take the cycle alone ([`Sharing::Lease`]): a round takes every submission in before it polls, and a
+    /// store of rounds refuses them.
     fn record(
         &mut self,
         cycle_id: i64,
@@ -306,21 +309,21 @@ fn starting_row(intake: &Intake) -> (&'static str, Option<DateTime<Utc>>, Option
             intake.submitted_at.map(schedule::first_due),
             None,
         ),
-        IntakeKind::Invalid(note) => ("INVALID", None, Some(note)),
-        IntakeKind::TooOld(note) => ("TOO_OLD", None, Some(note)),
+        IntakeKind::Invalid(note) => (TrackState::Invalid.as_str(), None, Some(note)),
+        IntakeKind::TooOld(note) => (TrackState::TooOld.as_str(), None, Some(note)),
     }
 }
 
 /// What [`Backend::take_in`] returns: of the tracking rows written, by state, how many are open and how many too
 /// old.
 fn taken_in<'s>(states: impl IntoIterator<Item = &'s str>) -> (usize, usize) {
-    states
-        .into_iter()
-        .fold((0, 0), |(open, too_old), state| match state {
-            "OPEN" => (open + 1, too_old),
-            "TOO_OLD" => (open, too_old + 1),
+    states.into_iter().fold((0, 0), |(open, too_old), state| {
+        match TrackState::parse(state) {
+            Some(TrackState::Open) => (open + 1, too_old),
+            Some(TrackState::TooOld) => (open, too_old + 1),
             _ => (open, too_old),
-        })
+        }
+    })
 }
 /// How far back sms_submissions has been read completely (a submitted_at value).
 const HORIZON_KEY: &str = "submissions_horizon";
@@ -449,7 +452,7 @@ trait CloseSteps {
 
 /// Ends the tracking of an open message by hand: UNCONFIRMED, with a closing entry in the audit trail that
 /// carries `reason`. A submission not taken in yet is taken in closed; a message whose tracking has ended is
-/// left as it is. The caller commits when this returns [`Closed::Now`].
+/// left as it is. Nothing is written unless this returns [`Closed::Now`]; the caller commits.
 fn close_by_hand(
     steps: &mut dyn CloseSteps,
     tracking_id: &str,
@@ -572,16 +575,31 @@ pub struct AuditRow {
     pub entry: String,
 }
 
+/// The error for a table the schema needs and the database lacks; `schema` names the file to recreate it from.
+fn missing_table(table: &str, version: usize, schema: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "table {table} is missing from the database (schema version {version}); restore it, or recreate it from \
+         {schema}"
+    )
+}
+
+/// Warns that cycles of earlier runs were found unfinished (and are now marked abandoned).
+fn warn_abandoned(cycles: u64) {
+    if cycles > 0 {
+        log::warn!(
+            "{cycles} earlier cycle(s) never finished (killed or crashed); marked abandoned"
+        );
+    }
+}
+
+/// Warns about a result not stored because its message's tracking row moved on since it was read.
+fn warn_moved_on(tracking_id: &str) {
+    log::warn!(
+        "message {tracking_id:?} was updated by another run since it was read; its result is not recorded twice"
+    );
+}
+
 /// Warns about a submission whose tracking id is tracked already, from another row of sms_submissions.
 pub fn warn_repeated(tracking_id: &str) {
     log::warn!("submission {tracking_id:?} appears twice in sms_submissions; tracked once");
-}
-
-/// The host this run is on, for the lease and the cycle records.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }

@@ -21,8 +21,8 @@ use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 use super::{
     Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueGroup, HORIZON_KEY, History, Join,
     Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit, VERSION,
-    Written, check_version, close_by_hand, counter_columns, hostname, refuse_newer, starting_row,
-    taken_in, totals_of,
+    Written, check_version, close_by_hand, counter_columns, missing_table, refuse_newer,
+    starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::redact;
@@ -117,31 +117,7 @@ impl PgTarget {
     pub fn parse(url: &str, password: Option<String>, submissions: &str) -> Result<PgTarget> {
         check_url(url)?;
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut ssl = None;
-        let mut root_cert = None;
-        let mut rest = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "sslmode" => {
-                    ssl = Some(match value {
-                        "disable" => SslMode::Disable,
-                        "require" => SslMode::Require,
-                        "verify-ca" => SslMode::VerifyCa,
-                        "verify-full" => SslMode::VerifyFull,
-                        "allow" | "prefer" => bail!(
-                            "sslmode={value} in --db may connect without TLS; use sslmode=require or verify-full \
-                             (or disable, to say so)"
-                        ),
-                        other => bail!(
-                            "invalid sslmode={other:?} in --db: expected disable, require, verify-ca or verify-full"
-                        ),
-                    })
-                }
-                "sslrootcert" => root_cert = Some(PathBuf::from(decoded(value, "sslrootcert")?)),
-                _ => rest.push(pair),
-            }
-        }
+        let (ssl, root_cert, rest) = tls_parameters(query)?;
         let plain = if rest.is_empty() {
             base.to_string()
         } else {
@@ -169,22 +145,10 @@ impl PgTarget {
                 redact::url(url)
             );
         }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_tcp_user_timeout().is_none() {
-            config.tcp_user_timeout(TCP_USER_TIMEOUT);
-        }
-        if !query.contains("keepalives_idle") {
-            config.keepalives_idle(KEEPALIVES_IDLE);
-        }
-        config.keepalives(true);
-        if config.get_application_name().is_none() {
-            config.application_name("dlr-poller");
-        }
+        set_defaults(&mut config, query);
         let local = config.get_hosts().iter().all(|h| match h {
             postgres::config::Host::Unix(_) => true,
-            postgres::config::Host::Tcp(name) => crate::config::is_loopback(name),
+            postgres::config::Host::Tcp(name) => crate::host::is_loopback(name),
         });
         let ssl = match ssl {
             Some(mode) => mode,
@@ -254,6 +218,54 @@ impl PgTarget {
 }
 
 /// The rustls configuration for a mode that uses TLS.
+/// The TLS parameters of a `--db` URL's query (`sslmode`, `sslrootcert`), which rustls handles, and the other
+/// parameters, which the driver reads.
+fn tls_parameters(query: &str) -> Result<(Option<SslMode>, Option<PathBuf>, Vec<&str>)> {
+    let mut ssl = None;
+    let mut root_cert = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "sslmode" => {
+                ssl = Some(match value {
+                    "disable" => SslMode::Disable,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    "allow" | "prefer" => bail!(
+                        "sslmode={value} in --db may connect without TLS; use sslmode=require or verify-full \
+                         (or disable, to say so)"
+                    ),
+                    other => bail!(
+                        "invalid sslmode={other:?} in --db: expected disable, require, verify-ca or verify-full"
+                    ),
+                })
+            }
+            "sslrootcert" => root_cert = Some(PathBuf::from(decoded(value, "sslrootcert")?)),
+            _ => rest.push(pair),
+        }
+    }
+    Ok((ssl, root_cert, rest))
+}
+
+/// The timeouts, keepalives and session name the URL (whose query is `query`) does not set.
+fn set_defaults(config: &mut Config, query: &str) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if !query.contains("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    config.keepalives(true);
+    if config.get_application_name().is_none() {
+        config.application_name("dlr-poller");
+    }
+}
+
 fn tls_config(mode: SslMode, root_cert: Option<&Path>) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -687,10 +699,7 @@ impl Backend for Postgres {
                     .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
                     .get(0);
                 if !present {
-                    bail!(
-                        "table {table} is missing from the database (schema version {version}); restore it, or \
-                         recreate it from schema.postgres.sql"
-                    );
+                    return Err(missing_table(table, version, "schema.postgres.sql"));
                 }
             }
             me.columns()?;
@@ -960,11 +969,7 @@ impl Backend for Postgres {
                 ),
                 &[],
             )?;
-            if abandoned > 0 {
-                log::warn!(
-                    "{abandoned} earlier cycle(s) never finished (killed or crashed); marked abandoned"
-                );
-            }
+            warn_abandoned(abandoned);
             let id: i64 = tx
                 .query_one(
                     "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome, round_id, run_token) \
@@ -972,7 +977,7 @@ impl Backend for Postgres {
                     &[
                         &started_at,
                         &cycle_now,
-                        &hostname(),
+                        &crate::host::name(),
                         &(std::process::id() as i32),
                         &round,
                         &token,
@@ -1255,11 +1260,7 @@ impl Rounds for Postgres {
             let stored = update_tracking(&mut tx, records, polled_at)?;
             for (r, &ok) in records.iter().zip(&stored) {
                 if !ok {
-                    log::warn!(
-                        "message {:?} was updated by another run since it was read; its result is not recorded \
-                         twice",
-                        r.message.tracking_id
-                    );
+                    warn_moved_on(&r.message.tracking_id);
                 }
             }
             let audit = AuditRows {
@@ -1519,6 +1520,9 @@ fn update_tracking(
     records: &[PollRecord],
     polled_at: DateTime<Utc>,
 ) -> Result<Vec<bool>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut ids = Vec::with_capacity(records.len());
     let mut polls = Vec::with_capacity(records.len());
     let mut states = Vec::with_capacity(records.len());

@@ -12,8 +12,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use super::{
     Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, CycleLease, DueGroup, HORIZON_KEY,
     History, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span, TABLES,
-    VERSION, Written, check_version, close_by_hand, counter_columns, hostname, refuse_newer,
-    starting_row, taken_in, totals_of, warn_repeated,
+    VERSION, Written, check_version, close_by_hand, counter_columns, missing_table, refuse_newer,
+    starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on, warn_repeated,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::summary::{COUNTERS, Summary};
@@ -187,10 +187,7 @@ impl Backend for Sqlite {
                     |r| r.get(0),
                 )?;
                 if !present {
-                    bail!(
-                        "table {table} is missing from the database (schema version {version}); restore it, or \
-                         recreate it from schema.sql"
-                    );
+                    return Err(missing_table(table, version, "schema.sql"));
                 }
             }
             Ok(())
@@ -389,10 +386,10 @@ impl Backend for Sqlite {
     /// Records a cycle as started; returns its id. This connection writes the cycle's results: its page cache
     /// grows to hold the index pages a transaction of many thousand results touches.
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
-        self.conn
-            .pragma_update(None, "cache_size", -(WRITER_CACHE / 1024))
-            .context("setting the page cache size")?;
         let mut run = || -> Result<i64> {
+            self.conn
+                .pragma_update(None, "cache_size", -(WRITER_CACHE / 1024))
+                .context("setting the page cache size")?;
             let tx = self.conn.transaction()?;
             // Only the lease holder runs a cycle, so a cycle still marked running belongs to a run that died.
             let abandoned = tx.execute(
@@ -400,17 +397,13 @@ impl Backend for Sqlite {
                  error = 'the run ended without finishing the cycle (killed or crashed)' WHERE outcome = 'running'",
                 [],
             )?;
-            if abandoned > 0 {
-                log::warn!(
-                    "{abandoned} earlier cycle(s) never finished (killed or crashed); marked abandoned"
-                );
-            }
+            warn_abandoned(abandoned as u64);
             tx.execute(
                 "INSERT INTO poll_cycles (started_at, cycle_now, host, pid, outcome) VALUES (?1, ?2, ?3, ?4, 'running')",
                 params![
                     timefmt::format_millis(started_at),
                     timefmt::format(cycle_now),
-                    hostname(),
+                    crate::host::name(),
                     std::process::id()
                 ],
             )?;
@@ -674,8 +667,6 @@ impl Backend for Sqlite {
     }
 }
 
-/// A text column of the dispatcher's table as text: a number (a phone number stored as an integer, say) is
-/// written out; a BLOB is read as UTF-8; NULL is `None`.
 impl CycleLease for Sqlite {
     /// Takes the cycle lease: an exclusive OS lock on `{db}-lock`, held until this process ends (the kernel
     /// releases it on any death, `kill -9` included, so a re-run never waits for a dead holder), and the lease
@@ -683,7 +674,7 @@ impl CycleLease for Sqlite {
     /// longer holds the lock (it died) is taken over at once. A row of another host that has not expired is
     /// respected: one SQLite database serves one host, but a second host pointed at it by mistake must not run.
     fn acquire_lease(&mut self, now: DateTime<Utc>, ttl: Duration) -> Result<Lease> {
-        let host = hostname();
+        let host = crate::host::name();
         let pid = std::process::id();
         let me = format!(
             "{host}/{pid}/{}",
@@ -823,10 +814,7 @@ fn write_tracking(tx: &Connection, records: &[PollRecord], polled_at: &str) -> R
             warn_repeated(&m.tracking_id);
             written.repeated += 1;
         } else {
-            log::warn!(
-                "message {:?} was updated by another run since it was read; its result is not recorded twice",
-                m.tracking_id
-            );
+            warn_moved_on(&m.tracking_id);
         }
     }
     Ok(written)
@@ -967,6 +955,8 @@ impl CloseSteps for Closing<'_> {
     }
 }
 
+/// A text column of the dispatcher's table as text: a number (a phone number stored as an integer, say) is
+/// written out; a BLOB is read as UTF-8; NULL is `None`.
 fn as_text(value: &Value) -> Option<String> {
     match value {
         Value::Null => None,
