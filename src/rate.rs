@@ -1,37 +1,73 @@
-//! `--max-rps`: a cap on the request rate across all workers, because carriers throttle status APIs. Requests
-//! are spaced evenly: each takes the next free slot, `1/rps` after the previous one.
+//! The pace of requests across all workers, because carriers throttle status APIs. The base pace is `--max-rps`,
+//! else the provider's published limit, else none. A throttled request (HTTP 429) slows every worker down: when
+//! the carrier says when to come back (Retry-After, x-ratelimit-reset), no request leaves before then; when it
+//! does not, the interval between requests doubles. Each success moves the pace back toward the base. Requests
+//! are spaced evenly: each takes the next free slot, one interval after the previous one.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::control::{Control, Stop};
 
+/// The first slower pace after a throttled request when there is no base pace.
+const FIRST_STEP: Duration = Duration::from_millis(50);
+/// The slowest pace throttling leads to.
+const SLOWEST: Duration = Duration::from_secs(10);
+/// Of the way back to the base pace, the part each success makes.
+const RECOVERY: u32 = 16;
+
 #[derive(Debug)]
-pub struct RateLimit {
-    interval: Duration,
-    next: Mutex<Instant>,
+pub struct Pace {
+    /// Zero: no limit.
+    base: Duration,
+    state: Mutex<State>,
 }
 
-impl RateLimit {
-    pub fn per_second(rps: u32) -> RateLimit {
-        RateLimit::every(Duration::from_secs(1) / rps.max(1))
+#[derive(Debug)]
+struct State {
+    interval: Duration,
+    /// The earliest the next request may leave.
+    next: Instant,
+}
+
+impl Pace {
+    /// No limit until the carrier throttles.
+    pub fn unlimited() -> Pace {
+        Pace::every(Duration::ZERO)
+    }
+
+    pub fn per_second(rps: u32) -> Pace {
+        Pace::every(Duration::from_secs(1) / rps.max(1))
     }
 
     /// One request per `interval`.
-    pub fn every(interval: Duration) -> RateLimit {
-        RateLimit {
-            interval,
-            next: Mutex::new(Instant::now()),
+    pub fn every(interval: Duration) -> Pace {
+        Pace {
+            base: interval,
+            state: Mutex::new(State {
+                interval,
+                next: Instant::now(),
+            }),
         }
+    }
+
+    /// The base pace: one request per this (zero: no limit).
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The pace now: one request per this (zero: no limit).
+    pub fn interval(&self) -> Duration {
+        self.lock().interval
     }
 
     /// Waits for this request's slot; gives up when the cycle must stop first.
     pub fn acquire(&self, control: &Control) -> Result<(), Stop> {
         let wait = {
-            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.lock();
             let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
+            let slot = state.next.max(now);
+            state.next = slot + state.interval;
             slot - now
         };
         if wait.is_zero() {
@@ -39,6 +75,40 @@ impl RateLimit {
         } else {
             control.sleep(wait)
         }
+    }
+
+    /// The carrier asked for a pause: no request leaves before it is over.
+    pub fn pause(&self, pause: Duration) {
+        let mut state = self.lock();
+        state.next = state.next.max(Instant::now() + pause);
+    }
+
+    /// A throttled request without a word of when to come back: the interval doubles (to [`FIRST_STEP`] at
+    /// least, [`SLOWEST`] at most). Returns the new interval when it changed.
+    pub fn slow_down(&self) -> Option<Duration> {
+        let mut state = self.lock();
+        let slower = (state.interval * 2).clamp(FIRST_STEP, SLOWEST.max(self.base));
+        (slower != state.interval).then(|| {
+            state.interval = slower;
+            slower
+        })
+    }
+
+    /// A request that was not throttled: the pace moves back toward the base.
+    pub fn recover(&self) {
+        let mut state = self.lock();
+        if state.interval > self.base {
+            let back = (state.interval - self.base) / RECOVERY;
+            state.interval = if back < Duration::from_micros(100) {
+                self.base
+            } else {
+                state.interval - back
+            };
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -51,7 +121,7 @@ mod tests {
     #[test]
     fn slots_are_spaced_by_the_interval() {
         let control = Control::new(Duration::from_secs(60), Arc::new(AtomicUsize::new(0)));
-        let limit = RateLimit::per_second(50);
+        let limit = Pace::per_second(50);
         let started = Instant::now();
         for _ in 0..11 {
             limit.acquire(&control).unwrap();
@@ -64,9 +134,55 @@ mod tests {
     fn a_stopped_cycle_does_not_wait() {
         let signal = Arc::new(AtomicUsize::new(0));
         let control = Control::new(Duration::from_secs(60), signal.clone());
-        let limit = RateLimit::per_second(1);
+        let limit = Pace::per_second(1);
         limit.acquire(&control).unwrap();
         signal.store(2, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(limit.acquire(&control), Err(Stop::Signal(2)));
+    }
+
+    #[test]
+    fn throttling_slows_down_by_doubling_within_bounds() {
+        let open = Pace::unlimited();
+        assert_eq!(open.slow_down(), Some(FIRST_STEP));
+        assert_eq!(open.slow_down(), Some(FIRST_STEP * 2));
+        for _ in 0..20 {
+            open.slow_down();
+        }
+        assert_eq!(open.interval(), SLOWEST);
+        assert_eq!(open.slow_down(), None, "no slower than the slowest");
+
+        let infobip = Pace::every(Duration::from_millis(520));
+        assert_eq!(infobip.slow_down(), Some(Duration::from_millis(1040)));
+    }
+
+    #[test]
+    fn successes_bring_the_pace_back_to_the_base_and_no_further() {
+        let pace = Pace::every(Duration::from_millis(100));
+        pace.slow_down();
+        pace.slow_down();
+        assert_eq!(pace.interval(), Duration::from_millis(400));
+        pace.recover();
+        assert!(pace.interval() < Duration::from_millis(400));
+        assert!(pace.interval() > Duration::from_millis(100));
+        for _ in 0..1_000 {
+            pace.recover();
+        }
+        assert_eq!(pace.interval(), Duration::from_millis(100));
+        let open = Pace::unlimited();
+        open.slow_down();
+        for _ in 0..1_000 {
+            open.recover();
+        }
+        assert_eq!(open.interval(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_pause_holds_every_request_until_it_is_over() {
+        let control = Control::new(Duration::from_secs(60), Arc::new(AtomicUsize::new(0)));
+        let pace = Pace::unlimited();
+        pace.pause(Duration::from_millis(300));
+        let started = Instant::now();
+        pace.acquire(&control).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 }

@@ -513,6 +513,149 @@ fn a_twilio_send_of_forty_minutes_costs_a_listing_per_minute() {
     assert!(requests <= 42, "{requests} requests");
 }
 
+/// A bulk question that fails partway keeps what it answered: a batch of 250 whose third page or id list fails
+/// for good has the messages of the first two stored (their records are paid for), and only the rest stays due.
+/// The next cycle, the carrier well again, asks for the rest: every message is recorded once.
+#[test]
+fn a_bulk_question_failing_partway_keeps_what_it_answered() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    for dialect in [Dialect::Generic, Dialect::Vonage, Dialect::Infobip] {
+        let n = 250;
+        let messages: Vec<SimMessage> = (0..n)
+            .map(|i| stuck(dialect, i, dialect_pending(dialect), Some("B1"), start))
+            .collect();
+        let db = TestDb::new();
+        db.insert_world(&messages);
+        let server = serve(World::new(messages), dialect, now, 100);
+        server.sandbox().faults(|f| f.unavailable_after = Some(2));
+        let mut args = profile_args(dialect);
+        args.extend(["--max-attempts".to_string(), "2".to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+        let first = db.poll_json(&server.url(), &timefmt::format(now), &args);
+        let name = dialect.name();
+        assert_eq!(first.code, Some(75), "{name}: {}", first.stderr);
+        let [polled, failed] = first.counts(&["polled", "batches_failed"])[..] else {
+            unreachable!()
+        };
+        assert!(polled > 0 && polled < n as u64, "{name}: {polled} polled");
+        if dialect != Dialect::Vonage {
+            // Two pages of 100.
+            assert_eq!(polled, 200, "{name}");
+        }
+        assert_eq!(failed, 1, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+            polled as i64,
+            "{name}"
+        );
+
+        server.sandbox().faults(|f| f.unavailable_after = None);
+        let later = timefmt::format(now + TimeDelta::minutes(5));
+        let second = db.poll_json(&server.url(), &later, &args);
+        assert_eq!(second.code, Some(0), "{name}: {}", second.stderr);
+        assert_eq!(second.counts(&["polled"])[0], n as u64 - polled, "{name}");
+        assert_eq!(
+            db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+            n as i64,
+            "{name}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+            n as i64,
+            "{name}"
+        );
+    }
+}
+
+/// A carrier that throttles (HTTP 429) without saying when to come back slows every worker down, and the log
+/// names the pace: the one the cycle starts at and where it came from, each slower one, and the one it ends at.
+#[test]
+fn throttling_without_a_retry_after_slows_the_pace_and_the_log_says_so() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    let dialect = Dialect::Vonage;
+    let messages: Vec<SimMessage> = (0..300)
+        .map(|i| stuck(dialect, i, dialect_pending(dialect), Some("B1"), start))
+        .collect();
+    let db = TestDb::new();
+    db.insert_world(&messages);
+    let server = serve(World::new(messages), dialect, now, 100);
+    server.sandbox().faults(|f| f.rate_limited_next = 3);
+    let args = profile_args(dialect);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.counts(&["polled"])[0], 300);
+    for line in [
+        "pace: at most 2000 requests a second (--max-rps), at most 8 requests in flight",
+        "the carrier is throttling requests (HTTP 429): pacing at one request per 50 ms",
+        "the carrier is throttling requests (HTTP 429): pacing at one request per 100 ms",
+        "pace at the end of the cycle: at most ",
+    ] {
+        assert!(
+            out.stderr.contains(line),
+            "{line:?} missing from:\n{}",
+            out.stderr
+        );
+    }
+}
+
+/// `--concurrency` bounds the requests in flight across the process, the parts of a listing included: four
+/// workers that each list a busy Twilio minute in parts (each could fan out to four parts at once) never have
+/// more than four requests at the carrier between them.
+#[test]
+fn concurrency_bounds_every_request_in_flight_parts_included() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let dialect = Dialect::Twilio;
+    // Eight sends of 3,000 messages, each within a minute of its own (one every 20 ms), ten minutes apart.
+    let messages: Vec<SimMessage> = (0..8)
+        .flat_map(|send| {
+            let batch = format!("B{send}");
+            (0..3_000).map(move |i| SimMessage {
+                submitted_at: start
+                    + TimeDelta::minutes(10 * send)
+                    + TimeDelta::milliseconds(20 * i),
+                ..stuck(
+                    dialect,
+                    send as usize * 3_000 + i as usize,
+                    "sent",
+                    Some(&batch),
+                    start,
+                )
+            })
+        })
+        .collect();
+    let count = messages.len() as u64;
+    let now = start + TimeDelta::hours(4);
+    let db = TestDb::new();
+    db.insert_world(&messages);
+    let server = serve(World::new(messages), dialect, now, 1_000);
+    server
+        .sandbox()
+        .faults(|f| f.latency = std::time::Duration::from_millis(20));
+    let mut args = profile_args(dialect);
+    args.extend(["--concurrency".to_string(), "4".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.counts(&["polled"])[0], count, "{}", out.stderr);
+    let stats = &server.sandbox().stats;
+    let most = stats
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most <= 4,
+        "{most} requests in flight at once with --concurrency 4"
+    );
+    // The listing was in parts (a page per 1,000 messages of a busy minute, not a lookup per message).
+    assert!(
+        server.sandbox().requests() < 100,
+        "{}",
+        server.sandbox().requests()
+    );
+}
+
 /// One Twilio batch of `n` messages, one every `every` from 08:00, polled once when all are due: the requests
 /// it cost.
 fn twilio_send(n: usize, every: TimeDelta) -> u64 {

@@ -490,6 +490,9 @@ pub enum TransportFault {
 #[derive(Debug, Default)]
 pub struct SandboxStats {
     pub requests: AtomicU64,
+    /// Requests being answered now, and the most there ever were at once.
+    pub in_flight: AtomicU64,
+    pub max_in_flight: AtomicU64,
     pub batch_pages: AtomicU64,
     pub message_lookups: AtomicU64,
     pub faults: AtomicU64,
@@ -573,7 +576,20 @@ impl Sandbox {
     }
 
     /// Decides a response to `GET target` with the given Authorization header: (status, extra headers, body).
+    /// Counts the requests answered at once.
     pub(crate) fn respond(
+        &self,
+        target: &str,
+        authorization: Option<&str>,
+    ) -> (u16, Vec<(&'static str, String)>, String) {
+        let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let answer = self.answer(target, authorization);
+        self.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+        answer
+    }
+
+    fn answer(
         &self,
         target: &str,
         authorization: Option<&str>,

@@ -52,7 +52,7 @@ impl Profile for Generic {
             return Ok(Bulk::NotOffered);
         };
         let mut listing = Listing::default();
-        let found = wire::follow(
+        let followed = wire::follow(
             &format!("batch {batch_id:?}"),
             String::new(),
             |token| {
@@ -69,7 +69,12 @@ impl Profile for Generic {
                 listing.reports.extend(reports);
                 true
             },
-        )?;
+        );
+        let found = match followed {
+            Ok(found) => found,
+            // The pages read before the failure stand.
+            Err(e) => return listing.cut_short(e),
+        };
         Ok(if found {
             Bulk::Listed(listing)
         } else {

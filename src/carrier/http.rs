@@ -3,13 +3,13 @@
 //! transient failures (a 429's `Retry-After` or `x-ratelimit-reset` is honoured).
 
 use std::io::Read;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use super::FetchError;
 use crate::control::{Control, Stop};
-use crate::rate::RateLimit;
+use crate::rate::Pace;
 use crate::redact::{CarrierToken, mask_owned, request_label};
 use crate::retry::{Backoff, Rng, parse_retry_after};
 
@@ -50,6 +50,51 @@ pub struct Settings {
     pub max_rps: Option<u32>,
 }
 
+/// The requests a transport may have in flight at once (`--concurrency`), whichever thread asks: a worker, or
+/// a part of a listing it fans out.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A request's place among [`Slots`], given back when it is dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits for a free slot, or until the cycle must stop.
+    fn take(&self, control: &Control) -> Result<Slot<'_>, Stop> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(stop) = control.stopped() {
+                return Err(stop);
+            }
+            if *free > 0 {
+                *free -= 1;
+                return Ok(Slot(self));
+            }
+            free = self
+                .freed
+                .wait_timeout(free, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 pub struct Http {
     agent: ureq::Agent,
     base: String,
@@ -58,8 +103,11 @@ pub struct Http {
     request_timeout: Duration,
     max_attempts: u32,
     concurrency: usize,
+    /// At most `concurrency` requests in flight.
+    slots: Slots,
     backoff: Backoff,
-    rate: Option<RateLimit>,
+    /// The pace of requests across all workers.
+    pace: Pace,
     control: Arc<Control>,
     stats: Arc<Stats>,
     /// The token in the forms a carrier could echo it (as is, percent-encoded, the Basic credentials), for
@@ -73,6 +121,8 @@ enum Attempt<T> {
     Retry {
         reason: String,
         retry_after: Option<Duration>,
+        /// The carrier answered 429: it wants fewer requests.
+        throttled: bool,
     },
 }
 
@@ -94,9 +144,9 @@ impl Http {
             .user_agent(concat!("dlr-poller/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let rate = match settings.max_rps {
-            Some(rps) => Some(RateLimit::per_second(rps)),
-            None => default_interval.map(RateLimit::every),
+        let pace = match settings.max_rps {
+            Some(rps) => Pace::per_second(rps),
+            None => default_interval.map_or_else(Pace::unlimited, Pace::every),
         };
         let token = settings.token.expose();
         let mut secrets = vec![token.to_string(), crate::percent::encode(token)];
@@ -116,11 +166,57 @@ impl Http {
             request_timeout: settings.request_timeout,
             max_attempts: settings.max_attempts,
             concurrency: settings.concurrency.max(1),
+            slots: Slots::new(settings.concurrency),
             backoff: Backoff::default(),
-            rate,
+            pace,
             control,
             stats,
         }
+    }
+
+    /// The carrier throttled a request: every worker waits out the pause it asked for, when that fits before the
+    /// deadline (a longer one fails only the request that got it); without a word of when to come back, every
+    /// worker slows down.
+    fn slow_down(&self, retry_after: Option<Duration>) {
+        match retry_after {
+            Some(wait) if wait < self.control.remaining() => self.pace.pause(wait),
+            Some(_) => {}
+            None => {
+                if let Some(interval) = self.pace.slow_down() {
+                    log::info!(
+                        "the carrier is throttling requests (HTTP 429): pacing at one request per {} ms",
+                        interval.as_millis()
+                    );
+                }
+            }
+        }
+    }
+
+    /// How the requests are paced, for the log: the base pace and, after throttling, the pace reached.
+    pub fn pace(&self) -> String {
+        let per = |d: Duration| {
+            let rps = 1.0 / d.as_secs_f64();
+            match rps {
+                _ if d.is_zero() => "no limit".to_string(),
+                rps if rps < 10.0 => format!("at most {rps:.1} requests a second"),
+                rps => format!("at most {rps:.0} requests a second"),
+            }
+        };
+        let (base, now) = (self.pace.base(), self.pace.interval());
+        if now == base {
+            per(base)
+        } else {
+            format!(
+                "{} (slowed down from {} by throttling)",
+                per(now),
+                per(base)
+            )
+        }
+    }
+
+    /// Whether throttling has slowed the pace below its base.
+    pub fn slowed(&self) -> bool {
+        self.pace.interval() > self.pace.base()
     }
 
     /// `--concurrency`: how many requests the cycle may have in flight.
@@ -178,19 +274,30 @@ impl Http {
             if let Some(stop) = self.control.stopped() {
                 return Err(stopped(stop));
             }
-            if let Some(rate) = &self.rate {
-                rate.acquire(&self.control).map_err(stopped)?;
-            }
+            // The slot is held for the attempt only, never through a backoff.
+            let slot = self.slots.take(&self.control).map_err(stopped)?;
+            self.pace.acquire(&self.control).map_err(stopped)?;
             let timeout = self.request_timeout.min(self.control.remaining());
             if timeout.is_zero() {
                 return Err(FetchError::Deadline);
             }
-            let (reason, retry_after) = match self.attempt(&url, &request, timeout, &parse) {
-                Attempt::Done(result) => return result,
+            let attempted = self.attempt(&url, &request, timeout, &parse);
+            drop(slot);
+            let (reason, retry_after) = match attempted {
+                Attempt::Done(result) => {
+                    self.pace.recover();
+                    return result;
+                }
                 Attempt::Retry {
                     reason,
                     retry_after,
-                } => (reason, retry_after),
+                    throttled,
+                } => {
+                    if throttled {
+                        self.slow_down(retry_after);
+                    }
+                    (reason, retry_after)
+                }
             };
             if self.control.remaining().is_zero() {
                 // The deadline came during the attempt (its timeout is cut to the time left): the poller's side.
@@ -269,10 +376,11 @@ impl Http {
                             .as_deref()
                             .and_then(|v| parse_rate_limit_reset(v, std::time::SystemTime::now()))
                     });
-                return retry(
-                    format!("{request}: HTTP 429 Too Many Requests"),
+                return Attempt::Retry {
+                    reason: format!("{request}: HTTP 429 Too Many Requests"),
                     retry_after,
-                );
+                    throttled: true,
+                };
             }
             408 | 500..=599 => return retry(format!("{request}: HTTP {status}"), None),
             300..=399 => {
@@ -385,6 +493,7 @@ fn retry<T>(reason: String, retry_after: Option<Duration>) -> Attempt<T> {
     Attempt::Retry {
         reason,
         retry_after,
+        throttled: false,
     }
 }
 

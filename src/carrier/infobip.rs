@@ -75,7 +75,7 @@ impl Profile for Infobip {
                     encode(batch)
                 );
                 let mut malformed = Vec::new();
-                wire::follow(
+                let followed = wire::follow(
                     &format!("logs of bulk {batch:?}"),
                     String::new(),
                     |cursor| {
@@ -96,16 +96,22 @@ impl Profile for Infobip {
                         keep(reports, Vec::new(), &mut listing);
                         true
                     },
-                )?;
+                );
                 listing.malformed.extend(malformed);
+                // The pages read before a failure stand.
+                if let Err(e) = followed {
+                    return listing.cut_short(e);
+                }
             }
             _ if messages.len() < 2 => return Ok(Bulk::NotOffered),
             _ => {
                 let ids = messages.iter().map(|m| m.tracking_id.as_str());
                 for list in wire::id_lists(ids, ID_CHARS) {
                     let path = format!("/sms/3/logs?messageId={}&limit={LIMIT}", encode(&list));
-                    if let Some(logs) = http.get(&path, parse_logs)? {
-                        keep(logs.reports, logs.malformed, &mut listing);
+                    match http.get(&path, parse_logs) {
+                        Ok(Some(logs)) => keep(logs.reports, logs.malformed, &mut listing),
+                        Ok(None) => {}
+                        Err(e) => return listing.cut_short(e),
                     }
                 }
             }

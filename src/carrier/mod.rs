@@ -298,6 +298,23 @@ pub struct Listing {
     pub not_found: Vec<String>,
     /// Entries that could not be read, described (their messages are asked for one by one).
     pub malformed: Vec<String>,
+    /// The bulk question failed after it had answered part of the job (a later id list, page or minute failed):
+    /// what it answered stands, paid for; the messages it did not reach are handled as a failed bulk question's.
+    pub unfinished: Option<FetchError>,
+}
+
+impl Listing {
+    /// The answer to a bulk question that failed with `error` after listing what `self` holds: that part stands
+    /// when there is any and the failure is one of asking (the carrier unwell, the deadline, a stop), else the
+    /// question failed as a whole. An answer that cannot be used (a listing that loops or pages past the cap, a
+    /// redirect, a refusal) is not trusted for any of its parts.
+    pub fn cut_short(mut self, error: FetchError) -> Result<Bulk, FetchError> {
+        if error.is_permanent() || (self.reports.is_empty() && self.not_found.is_empty()) {
+            return Err(error);
+        }
+        self.unfinished = Some(error);
+        Ok(Bulk::Listed(self))
+    }
 }
 
 /// How a profile answered a bulk question.
@@ -433,6 +450,7 @@ impl Listing {
                 .collect(),
             not_found: self.not_found,
             malformed: self.malformed.into_iter().map(clean).collect(),
+            unfinished: self.unfinished.map(|e| e.map_text(clean)),
         }
     }
 }

@@ -416,7 +416,10 @@ impl Profile for Twilio {
                 }
                 continue;
             }
-            self.take(http, at, &mut wanted, &mut listing)?;
+            // The reports taken from the minutes listed so far have left the shared slices: they are kept.
+            if let Err(e) = self.take(http, at, &mut wanted, &mut listing) {
+                return listing.cut_short(e);
+            }
             at += 1;
         }
         Ok(Bulk::Listed(listing))

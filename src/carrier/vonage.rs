@@ -92,7 +92,11 @@ impl Profile for Vonage {
             messages.iter().map(|m| m.tracking_id.as_str()).collect();
         let mut listing = Listing::default();
         for ids in wire::id_lists(messages.iter().map(|m| m.tracking_id.as_str()), ID_CHARS) {
-            let records = self.ask(http, &ids)?;
+            // Each list's records are billed: those obtained are kept whatever becomes of the next list.
+            let records = match self.ask(http, &ids) {
+                Ok(records) => records,
+                Err(e) => return listing.cut_short(e),
+            };
             listing.malformed.extend(records.malformed);
             listing.reports.extend(
                 records

@@ -96,6 +96,22 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Asked {
     } else {
         carrier.bulk(batch_id, &askable)
     };
+    // A bulk question that failed partway answered part of the job: that part is kept, and the rest is what the
+    // failure concerns.
+    let bulk = match bulk {
+        Ok(Bulk::Listed(mut listing)) => match listing.unfinished.take() {
+            Some(e) => {
+                take_listing(&mut asked, listing);
+                let rest = asked.answers.iter().filter(|a| a.is_none()).count();
+                log::info!(
+                    "{label}: the bulk question answered part of the job, then failed; {rest} messages are left"
+                );
+                Err(e)
+            }
+            None => Ok(Bulk::Listed(listing)),
+        },
+        other => other,
+    };
     match bulk {
         Ok(Bulk::Listed(listing)) => take_listing(&mut asked, listing),
         Ok(Bulk::NotOffered) => {}
@@ -104,7 +120,7 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Asked {
         }
         Err(e) if e.is_permanent() => log::warn!(
             "{label}: {e}; asking for its {} messages one by one",
-            askable.len()
+            asked.answers.iter().filter(|a| a.is_none()).count()
         ),
         Err(e) => {
             if e.is_carriers_failure() {

@@ -36,7 +36,7 @@ use self::dispatch::Dispatch;
 use self::rounds::Claim;
 use self::write::{Drained, Writer};
 use crate::carrier::http::Stats;
-use crate::carrier::{FetchError, Report};
+use crate::carrier::{Carrier, FetchError, Report};
 use crate::config::PollConfig;
 use crate::control::{Control, Stop};
 use crate::domain::{DueMessage, Intake};
@@ -325,6 +325,7 @@ fn poll(
         results,
         counts,
         stats,
+        carrier,
     } = start(cx, &mut window, now, role)?;
     let table = cx.config.carrier.table.clone();
     let mut writer = Writer::new(store, table, now, summary, role.claim().cloned());
@@ -333,6 +334,9 @@ fn poll(
         rounds::hand_back(writer.store(), claim);
     }
     writer.log_refusals();
+    if carrier.http.slowed() {
+        log::info!("pace at the end of the cycle: {}", carrier.http.pace());
+    }
     let repeated = writer.repeated();
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
@@ -369,6 +373,7 @@ struct Started {
     results: Receiver<ToWriter>,
     counts: Arc<DueCounts>,
     stats: Arc<Stats>,
+    carrier: Arc<Carrier>,
 }
 
 /// Starts the dispatcher (on a connection of its own) and the workers. Threads are detached, not scoped: after a
@@ -381,6 +386,16 @@ fn start(cx: &Cycle, window: &mut Window, now: DateTime<Utc>, role: &Role) -> Re
         .carrier
         .connect(&cx.config.http(), cx.control.clone(), stats.clone());
     window.lone_chunk = carrier.profile.lone_chunk();
+    let source = match (cx.config.max_rps, cx.config.carrier.provider.pace) {
+        (Some(_), _) => "--max-rps",
+        (None, Some(_)) => "the provider's published limit",
+        (None, None) => "the provider publishes none",
+    };
+    log::info!(
+        "pace: {} ({source}), at most {} requests in flight; slower while the carrier throttles",
+        carrier.http.pace(),
+        cx.config.concurrency
+    );
     let concurrency = cx.config.concurrency;
     let (job_tx, job_rx) = sync_channel::<Job>(concurrency);
     // Room for a few dozen results, so that the workers go on asking while the writer commits a transaction.
@@ -405,12 +420,14 @@ fn start(cx: &Cycle, window: &mut Window, now: DateTime<Utc>, role: &Role) -> Re
             Role::Alone => dispatch::alone(&mut *reader, &to),
         })
         .context("starting the dispatcher thread")?;
-    ask::start_workers(Arc::new(carrier), now, concurrency, job_rx, out_tx)?;
+    let carrier = Arc::new(carrier);
+    ask::start_workers(carrier.clone(), now, concurrency, job_rx, out_tx)?;
     Ok(Started {
         dispatcher,
         results,
         counts,
         stats,
+        carrier,
     })
 }
 

@@ -229,7 +229,7 @@ impl<'a> Writer<'a> {
                 self.summary.batches_failed += 1;
                 log::warn!(
                     "{label}: {e}; its {} messages stay due",
-                    done.job.messages.len()
+                    done.answers.iter().filter(|a| a.is_none()).count()
                 );
                 self.summary
                     .error
