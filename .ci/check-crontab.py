@@ -1,13 +1,18 @@
 """Checks crontab.example with a crontab parser: one valid job every two hours on the hour, running
-`dlr-poller poll` with its output redirected to a log, the environment the job needs, and no token in it."""
+`dlr-poller poll` with its output redirected to a log, the environment the job needs, and no token in it. A
+commented-out alternative (a shorter cadence) must be a valid job running the same command."""
 import sys
 
 from crontab import CronTab
 
 path = sys.argv[1] if len(sys.argv) > 1 else "crontab.example"
 tab = CronTab(tabfile=path)
-jobs = list(tab)
+jobs = [job for job in tab if job.is_enabled()]
+alternatives = [job for job in tab if not job.is_enabled()]
 problems = []
+for job in alternatives:
+    if not job.is_valid() or "dlr-poller poll" not in job.command or "flock -n" not in job.command:
+        problems.append(f"the commented-out alternative is not a valid flock-guarded poll: {job}")
 if len(jobs) != 1:
     problems.append(f"expected one job, found {len(jobs)}")
 for job in jobs:

@@ -602,6 +602,85 @@ fn throttling_without_a_retry_after_slows_the_pace_and_the_log_says_so() {
     }
 }
 
+/// Under a provider's limit too low for one cycle, runs more often than every two hours keep up: each run
+/// polls what its budget allows (exit 75), the next picks up where it stopped, and no message is polled twice
+/// in a slot. (Infobip, messages without a batch: 50 ids a request, two requests a second, a 2-second budget.)
+#[test]
+fn runs_more_often_than_the_slots_keep_up_under_a_low_limit() {
+    keeping_up_under_a_low_limit(Backend::Sqlite);
+}
+
+/// The same with PostgreSQL's rounds: each run's round picks up where the last stopped.
+#[test]
+fn runs_more_often_than_the_slots_keep_up_under_a_low_limit_on_postgres() {
+    let name = "carriers::runs_more_often_than_the_slots_keep_up_under_a_low_limit_on_postgres";
+    if Backend::Postgres.available(name) {
+        keeping_up_under_a_low_limit(Backend::Postgres);
+    }
+}
+
+fn keeping_up_under_a_low_limit(backend: Backend) {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let dialect = Dialect::Infobip;
+    let n = 1_000;
+    let messages: Vec<SimMessage> = (0..n)
+        .map(|i| SimMessage {
+            submitted_at: start + TimeDelta::seconds(i as i64 % 60),
+            ..stuck(dialect, i, dialect_pending(dialect), None, start)
+        })
+        .collect();
+    let db = backend.db();
+    db.insert_world(&messages);
+    let first_slot = start + TimeDelta::hours(2) + TimeDelta::minutes(1);
+    let server = serve(World::new(messages), dialect, first_slot, 100);
+    let mut args = profile_args(dialect);
+    // The profile's arguments lift the limit for the other tests: set it low again.
+    let at = args.iter().position(|a| a == "--max-rps").unwrap();
+    args[at + 1] = "2".to_string();
+    args.extend(["--deadline".to_string(), "2s".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Runs every 15 minutes after the first slot: each stops at its deadline until everything is polled.
+    let mut codes = Vec::new();
+    let mut total = 0;
+    for k in 0..12 {
+        let now = first_slot + TimeDelta::minutes(15 * k);
+        server.sandbox().set_clock(now);
+        let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+        assert!(matches!(out.code, Some(0 | 75)), "run {k}: {}", out.stderr);
+        let polled = out.counts(&["polled"])[0];
+        codes.push(out.code);
+        total += polled;
+        if out.code == Some(0) {
+            break;
+        }
+        assert_eq!(out.code, Some(75), "run {k}: {}", out.stderr);
+        assert!(polled > 0, "run {k} made no progress: {}", out.stderr);
+    }
+    assert!(
+        codes.len() > 2,
+        "the limit should not let one run do it all: {codes:?}"
+    );
+    assert_eq!(codes.last(), Some(&Some(0)), "{codes:?}");
+    assert_eq!(total, n as u64);
+    // One result per message for the first slot, none twice.
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        n as i64
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        n as i64
+    );
+    // A run between slots with everything polled asks nothing.
+    let between = first_slot + TimeDelta::minutes(15 * codes.len() as i64);
+    let before = server.sandbox().requests();
+    let out = db.poll_json(&server.url(), &timefmt::format(between), &args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.counts(&["messages_due", "polled"]), [0, 0]);
+    assert_eq!(server.sandbox().requests(), before);
+}
+
 /// `--concurrency` bounds the requests in flight across the process, the parts of a listing included: four
 /// workers that each list a busy Twilio minute in parts (each could fan out to four parts at once) never have
 /// more than four requests at the carrier between them.

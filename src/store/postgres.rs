@@ -1296,11 +1296,18 @@ impl Rounds for Postgres {
             pg.name_session(me)?;
             let mut tx = pg.client.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROUND_LOCK])?;
+            // A round lives while its time is not up and one of its runs still has a session: a round whose runs
+            // all ended (at their deadline, or killed) does not hold up the next run, whatever its clock.
             let latest = tx.query_opt(
                 &format!(
-                    "SELECT id, cycle_now, phase, coordinator, expires_at > now(), \
-                     started_at > now() - $1 * interval '1 millisecond', {} FROM poll_rounds ORDER BY id DESC LIMIT 1",
-                    secs("cycle_now")
+                    "SELECT r.id, r.cycle_now, r.phase, r.coordinator, r.expires_at > now() AND ( \
+                       EXISTS (SELECT 1 FROM pg_stat_activity a \
+                         WHERE a.application_name = '{SESSION_PREFIX}' || r.coordinator) \
+                       OR EXISTS (SELECT 1 FROM poll_cycles c JOIN pg_stat_activity a \
+                         ON a.application_name = '{SESSION_PREFIX}' || c.run_token WHERE c.round_id = r.id)), \
+                     r.started_at > now() - $1 * interval '1 millisecond', {} \
+                     FROM poll_rounds r ORDER BY r.id DESC LIMIT 1",
+                    secs("r.cycle_now")
                 ),
                 &[&ttl_ms],
             )?;
