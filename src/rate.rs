@@ -28,7 +28,13 @@ struct State {
     interval: Duration,
     /// The earliest the next request may leave.
     next: Instant,
+    /// Counts the slowdowns: a request throttled at an older pace than the current one slows nothing further.
+    generation: u64,
 }
+
+/// A request's turn: the pace it was sent at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Turn(u64);
 
 impl Pace {
     /// No limit until the carrier throttles.
@@ -47,6 +53,7 @@ impl Pace {
             state: Mutex::new(State {
                 interval,
                 next: Instant::now(),
+                generation: 0,
             }),
         }
     }
@@ -61,20 +68,24 @@ impl Pace {
         self.lock().interval
     }
 
-    /// Waits for this request's slot; gives up when the cycle must stop first.
-    pub fn acquire(&self, control: &Control) -> Result<(), Stop> {
-        let wait = {
+    /// Waits for this request's slot; gives up when the cycle must stop first. A slot past the deadline is not
+    /// taken: the requests after this one keep theirs.
+    pub fn acquire(&self, control: &Control) -> Result<Turn, Stop> {
+        let (wait, turn) = {
             let mut state = self.lock();
             let now = Instant::now();
             let slot = state.next.max(now);
+            let wait = slot - now;
+            if !wait.is_zero() && wait >= control.remaining() {
+                return Err(control.stopped().unwrap_or(Stop::Deadline));
+            }
             state.next = slot + state.interval;
-            slot - now
+            (wait, Turn(state.generation))
         };
-        if wait.is_zero() {
-            Ok(())
-        } else {
-            control.sleep(wait)
+        if !wait.is_zero() {
+            control.sleep(wait)?;
         }
+        Ok(turn)
     }
 
     /// The carrier asked for a pause: no request leaves before it is over.
@@ -83,13 +94,18 @@ impl Pace {
         state.next = state.next.max(Instant::now() + pause);
     }
 
-    /// A throttled request without a word of when to come back: the interval doubles (to [`FIRST_STEP`] at
-    /// least, [`SLOWEST`] at most). Returns the new interval when it changed.
-    pub fn slow_down(&self) -> Option<Duration> {
+    /// A request sent at `turn` was throttled without a word of when to come back: the interval doubles (to
+    /// [`FIRST_STEP`] at least, [`SLOWEST`] at most), once for all the requests sent at the same pace (a burst
+    /// of 429s is one signal, not one per request). Returns the new interval when it changed.
+    pub fn slow_down(&self, turn: Turn) -> Option<Duration> {
         let mut state = self.lock();
+        if turn.0 != state.generation {
+            return None;
+        }
         let slower = (state.interval * 2).clamp(FIRST_STEP, SLOWEST.max(self.base));
         (slower != state.interval).then(|| {
             state.interval = slower;
+            state.generation += 1;
             slower
         })
     }
@@ -140,26 +156,59 @@ mod tests {
         assert_eq!(limit.acquire(&control), Err(Stop::Signal(2)));
     }
 
+    /// The turn of a request sent now, at the current pace.
+    fn now(pace: &Pace) -> Turn {
+        Turn(pace.lock().generation)
+    }
+
     #[test]
     fn throttling_slows_down_by_doubling_within_bounds() {
         let open = Pace::unlimited();
-        assert_eq!(open.slow_down(), Some(FIRST_STEP));
-        assert_eq!(open.slow_down(), Some(FIRST_STEP * 2));
+        assert_eq!(open.slow_down(now(&open)), Some(FIRST_STEP));
+        assert_eq!(open.slow_down(now(&open)), Some(FIRST_STEP * 2));
         for _ in 0..20 {
-            open.slow_down();
+            open.slow_down(now(&open));
         }
         assert_eq!(open.interval(), SLOWEST);
-        assert_eq!(open.slow_down(), None, "no slower than the slowest");
+        assert_eq!(
+            open.slow_down(now(&open)),
+            None,
+            "no slower than the slowest"
+        );
 
         let infobip = Pace::every(Duration::from_millis(520));
-        assert_eq!(infobip.slow_down(), Some(Duration::from_millis(1040)));
+        assert_eq!(
+            infobip.slow_down(now(&infobip)),
+            Some(Duration::from_millis(1040))
+        );
+    }
+
+    #[test]
+    fn a_burst_of_throttled_requests_sent_at_one_pace_slows_down_once() {
+        let pace = Pace::unlimited();
+        let sent: Vec<Turn> = (0..8).map(|_| now(&pace)).collect();
+        let changes: Vec<_> = sent.iter().filter_map(|&t| pace.slow_down(t)).collect();
+        assert_eq!(changes, [FIRST_STEP]);
+        // A request sent at the slower pace and throttled again slows it down again.
+        assert_eq!(pace.slow_down(now(&pace)), Some(FIRST_STEP * 2));
+    }
+
+    #[test]
+    fn a_slot_past_the_deadline_is_not_taken() {
+        let control = Control::new(Duration::from_millis(300), Arc::new(AtomicUsize::new(0)));
+        let pace = Pace::every(Duration::from_secs(1));
+        pace.acquire(&control).unwrap();
+        // The next slot is a second away, past the deadline: refused at once, and not booked.
+        let next = pace.lock().next;
+        assert_eq!(pace.acquire(&control), Err(Stop::Deadline));
+        assert_eq!(pace.lock().next, next);
     }
 
     #[test]
     fn successes_bring_the_pace_back_to_the_base_and_no_further() {
         let pace = Pace::every(Duration::from_millis(100));
-        pace.slow_down();
-        pace.slow_down();
+        pace.slow_down(now(&pace));
+        pace.slow_down(now(&pace));
         assert_eq!(pace.interval(), Duration::from_millis(400));
         pace.recover();
         assert!(pace.interval() < Duration::from_millis(400));
@@ -169,7 +218,7 @@ mod tests {
         }
         assert_eq!(pace.interval(), Duration::from_millis(100));
         let open = Pace::unlimited();
-        open.slow_down();
+        open.slow_down(now(&open));
         for _ in 0..1_000 {
             open.recover();
         }

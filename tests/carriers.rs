@@ -604,7 +604,7 @@ fn throttling_without_a_retry_after_slows_the_pace_and_the_log_says_so() {
 
 /// Under a provider's limit too low for one cycle, runs more often than every two hours keep up: each run
 /// polls what its budget allows (exit 75), the next picks up where it stopped, and no message is polled twice
-/// in a slot. (Infobip, messages without a batch: 50 ids a request, two requests a second, a 2-second budget.)
+/// in a slot. (Infobip, messages without a batch: 50 ids a request, one request a second, a 4-second budget.)
 #[test]
 fn runs_more_often_than_the_slots_keep_up_under_a_low_limit() {
     keeping_up_under_a_low_limit(Backend::Sqlite);
@@ -622,7 +622,7 @@ fn runs_more_often_than_the_slots_keep_up_under_a_low_limit_on_postgres() {
 fn keeping_up_under_a_low_limit(backend: Backend) {
     let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
     let dialect = Dialect::Infobip;
-    let n = 1_000;
+    let n = 500;
     let messages: Vec<SimMessage> = (0..n)
         .map(|i| SimMessage {
             submitted_at: start + TimeDelta::seconds(i as i64 % 60),
@@ -636,15 +636,27 @@ fn keeping_up_under_a_low_limit(backend: Backend) {
     let mut args = profile_args(dialect);
     // The profile's arguments lift the limit for the other tests: set it low again.
     let at = args.iter().position(|a| a == "--max-rps").unwrap();
-    args[at + 1] = "2".to_string();
-    args.extend(["--deadline".to_string(), "2s".to_string()]);
+    args[at + 1] = "1".to_string();
+    args.extend(["--deadline".to_string(), "4s".to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
-    // Runs every 15 minutes after the first slot: each stops at its deadline until everything is polled.
+    // Runs every 5 minutes after the first slot (all before the second slot, two hours later): each stops at
+    // its deadline until everything is polled.
     let mut codes = Vec::new();
     let mut total = 0;
-    for k in 0..12 {
-        let now = first_slot + TimeDelta::minutes(15 * k);
+    for k in 0..20 {
+        // A run's sessions are gone before the next starts, as they are long gone minutes later.
+        if matches!(backend, Backend::Postgres) {
+            let sessions =
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name LIKE 'dlr-poller:%'";
+            assert!(
+                common::wait_until(std::time::Duration::from_secs(30), || {
+                    db.count(sessions) == 0
+                }),
+                "the last run's sessions are still there"
+            );
+        }
+        let now = first_slot + TimeDelta::minutes(5 * k);
         server.sandbox().set_clock(now);
         let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
         assert!(matches!(out.code, Some(0 | 75)), "run {k}: {}", out.stderr);
@@ -654,11 +666,10 @@ fn keeping_up_under_a_low_limit(backend: Backend) {
         if out.code == Some(0) {
             break;
         }
-        assert_eq!(out.code, Some(75), "run {k}: {}", out.stderr);
         assert!(polled > 0, "run {k} made no progress: {}", out.stderr);
     }
     assert!(
-        codes.len() > 2,
+        codes.len() > 1,
         "the limit should not let one run do it all: {codes:?}"
     );
     assert_eq!(codes.last(), Some(&Some(0)), "{codes:?}");
@@ -672,8 +683,8 @@ fn keeping_up_under_a_low_limit(backend: Backend) {
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
         n as i64
     );
-    // A run between slots with everything polled asks nothing.
-    let between = first_slot + TimeDelta::minutes(15 * codes.len() as i64);
+    // A run between the slots, everything polled: it asks nothing.
+    let between = start + TimeDelta::hours(3) + TimeDelta::minutes(50);
     let before = server.sandbox().requests();
     let out = db.poll_json(&server.url(), &timefmt::format(between), &args);
     assert_eq!(out.code, Some(0), "{}", out.stderr);

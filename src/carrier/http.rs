@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::FetchError;
 use crate::control::{Control, Stop};
-use crate::rate::Pace;
+use crate::rate::{Pace, Turn};
 use crate::redact::{CarrierToken, mask_owned, request_label};
 use crate::retry::{Backoff, Rng, parse_retry_after};
 
@@ -177,12 +177,12 @@ impl Http {
     /// The carrier throttled a request: every worker waits out the pause it asked for, when that fits before the
     /// deadline (a longer one fails only the request that got it); without a word of when to come back, every
     /// worker slows down.
-    fn slow_down(&self, retry_after: Option<Duration>) {
+    fn slow_down(&self, turn: Turn, retry_after: Option<Duration>) {
         match retry_after {
             Some(wait) if wait < self.control.remaining() => self.pace.pause(wait),
             Some(_) => {}
             None => {
-                if let Some(interval) = self.pace.slow_down() {
+                if let Some(interval) = self.pace.slow_down(turn) {
                     log::info!(
                         "the carrier is throttling requests (HTTP 429): pacing at one request per {} ms",
                         interval.as_millis()
@@ -276,7 +276,7 @@ impl Http {
             }
             // The slot is held for the attempt only, never through a backoff.
             let slot = self.slots.take(&self.control).map_err(stopped)?;
-            self.pace.acquire(&self.control).map_err(stopped)?;
+            let turn = self.pace.acquire(&self.control).map_err(stopped)?;
             let timeout = self.request_timeout.min(self.control.remaining());
             if timeout.is_zero() {
                 return Err(FetchError::Deadline);
@@ -294,7 +294,7 @@ impl Http {
                     throttled,
                 } => {
                     if throttled {
-                        self.slow_down(retry_after);
+                        self.slow_down(turn, retry_after);
                     }
                     (reason, retry_after)
                 }

@@ -104,7 +104,7 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Asked {
                 take_listing(&mut asked, listing);
                 let rest = asked.answers.iter().filter(|a| a.is_none()).count();
                 log::info!(
-                    "{label}: the bulk question answered part of the job, then failed; {rest} messages are left"
+                    "{label}: the bulk question failed partway; what it answered is kept, {rest} messages are left"
                 );
                 Err(e)
             }
