@@ -85,11 +85,11 @@ impl Provider {
         }
     }
 
-    /// Builds the profile, checking `--carrier-account` against what the provider needs.
-    pub fn profile(&self, account: Option<&str>) -> Result<Box<dyn Profile>> {
+    /// `--carrier-account` checked against what the provider needs: trimmed, `None` when it takes none.
+    pub fn account(&self, account: Option<&str>) -> Result<Option<String>> {
         let name = self.name;
         let account = account.map(str::trim).filter(|a| !a.is_empty());
-        let account = match (&self.account, account) {
+        Ok(match (&self.account, account) {
             (None, None) => None,
             (None, Some(_)) => bail!(
                 "--carrier-account (env DLR_CARRIER_ACCOUNT) is given, but --carrier {name} takes none"
@@ -104,8 +104,7 @@ impl Provider {
                 rule.shape
             ),
             (Some(_), Some(id)) => Some(id.to_string()),
-        };
-        Ok((self.profile)(account))
+        })
     }
 }
 
@@ -126,14 +125,12 @@ impl Setup {
     /// `--carrier`, `--carrier-account` and `--status-map`, checked.
     pub fn new(name: &str, account: Option<&str>, status_map: Option<&Path>) -> Result<Setup> {
         let provider = Provider::named(name)?;
+        let account = provider.account(account)?;
         Ok(Setup {
             provider,
-            profile: provider.profile(account)?.into(),
+            profile: (provider.profile)(account.clone()).into(),
             table: Arc::new(Table::load(provider.name, status_map)?),
-            account: account
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(str::to_string),
+            account,
             status_map: status_map.map(Path::to_path_buf),
         })
     }
