@@ -48,7 +48,7 @@ CREATE TABLE message_tracking (
   note             text          -- why a submission is INVALID or TOO_OLD, or why tracking ended without an answer
 );
 CREATE INDEX idx_message_tracking_open
-  ON message_tracking (carrier_batch_id, tracking_id, next_due_at) WHERE state = 'OPEN';
+  ON message_tracking (carrier_batch_id, submitted_at, tracking_id, next_due_at) WHERE state = 'OPEN';
 CREATE INDEX idx_message_tracking_closed
   ON message_tracking (closed_at) WHERE closed_at IS NOT NULL;
 
@@ -84,6 +84,8 @@ CREATE TABLE poll_cycles (
   too_old             bigint NOT NULL DEFAULT 0,
   closed_unanswered   bigint NOT NULL DEFAULT 0,
   lookups_rejected    bigint NOT NULL DEFAULT 0,
+  overdue             bigint NOT NULL DEFAULT 0,  -- messages due and not polled when the cycle ended
+  lag_seconds         bigint NOT NULL DEFAULT 0,  -- how long the oldest of them had been due then
   round_id            bigint,   -- poll_rounds.id: the cycle this run shared with other replicas
   run_token           text      -- the run's token: its sessions are named dlr-poller:{token} while it lives
 );
@@ -100,7 +102,8 @@ CREATE TABLE poll_rounds (
   finished_at timestamptz
 );
 
--- The work of a round: a carrier batch, or up to ten messages without a batch (first_id..last_id). A run claims
+-- The work of a round: a carrier batch, or a run of messages without a batch in submission order, from
+-- (first_at, first_id) to (last_at, last_id). A run claims
 -- units for a short lease, renewed while it lives; a unit whose lease ran out is taken over by another run.
 CREATE TABLE poll_units (
   round_id      bigint NOT NULL,
@@ -108,6 +111,8 @@ CREATE TABLE poll_units (
   batch_id      text,
   first_id      text,
   last_id       text,
+  first_at      timestamptz,
+  last_at       timestamptz,
   messages      integer NOT NULL,
   claimed_by    text,
   claimed_until timestamptz,

@@ -65,10 +65,11 @@ CREATE TABLE IF NOT EXISTS message_tracking (
   closed_at         TEXT,           -- the cycle clock when tracking ended
   note              TEXT            -- why a submission is INVALID or TOO_OLD, or why tracking ended without an answer
 ) WITHOUT ROWID;  -- one B-tree keyed by tracking_id instead of a table plus its key index: half the writes
--- The due query: open messages by batch, read in tracking id order a chunk at a time. Closed messages leave the
--- index.
+-- The due query: open messages by batch, read in submission order (submitted_at, then tracking id) a chunk at a
+-- time, so that a carrier listed by time finds a job's messages in a few of its minutes. Closed messages leave
+-- the index.
 CREATE INDEX IF NOT EXISTS idx_message_tracking_open
-  ON message_tracking (carrier_batch_id, tracking_id, next_due_at) WHERE state = 'OPEN';
+  ON message_tracking (carrier_batch_id, submitted_at, tracking_id, next_due_at) WHERE state = 'OPEN';
 -- The delivery rate of the last 24 hours, over messages whose tracking ended.
 CREATE INDEX IF NOT EXISTS idx_message_tracking_closed
   ON message_tracking (closed_at) WHERE closed_at IS NOT NULL;
@@ -105,7 +106,9 @@ CREATE TABLE IF NOT EXISTS poll_cycles (
   error              TEXT,
   too_old            INTEGER NOT NULL DEFAULT 0,  -- submissions first seen after the window: not tracked
   closed_unanswered  INTEGER NOT NULL DEFAULT 0,  -- closed after their +72h slot without an answer
-  lookups_rejected   INTEGER NOT NULL DEFAULT 0   -- messages the carrier refused to answer about (400, 410, 422...)
+  lookups_rejected   INTEGER NOT NULL DEFAULT 0,  -- messages the carrier refused to answer about (400, 410, 422...)
+  overdue            INTEGER NOT NULL DEFAULT 0,  -- messages due and not polled when the cycle ended
+  lag_seconds        INTEGER NOT NULL DEFAULT 0   -- how long the oldest of them had been due then
 );
 
 -- The lease of the running cycle (one row while a cycle runs). Two cycles are kept apart by an OS lock on the file

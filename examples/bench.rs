@@ -24,7 +24,10 @@
 //! --latency-ms N (20), --concurrency N (8), --page-size N (1000), --ids sequential|random (sequential: ids that
 //! sort in submission order; random: UUID-shaped ids in no order), --verbose 1 (the poller logs at debug level,
 //! shown after each cycle: where its time went), --send-rate N (messages a second the send went out at; 0, the
-//! default: all in one instant; a Twilio send is listed by the minute, so its rate decides the work).
+//! default: all in one instant; a Twilio send is listed by the minute, so its rate decides the work),
+//! --pending P (the share of the send, in percent, still pending after its second poll; 100, the default: all
+//! of it. Below 100 the others deliver between the first poll and the second, and a third cycle, two hours
+//! later, polls only the P% still pending: the later cycle of a send, reported on a line of its own).
 
 use std::path::Path;
 use std::process::Command;
@@ -37,7 +40,9 @@ use anyhow::{Context, Result, bail};
 mod support;
 use chrono::TimeDelta;
 use dlr_poller::{schedule, timefmt};
-use dlr_sandbox::{Dialect, Sandbox, SandboxServer, SimMessage, World, random_id, sequential_id};
+use dlr_sandbox::{
+    Dialect, Fate, Sandbox, SandboxServer, SimMessage, World, random_id, sequential_id,
+};
 
 const TOKEN: &str = "bench-token";
 
@@ -53,6 +58,7 @@ struct Options {
     replicas: usize,
     dialect: Dialect,
     send_rate: usize,
+    pending: usize,
 }
 
 fn options() -> Result<Options> {
@@ -68,6 +74,7 @@ fn options() -> Result<Options> {
         replicas: 1,
         dialect: Dialect::Generic,
         send_rate: 0,
+        pending: 100,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -101,6 +108,7 @@ fn options() -> Result<Options> {
             "--verbose" => o.verbose = n > 0,
             "--replicas" => o.replicas = n.max(1),
             "--send-rate" => o.send_rate = n,
+            "--pending" => o.pending = n.min(100),
             other => bail!("unknown option {other}"),
         }
     }
@@ -137,6 +145,21 @@ fn main() -> Result<()> {
         Dialect::Generic => World::uniform_with(o.messages, o.batch_size, start, id),
         dialect => World::uniform_for(dialect, o.messages, o.batch_size, start),
     };
+    // The others deliver four hours after submission: after the first poll (at most 3h25m after submission for a
+    // send of up to 85 minutes), before the second.
+    let mut world = world;
+    if o.pending < 100 {
+        let pending = o.pending;
+        let mut i = 0;
+        world.edit(|m| {
+            if i % 100 >= pending {
+                m.fate = Fate::Deliver {
+                    after: TimeDelta::hours(4),
+                };
+            }
+            i += 1;
+        });
+    }
     let (world, last) = match o.send_rate {
         0 => (world, start),
         rate => {
@@ -235,9 +258,23 @@ fn main() -> Result<()> {
         })
     };
     let first = cycle(now)?;
+    // The later cycle of a send: two hours on most of it delivers, two more and only the rest is due.
+    let (later, quiet) = if o.pending < 100 {
+        server.sandbox().set_clock(now + TimeDelta::hours(2));
+        cycle(now + TimeDelta::hours(2))?;
+        server.sandbox().set_clock(now + TimeDelta::hours(4));
+        let requests = server.sandbox().requests();
+        let run = cycle(now + TimeDelta::hours(4))?;
+        (
+            Some((run, server.sandbox().requests() - requests)),
+            now + TimeDelta::hours(4),
+        )
+    } else {
+        (None, now)
+    };
     // Ten minutes on: nothing is due, and on PostgreSQL it is a round of its own (runs within five minutes of a
     // finished round have nothing to do).
-    let second = cycle(now + TimeDelta::minutes(10))?;
+    let second = cycle(quiet + TimeDelta::minutes(10))?;
     let db_bytes = db.size()?;
 
     let requests = first.summary["http_requests"].as_u64().unwrap_or(0);
@@ -298,6 +335,23 @@ fn main() -> Result<()> {
         second.summary["messages_due"],
         second.peak_rss_kb / 1024
     );
+    if let Some((run, served)) = &later {
+        let due = run.summary["messages_due"].as_u64().unwrap_or(0);
+        println!();
+        println!(
+            "| mode | messages | later cycle: due | wall | requests | per 1,000 due | peak RSS | exit |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {mode} | {} | {due} ({}% pending) | {:.1} s | {served} | {:.1} | {:.0} MB | {} |",
+            o.messages,
+            o.pending,
+            run.wall.as_secs_f64(),
+            *served as f64 * 1000.0 / due.max(1) as f64,
+            run.peak_rss_kb as f64 / 1024.0,
+            run.summary["exit_code"],
+        );
+    }
     if let Db::Postgres { admin, name, .. } = &db {
         let mut client = postgres::Client::connect(admin, postgres::NoTls)?;
         client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;

@@ -15,7 +15,8 @@ use crate::control::Control;
 use crate::exit::{Exit, ExitContext};
 use crate::redact::{error_text, mask_owned, mask_phone, mask_text};
 use crate::store::{self, Backend, Closed, Target};
-use crate::{cycle, metrics, output, report, signals, timefmt};
+use crate::summary::Summary;
+use crate::{cycle, metrics, output, report, schedule, signals, timefmt};
 
 /// What every command shares: the database and how long to wait for its locks.
 pub struct Db {
@@ -256,6 +257,13 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
                     .unwrap_or_default()
             ),
         ),
+        (Some(c), _) if c.lag_seconds > schedule::INTERVAL.num_seconds() as u64 => (
+            Exit::Warning,
+            format!(
+                "WARNING: behind the polling grid: last cycle {} ok; {success}",
+                c.cycle_id
+            ),
+        ),
         (Some(c), _) => (
             Exit::Ok,
             format!(
@@ -264,9 +272,23 @@ pub fn check(db: &Db, max_age: &str, now: Option<&str>) -> Result<Exit> {
             ),
         ),
     };
+    // How far behind its grid the last cycle left the poller, whatever the verdict.
+    let line = match &last {
+        Some(c) if c.overdue > 0 => format!("{line}; it left {}", overdue(c)),
+        _ => line,
+    };
     // The verdict is the exit code: it stands whether or not anyone reads the line.
     output::say(&line);
     Ok(exit)
+}
+
+/// What a cycle left due, for `check`: "N messages due, the oldest due for 2h 10m".
+fn overdue(c: &Summary) -> String {
+    format!(
+        "{} messages due, the oldest due for {}",
+        c.overdue,
+        timefmt::humanize_rounded(Duration::from_secs(c.lag_seconds))
+    )
 }
 
 /// `check`'s answer when it cannot tell: UNKNOWN and the reason, exit 3.

@@ -90,6 +90,33 @@ pub struct DueMessage {
     pub new: bool,
 }
 
+/// How the messages without a batch are cut into jobs: as many as one bulk question covers well, and for a
+/// carrier listed by time, one job per minute of submission (the minute its listing is asked for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoneJobs {
+    /// Messages per job, at most.
+    pub chunk: usize,
+    /// A job holds messages submitted in one minute only.
+    pub by_minute: bool,
+}
+
+impl LoneJobs {
+    /// Jobs of `chunk` messages, whenever they were submitted.
+    pub const fn of(chunk: usize) -> LoneJobs {
+        LoneJobs {
+            chunk,
+            by_minute: false,
+        }
+    }
+}
+
+impl DueMessage {
+    /// The minute of its submission (Unix minutes).
+    pub fn minute(&self) -> i64 {
+        self.submitted_at.timestamp().div_euclid(60)
+    }
+}
+
 /// Where a message's tracking is: open (polled at its slots), or ended, and how.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrackState {

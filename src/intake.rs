@@ -19,7 +19,7 @@ use anyhow::Result;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::control::Control;
-use crate::domain::{DueMessage, Intake, IntakeKind, Submission};
+use crate::domain::{DueMessage, Intake, IntakeKind, LoneJobs, Submission};
 use crate::schedule;
 use crate::store::{Backend, Span};
 use crate::timefmt;
@@ -52,8 +52,8 @@ pub struct Window {
     pub floor: String,
     /// How far back earlier cycles have read every row (`None`: never).
     pub horizon: Option<String>,
-    /// Messages without a batch per job: as many as the carrier's bulk question covers well.
-    pub lone_chunk: usize,
+    /// How messages without a batch are cut into jobs: as the carrier's bulk question covers them well.
+    pub lone: LoneJobs,
 }
 
 impl Window {
@@ -64,7 +64,7 @@ impl Window {
             catch_up,
             floor: timefmt::format(start - OFFSET_MARGIN),
             horizon,
-            lone_chunk: LOOKUP_CHUNK,
+            lone: LoneJobs::of(LOOKUP_CHUNK),
         }
     }
 
@@ -201,7 +201,7 @@ pub fn read(
     let mut end = ReadEnd::default();
     let started = std::time::Instant::now();
     let mut reading = std::time::Duration::ZERO;
-    let mut gather = Gatherer::for_intake().with_chunk(window.lone_chunk);
+    let mut gather = Gatherer::for_intake().with_lone(window.lone);
     let mut open = true;
     for span in window.spans() {
         let mut cursor = span.start();
@@ -269,6 +269,8 @@ pub struct Gatherer {
     held: usize,
     /// Messages without a batch per job (0: [`LOOKUP_CHUNK`]).
     chunk: usize,
+    /// A job of messages without a batch holds one minute of submissions.
+    by_minute: bool,
     /// Gathering new submissions: watch for interleaved batches.
     intake: Option<Interleaving>,
 }
@@ -295,9 +297,10 @@ impl Gatherer {
         }
     }
 
-    /// Hands out messages without a batch `chunk` at a time.
-    pub fn with_chunk(mut self, chunk: usize) -> Gatherer {
-        self.chunk = chunk;
+    /// Hands out messages without a batch in jobs cut as `lone` says.
+    pub fn with_lone(mut self, lone: LoneJobs) -> Gatherer {
+        self.chunk = lone.chunk;
+        self.by_minute = lone.by_minute;
         self
     }
 
@@ -327,6 +330,21 @@ impl Gatherer {
             }
             i.deferred.push(message);
             return true;
+        }
+        // Messages come in submission order: a job of one minute is complete once the next minute begins.
+        if self.by_minute
+            && message.batch_id.is_none()
+            && let Some(at) = self.open.iter().rposition(|g| g.0.is_none())
+            && self.open[at]
+                .1
+                .last()
+                .is_some_and(|last| last.minute() != message.minute())
+        {
+            let group = self.open.remove(at).unwrap_or_default();
+            self.held -= group.1.len();
+            if !poll(group) {
+                return false;
+            }
         }
         let at = match self.open.iter().rposition(|g| g.0 == message.batch_id) {
             Some(at) => at,

@@ -153,6 +153,16 @@ fn last_run(f: &mut Family, s: &Summary, budget: Duration, data: &MetricsData) {
         s.messages_due.saturating_sub(s.settled()) as f64,
     );
     f.gauge(
+        "dlr_poller_last_run_messages_overdue",
+        "Messages due that the last cycle left unpolled when it ended (they go first in the next).",
+        s.overdue as f64,
+    );
+    f.gauge(
+        "dlr_poller_last_run_lag_seconds",
+        "How long the oldest message left due by the last cycle had been due when it ended (0: none left).",
+        s.lag_seconds as f64,
+    );
+    f.gauge(
         "dlr_poller_last_run_submissions_too_old",
         "New submissions the last cycle recorded as too old to track (first seen after 72h + --catch-up).",
         s.too_old as f64,

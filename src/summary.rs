@@ -43,6 +43,11 @@ pub struct Summary {
     pub new_submissions: u64,
     pub invalid_submissions: u64,
     pub error: Option<String>,
+    /// Messages due at the cycle's cutoff and not polled when it ended: how far behind its grid it left the
+    /// poller (new submissions it did not read are counted as due).
+    pub overdue: u64,
+    /// How long the oldest of them had been due when the cycle ended, in seconds (0: none).
+    pub lag_seconds: u64,
 }
 
 /// A count of a cycle that `poll_cycles` keeps, in a column named as the field.
@@ -86,6 +91,8 @@ counters!(
     too_old,
     closed_unanswered,
     lookups_rejected,
+    overdue,
+    lag_seconds,
 );
 
 impl Summary {

@@ -181,7 +181,7 @@ fn unmigrated_database_says_run_migrate() {
     assert_eq!(out.status.code(), Some(74));
     assert!(
         stderr(&out)
-            .contains("schema is at version 0, this dlr-poller needs 3: run `dlr-poller migrate`")
+            .contains("schema is at version 0, this dlr-poller needs 4: run `dlr-poller migrate`")
     );
 }
 
@@ -216,12 +216,12 @@ fn migrate_is_idempotent_and_keeps_data() {
     let out = db.cmd().arg("migrate").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stderr(&out).contains("up to date (version 3)"),
+        stderr(&out).contains("up to date (version 4)"),
         "{}",
         stderr(&out)
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM sms_submissions"), 1);
-    assert_eq!(db.count("PRAGMA user_version"), 3);
+    assert_eq!(db.count("PRAGMA user_version"), 4);
     let mode: String = db
         .conn()
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))

@@ -363,7 +363,7 @@ fn concurrent_migrate_applies_the_schema_once() {
         let out = child.wait_with_output().unwrap();
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{err}");
-        migrated += usize::from(err.contains("from schema version 0 to 3"));
+        migrated += usize::from(err.contains("from schema version 0 to 4"));
     }
     assert_eq!(
         migrated, 1,
@@ -373,10 +373,11 @@ fn concurrent_migrate_applies_the_schema_once() {
     db.cmd().arg("cycles").assert().code(0);
 }
 
-/// A database at schema version 2 (before failure categories) is upgraded in place: its audit rows stay, the
-/// new column arrives, and the version is recorded.
+/// A database at schema version 2 (before failure categories, before due messages were read in submission
+/// order) is upgraded in place: its audit rows stay, the new columns and index arrive, and the version is
+/// recorded.
 #[test]
-fn a_version_2_database_upgrades_to_version_3() {
+fn a_version_2_database_upgrades_to_version_4() {
     let Some(db) = TestDb::postgres("upgrade_v2") else {
         return;
     };
@@ -385,7 +386,12 @@ fn a_version_2_database_upgrades_to_version_3() {
         client
             .batch_execute(
                 "ALTER TABLE sms_delivery_confirmations DROP COLUMN failure_category; \
-                 DELETE FROM poller_schema WHERE version = 3; INSERT INTO poller_schema VALUES (2); \
+                 ALTER TABLE poll_cycles DROP COLUMN overdue, DROP COLUMN lag_seconds; \
+                 ALTER TABLE poll_units DROP COLUMN first_at, DROP COLUMN last_at; \
+                 DROP INDEX idx_message_tracking_open; \
+                 CREATE INDEX idx_message_tracking_open ON message_tracking (carrier_batch_id, tracking_id, \
+                   next_due_at) WHERE state = 'OPEN'; \
+                 DELETE FROM poller_schema WHERE version = 4; INSERT INTO poller_schema VALUES (2); \
                  INSERT INTO sms_delivery_confirmations (tracking_id, delivery_status, polled_at, poll_attempt, \
                    created_at, cycle_id) VALUES ('T1', 'FAILED', now(), 1, now(), 1);",
             )
@@ -394,14 +400,14 @@ fn a_version_2_database_upgrades_to_version_3() {
     let out = db.cmd().arg("cycles").output().unwrap();
     assert_eq!(out.status.code(), Some(74));
     assert!(
-        stderr(&out).contains("schema is at version 2, this dlr-poller needs 3"),
+        stderr(&out).contains("schema is at version 2, this dlr-poller needs 4"),
         "{}",
         stderr(&out)
     );
     let out = db.cmd().arg("migrate").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("from schema version 2 to 3"),
+        stderr(&out).contains("from schema version 2 to 4"),
         "{}",
         stderr(&out)
     );
@@ -409,9 +415,20 @@ fn a_version_2_database_upgrades_to_version_3() {
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations WHERE failure_category IS NULL"),
         1
     );
-    assert_eq!(db.count("SELECT max(version) FROM poller_schema"), 3);
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'idx_message_tracking_open' \
+             AND indexdef LIKE '%(carrier_batch_id, submitted_at, tracking_id, next_due_at)%'"
+        ),
+        1
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poll_cycles WHERE overdue = 0"),
+        0
+    );
+    assert_eq!(db.count("SELECT max(version) FROM poller_schema"), 4);
     let out = db.cmd().arg("migrate").output().unwrap();
-    assert!(stderr(&out).contains("up to date (version 3)"));
+    assert!(stderr(&out).contains("up to date (version 4)"));
     db.cmd().arg("cycles").assert().code(0);
 }
 

@@ -90,7 +90,11 @@ impl Dialect {
     pub fn tracking_id(self, i: usize) -> String {
         match self {
             Dialect::Generic => format!("T{i:07}"),
-            Dialect::Twilio => format!("SM{:032x}", 0x5eed_0000_0000_u128 + i as u128),
+            // Unique and in no particular order, as Twilio's are: an odd multiplier is a bijection.
+            Dialect::Twilio => format!(
+                "SM{:032x}",
+                (i as u128 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)
+            ),
             Dialect::Vonage | Dialect::Telnyx => super::random_id(i),
             Dialect::Sinch => format!("T{i:07}"),
             Dialect::Infobip => format!("ib-{i:08}"),

@@ -175,6 +175,21 @@ impl World {
         &self.messages
     }
 
+    /// Changes our messages with `f` (the account's other traffic stays as it is): say, without the
+    /// dispatcher's batch ids, as a provider without batches (Twilio) is sent to one message at a time.
+    pub fn edit(&mut self, mut f: impl FnMut(&mut SimMessage)) {
+        let World {
+            messages, others, ..
+        } = std::mem::take(self);
+        for mut m in messages {
+            f(&mut m);
+            self.add(m);
+        }
+        for m in others {
+            self.add_other(m);
+        }
+    }
+
     /// Adds a message of the account's other traffic (another system sending on the same account).
     pub fn add_other(&mut self, m: SimMessage) {
         let i = self.others.len();

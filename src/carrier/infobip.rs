@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode};
 use super::{Bulk, FetchError, Listing, Profile, Provider, Report};
-use crate::domain::DueMessage;
+use crate::domain::{DueMessage, LoneJobs};
 
 /// The documented maximum length of the `messageId` (and `bulkId`) parameter's value.
 const ID_CHARS: usize = 2_048;
@@ -136,8 +136,8 @@ impl Profile for Infobip {
         Some(TimeDelta::hours(48))
     }
 
-    fn lone_chunk(&self) -> usize {
-        50
+    fn lone_jobs(&self) -> LoneJobs {
+        LoneJobs::of(50)
     }
 }
 

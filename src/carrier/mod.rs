@@ -30,7 +30,7 @@ use chrono::TimeDelta;
 use self::http::{Auth, Http, Settings, Stats};
 use self::table::Table;
 use crate::control::Control;
-use crate::domain::DueMessage;
+use crate::domain::{DueMessage, LoneJobs};
 use crate::redact::mask_owned;
 
 /// The providers `--carrier` accepts: one file of this folder each.
@@ -359,9 +359,9 @@ pub trait Profile: Send + Sync {
         None
     }
 
-    /// Messages without a batch id per job: as many as one bulk question covers well.
-    fn lone_chunk(&self) -> usize {
-        10
+    /// How messages without a batch id are cut into jobs: as many as one bulk question covers well.
+    fn lone_jobs(&self) -> LoneJobs {
+        LoneJobs::of(10)
     }
 }
 

@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 use super::http::{Auth, Http};
 use super::wire::{self, Page, encode, string_or_number};
 use super::{AccountRule, Bulk, FetchError, Listing, Profile, Provider, Report};
-use crate::domain::DueMessage;
+use crate::domain::{DueMessage, LoneJobs};
 use crate::timefmt;
 
 /// How long before its submission a message may count as sent (clocks apart).
@@ -39,6 +39,8 @@ const AFTER: TimeDelta = TimeDelta::minutes(10);
 const PAGE_SIZE: usize = 1_000;
 /// The listed minutes kept in memory: a job needs about twelve; jobs come roughly in submission order.
 pub const SLICES_KEPT: usize = 16;
+/// Messages without a batch per job, at most: a busy minute of a send is asked for by several jobs.
+const LONE_CHUNK: usize = 5_000;
 
 /// The messages sent in one minute: `None` until listed. A report leaves it when a job takes it.
 type Slice = Arc<Mutex<Option<Minute>>>;
@@ -134,6 +136,44 @@ fn covered_minutes(windows: &[(i64, i64, &str)]) -> usize {
     covered
 }
 
+/// Moves the reports `minute` holds about `wanted` messages into `found`.
+fn take_wanted<V>(minute: &mut Minute, wanted: &mut HashMap<&str, V>, found: &mut Listing) {
+    wanted.retain(|sid, _| match minute.take(sid) {
+        Some(report) => {
+            found.reports.push(report);
+            false
+        }
+        None => true,
+    });
+}
+
+/// How many messages the rest of a busy minute `from..=to` holds, judged from a first page of `listed` messages
+/// reaching back to `oldest` (the list runs newest first): as many per second as that page's.
+fn expected_rest(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    oldest: DateTime<Utc>,
+    listed: usize,
+) -> i64 {
+    let end = (oldest + TimeDelta::seconds(1)).min(to);
+    let rest = (end - from).num_seconds().max(1);
+    let covered = (to - oldest).num_seconds().max(1);
+    listed as i64 * rest / covered
+}
+
+/// The pages the rest of a busy minute takes to list, after its first page (see [`expected_rest`]).
+fn pages_left(
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    oldest: DateTime<Utc>,
+    listed: usize,
+) -> usize {
+    if oldest < from || oldest > to {
+        return 1;
+    }
+    (expected_rest(from, to, oldest, listed) as usize / PAGE_SIZE) + 1
+}
+
 /// How to list the rest of a busy minute `from..=to` at once, after a first page of `listed` messages reaching
 /// back to `oldest` (the list runs newest first): from the minute's start to the end of `oldest`'s second (that
 /// second may go on), in as many parts as pages are expected, at most `concurrency`. Each part ends where the
@@ -151,8 +191,7 @@ fn parts(
     }
     let end = (oldest + TimeDelta::seconds(1)).min(to);
     let rest = (end - from).num_seconds().max(1);
-    let covered = (to - oldest).num_seconds().max(1);
-    let expected = listed as i64 * rest / covered;
+    let expected = expected_rest(from, to, oldest, listed);
     let parts = (expected / PAGE_SIZE as i64 + 1)
         .min(rest)
         .min(concurrency as i64);
@@ -183,6 +222,8 @@ pub struct Twilio {
     account: String,
     /// Listed minutes (Unix minute numbers), oldest first.
     slices: Mutex<(HashMap<i64, Slice>, VecDeque<i64>)>,
+    /// The pages each minute seen this cycle takes to list (from its first page, then as listed).
+    pages: Mutex<HashMap<i64, usize>>,
 }
 
 pub fn valid_account(id: &str) -> bool {
@@ -198,12 +239,30 @@ impl Twilio {
         Twilio {
             account,
             slices: Mutex::new((HashMap::new(), VecDeque::new())),
+            pages: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The pages `minute` takes to list, when a job has seen its first page this cycle.
+    fn pages_of(&self, minute: i64) -> Option<usize> {
+        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        pages.get(&minute).copied()
+    }
+
+    fn note_pages(&self, minute: i64, pages: usize) {
+        let mut known = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        known.insert(minute, pages);
     }
 
     /// Moves the reports about the `wanted` messages that were sent in `minute` into `found`. The minute is
     /// listed once per cycle while kept, and its unreadable entries go to the job that listed it; a failed
     /// listing is not kept: the next job asks again.
+    ///
+    /// A minute is listed only where that is cheaper than a lookup for each wanted message: a busy minute of
+    /// the account's other traffic (or of a send whose messages are nearly all final) may take sixty pages for
+    /// a handful of messages. Its first page tells how many pages it takes; a job with fewer messages to find
+    /// keeps what that page holds and leaves the rest to lookups, as does every later job that the known count
+    /// shows it would not pay for.
     fn take<V>(
         &self,
         http: &Http,
@@ -211,39 +270,27 @@ impl Twilio {
         wanted: &mut HashMap<&str, V>,
         found: &mut Listing,
     ) -> Result<(), FetchError> {
-        let cell = {
-            let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
-            let (map, order) = &mut *slices;
-            match map.get(&minute) {
-                Some(cell) => cell.clone(),
-                None => {
-                    let cell = Slice::default();
-                    map.insert(minute, cell.clone());
-                    order.push_back(minute);
-                    while order.len() > SLICES_KEPT {
-                        if let Some(old) = order.pop_front() {
-                            map.remove(&old);
-                        }
-                    }
-                    cell
-                }
-            }
-        };
+        let cell = self.slice(minute);
         // Workers needing the same minute wait for the one listing it.
         let mut listed = cell.lock().unwrap_or_else(|e| e.into_inner());
         if listed.is_none() {
-            let (reports, malformed) = self.list_minute(http, minute)?;
+            if self
+                .pages_of(minute)
+                .is_some_and(|pages| pages > wanted.len())
+            {
+                return Ok(());
+            }
+            let (mut reports, malformed, complete) = self.list_minute(http, minute, wanted)?;
             found.malformed.extend(malformed);
+            if !complete {
+                // The first page only: this job's share of it, and nothing kept for the others.
+                take_wanted(&mut reports, wanted, found);
+                return Ok(());
+            }
             *listed = Some(reports);
         }
         if let Some(reports) = listed.as_mut() {
-            wanted.retain(|sid, _| match reports.take(sid) {
-                Some(report) => {
-                    found.reports.push(report);
-                    false
-                }
-                None => true,
-            });
+            take_wanted(reports, wanted, found);
             let m = &mut reports.messages;
             if m.capacity() > 4096 && m.len() < m.capacity() / 4 {
                 m.shrink_to_fit();
@@ -252,8 +299,33 @@ impl Twilio {
         Ok(())
     }
 
-    /// Lists the messages sent in `minute`, with the entries that could not be read.
-    fn list_minute(&self, http: &Http, minute: i64) -> Result<(Minute, Vec<String>), FetchError> {
+    /// The shared slice of `minute`, made (empty) when it is new; the oldest is dropped past [`SLICES_KEPT`].
+    fn slice(&self, minute: i64) -> Slice {
+        let mut slices = self.slices.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *slices;
+        if let Some(cell) = map.get(&minute) {
+            return cell.clone();
+        }
+        let cell = Slice::default();
+        map.insert(minute, cell.clone());
+        order.push_back(minute);
+        while order.len() > SLICES_KEPT {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        cell
+    }
+
+    /// Lists the messages sent in `minute`, with the entries that could not be read, and whether the listing is
+    /// complete: it stops after its first page when the pages still to come outnumber the `wanted` messages
+    /// that page lacks.
+    fn list_minute<V>(
+        &self,
+        http: &Http,
+        minute: i64,
+        wanted: &HashMap<&str, V>,
+    ) -> Result<(Minute, Vec<String>, bool), FetchError> {
         let from = DateTime::from_timestamp(minute * 60, 0).unwrap_or_default();
         // Both ends inclusive: the instant between two minutes is listed in each.
         let to = from + TimeDelta::minutes(1);
@@ -267,41 +339,66 @@ impl Twilio {
             let mut reports = reports.lock().unwrap_or_else(|e| e.into_inner());
             page.messages.into_iter().for_each(|r| reports.add(r));
         };
-        let first = http.get(&self.list_path(from, to), parse_list)?;
-        if let Some(page) = first {
-            let (next, oldest) = (page.next_page_uri.clone(), page.oldest_sent);
-            let listed = page.messages.len();
-            take(page);
-            if let Some(next) = next {
-                let parts = oldest
-                    .map(|oldest| parts(from, to, oldest, listed, http.concurrency()))
-                    .unwrap_or_default();
-                if parts.len() > 1 {
-                    std::thread::scope(|scope| {
-                        let parts: Vec<_> = parts
-                            .iter()
-                            .map(|&(a, b)| {
-                                scope.spawn(move || {
-                                    self.follow(http, a, b, self.list_path(a, b), take)
-                                })
-                            })
-                            .collect();
-                        parts
-                            .into_iter()
-                            .map(|part| {
-                                part.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-                            })
-                            .collect::<Result<Vec<()>, FetchError>>()
-                    })?;
-                } else {
-                    self.follow(http, from, to, next, take)?;
-                }
-            }
+        fn done(
+            reports: Mutex<Minute>,
+            malformed: Mutex<Vec<String>>,
+            complete: bool,
+        ) -> Result<(Minute, Vec<String>, bool), FetchError> {
+            let reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
+            let malformed = malformed.into_inner().unwrap_or_else(|e| e.into_inner());
+            Ok((reports, malformed, complete))
         }
-        Ok((
-            reports.into_inner().unwrap_or_else(|e| e.into_inner()),
-            malformed.into_inner().unwrap_or_else(|e| e.into_inner()),
-        ))
+        let first = http.get(&self.list_path(from, to), parse_list)?;
+        let Some(page) = first else {
+            self.note_pages(minute, 1);
+            return done(reports, malformed, true);
+        };
+        let (next, oldest) = (page.next_page_uri.clone(), page.oldest_sent);
+        let listed = page.messages.len();
+        take(page);
+        let Some(next) = next else {
+            self.note_pages(minute, 1);
+            return done(reports, malformed, true);
+        };
+        let rest = oldest.map_or(1, |oldest| pages_left(from, to, oldest, listed));
+        self.note_pages(minute, rest + 1);
+        let lacking = {
+            let reports = reports.lock().unwrap_or_else(|e| e.into_inner());
+            wanted
+                .keys()
+                .filter(|sid| sid_bits(sid).is_none_or(|b| !reports.messages.contains_key(&b)))
+                .count()
+        };
+        if rest > lacking {
+            return done(reports, malformed, false);
+        }
+        let parts = oldest
+            .map(|oldest| parts(from, to, oldest, listed, http.concurrency()))
+            .unwrap_or_default();
+        if parts.len() > 1 {
+            std::thread::scope(|scope| {
+                let parts: Vec<_> = parts
+                    .iter()
+                    .map(|&(a, b)| {
+                        scope.spawn(move || self.follow(http, a, b, self.list_path(a, b), take))
+                    })
+                    .collect();
+                parts
+                    .into_iter()
+                    .map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect::<Result<Vec<()>, FetchError>>()
+            })?;
+        } else {
+            self.follow(http, from, to, next, take)?;
+        }
+        let pages = reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .messages
+            .len()
+            .div_ceil(PAGE_SIZE);
+        self.note_pages(minute, pages.max(1));
+        done(reports, malformed, true)
     }
 
     /// Follows the listing of the messages sent from `from` to `to` (inclusive) from the page `first`, handing
@@ -438,6 +535,15 @@ impl Profile for Twilio {
 
     fn probe(&self, http: &Http) -> Result<(), FetchError> {
         http.probe_listing(&format!("{}.json?PageSize=1", self.messages()))
+    }
+
+    /// A job per minute of submission: its messages are found in the few minutes listed from there, which the
+    /// jobs of the next minutes share.
+    fn lone_jobs(&self) -> LoneJobs {
+        LoneJobs {
+            chunk: LONE_CHUNK,
+            by_minute: true,
+        }
     }
 }
 

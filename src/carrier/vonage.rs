@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::http::{Auth, Http};
 use super::wire::{self, encode, string_or_number};
 use super::{AccountRule, Bulk, FetchError, Listing, Profile, Provider, Report};
-use crate::domain::DueMessage;
+use crate::domain::{DueMessage, LoneJobs};
 
 /// Characters of ids per request (about a hundred message ids): a URL well inside what proxies accept.
 const ID_CHARS: usize = 4_000;
@@ -126,8 +126,8 @@ impl Profile for Vonage {
         self.ask(http, PROBE_ID).map(|_| ())
     }
 
-    fn lone_chunk(&self) -> usize {
-        100
+    fn lone_jobs(&self) -> LoneJobs {
+        LoneJobs::of(100)
     }
 }
 

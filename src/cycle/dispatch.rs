@@ -110,18 +110,18 @@ pub(super) fn alone(reader: &mut dyn Backend, to: &Dispatch) -> Result<(ReadEnd,
     );
     for group in groups {
         // Read in chunks, each a short read: a group may hold a whole send.
-        let mut gather = Gatherer::default().with_chunk(to.window.lone_chunk);
+        let mut gather = Gatherer::default().with_lone(to.window.lone);
         let mut open = true;
-        let mut after: Option<String> = None;
+        let mut after = None;
         while open && to.control.stopped().is_none() {
-            let chunk = reader.due_messages(
+            let (chunk, last) = reader.due_messages(
                 group.batch_id.as_deref(),
                 cutoff,
-                after.as_deref(),
+                after.as_ref(),
                 DUE_CHUNK,
             )?;
             let more = chunk.len() == DUE_CHUNK;
-            after = chunk.last().map(|m| m.tracking_id.clone());
+            after = last;
             for m in chunk {
                 open = open && gather.add(m, &mut send);
             }
@@ -144,11 +144,11 @@ pub(super) fn whole_batch(
     expected: usize,
 ) -> Result<Vec<DueMessage>> {
     let mut messages = Vec::with_capacity(expected);
-    let mut after: Option<String> = None;
+    let mut after = None;
     loop {
-        let chunk = reader.due_messages(Some(batch), cutoff, after.as_deref(), DUE_CHUNK)?;
+        let (chunk, last) = reader.due_messages(Some(batch), cutoff, after.as_ref(), DUE_CHUNK)?;
         let more = chunk.len() == DUE_CHUNK;
-        after = chunk.last().map(|m| m.tracking_id.clone());
+        after = last;
         messages.extend(chunk);
         if !more {
             return Ok(messages);

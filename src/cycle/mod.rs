@@ -45,7 +45,7 @@ use crate::intake::{ReadEnd, Window};
 use crate::redact::error_text;
 use crate::store::{self, Backend, Lease, Sharing, Target};
 use crate::summary::Summary;
-use crate::timefmt;
+use crate::{schedule, timefmt};
 
 /// Results that may wait for the writer, at least (each is one job: a batch, or a chunk of lookups).
 const RESULTS_WAITING: usize = 64;
@@ -338,6 +338,7 @@ fn poll(
         log::info!("pace at the end of the cycle: {}", carrier.http.pace());
     }
     let repeated = writer.repeated();
+    let new_left_since = writer.new_left_since();
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
     let due = || {
@@ -345,7 +346,15 @@ fn poll(
             .saturating_sub(repeated)
     };
     summary.messages_due = due();
-    if let Drained::Abandoned = drained? {
+    let drained = drained?;
+    // New messages read and due but not polled are not tracked yet: they count as left due, at this slot.
+    let new_left = counts
+        .new
+        .load(Ordering::Relaxed)
+        .saturating_sub(repeated)
+        .saturating_sub(summary.new_submissions);
+    note_lag(store, now, summary, (new_left, new_left_since))?;
+    if let Drained::Abandoned = drained {
         log::warn!(
             "requests still in flight after {}s were abandoned; their messages stay due",
             GRACE.as_secs()
@@ -364,6 +373,33 @@ fn poll(
         store.save_horizon(&window.floor)?;
     }
     Ok(end.complete && tracked_done)
+}
+
+/// Notes in the summary how far behind its grid the cycle leaves the poller: the messages due at its cutoff and
+/// not polled (the tracked ones still open, and the new ones read but not polled: how many, and the first slot
+/// of the oldest a worker left without an answer), and how long the oldest of them has been due by the cycle's
+/// clock. The log says so when anything is left.
+fn note_lag(
+    store: &mut dyn Backend,
+    now: DateTime<Utc>,
+    summary: &mut Summary,
+    (new_left, new_since): (u64, Option<DateTime<Utc>>),
+) -> Result<()> {
+    let (tracked, oldest) = store.overdue(schedule::cutoff(now))?;
+    summary.overdue = tracked + new_left;
+    let oldest = match (oldest, new_since.filter(|_| new_left > 0)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    summary.lag_seconds = oldest.map_or(0, |at| (now - at).num_seconds().max(0) as u64);
+    if summary.overdue > 0 {
+        log::warn!(
+            "{} messages due are left for the next cycle; the oldest was due {} ago",
+            summary.overdue,
+            timefmt::humanize_rounded(Duration::from_secs(summary.lag_seconds))
+        );
+    }
+    Ok(())
 }
 
 /// The threads of a cycle, started, and what they count.
@@ -385,7 +421,7 @@ fn start(cx: &Cycle, window: &mut Window, now: DateTime<Utc>, role: &Role) -> Re
         .config
         .carrier
         .connect(&cx.config.http(), cx.control.clone(), stats.clone());
-    window.lone_chunk = carrier.profile.lone_chunk();
+    window.lone = carrier.profile.lone_jobs();
     let source = match (cx.config.max_rps, cx.config.carrier.provider.pace) {
         (Some(_), _) => "--max-rps",
         (None, Some(_)) => "the provider's published limit",

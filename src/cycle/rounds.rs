@@ -128,7 +128,7 @@ pub(super) fn dispatch(
         if !end.complete || !to.flush() {
             return Ok((end, false));
         }
-        let units = reader.publish_units(round, cutoff, to.window.lone_chunk)?;
+        let units = reader.publish_units(round, cutoff, to.window.lone)?;
         log::info!("round {round}: {units} units of work published");
     }
     loop {

@@ -51,6 +51,8 @@ pub(super) struct Writer<'a> {
     units: Vec<i64>,
     /// In a shared round: this run's claims, renewed as the writer goes.
     renewal: Option<Renewal>,
+    /// The first slot of the oldest new message a worker left without an answer.
+    new_left_since: Option<DateTime<Utc>>,
 }
 
 /// How the writer's loop ended.
@@ -84,6 +86,7 @@ impl<'a> Writer<'a> {
             repeated: 0,
             units: Vec::new(),
             renewal: claim.map(Renewal::new),
+            new_left_since: None,
         }
     }
 
@@ -95,6 +98,11 @@ impl<'a> Writer<'a> {
     /// New messages found to repeat a tracking id: not messages of their own, so not due.
     pub fn repeated(&self) -> u64 {
         self.repeated
+    }
+
+    /// The first slot of the oldest new message a worker left without an answer (`None`: none was).
+    pub fn new_left_since(&self) -> Option<DateTime<Utc>> {
+        self.new_left_since
     }
 
     /// Receives the workers' results and writes them until every worker is done, or until the grace after a stop
@@ -206,6 +214,13 @@ impl<'a> Writer<'a> {
                 && let Some(code) = &r.error_code
             {
                 r.error_message = self.table.meaning(code).map(str::to_string);
+            }
+        }
+        // New messages left without an answer are not tracked yet: their first slot is known only here.
+        for (message, answer) in done.job.messages.iter().zip(&done.answers) {
+            if message.new && answer.is_none() {
+                let due = schedule::first_due(message.submitted_at);
+                self.new_left_since = Some(self.new_left_since.map_or(due, |d| d.min(due)));
             }
         }
         let answered = done.answers.iter().filter(|a| a.is_some()).count();

@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Category, DueMessage, Intake, IntakeKind, PollRecord, Submission, TrackState};
+use crate::domain::{
+    Category, DueMessage, Intake, IntakeKind, LoneJobs, PollRecord, Submission, TrackState,
+};
 use crate::summary::{COUNTERS, Summary};
 use crate::{schedule, timefmt};
 
@@ -121,15 +123,20 @@ pub trait Backend: Send {
     fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)>;
     /// The batches with messages due at `cutoff`, the longest-waiting first, with their message counts.
     fn due_groups(&mut self, cutoff: DateTime<Utc>) -> Result<Vec<DueGroup>>;
-    /// Up to `limit` messages of one group due at `cutoff` with a tracking id after `after` (`None`: from the
-    /// first), in tracking id order.
+    /// Up to `limit` messages of one group due at `cutoff` after `after` (`None`: from the first), in
+    /// submission order (submitted_at, then tracking id), with the key of the last one: a carrier listed by time
+    /// finds a chunk's messages in a few of its minutes.
     fn due_messages(
         &mut self,
         batch_id: Option<&str>,
         cutoff: DateTime<Utc>,
-        after: Option<&str>,
+        after: Option<&DueAfter>,
         limit: usize,
-    ) -> Result<Vec<DueMessage>>;
+    ) -> Result<(Vec<DueMessage>, Option<DueAfter>)>;
+
+    /// The tracked messages due at `cutoff` and still open, and the slot the oldest of them was due at: how far
+    /// behind its grid a cycle leaves the poller.
+    fn overdue(&mut self, cutoff: DateTime<Utc>) -> Result<(u64, Option<DateTime<Utc>>)>;
 
     /// Records a cycle as started on this connection, which then writes the cycle's results; returns its id.
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64>;
@@ -191,9 +198,9 @@ pub trait Rounds: Backend {
     fn round_phase(&mut self, round: i64) -> Result<Phase>;
     /// Takes over the intake of a round whose coordinator died before publishing its units; false while it lives.
     fn take_over_round(&mut self, round: i64, me: &str) -> Result<bool>;
-    /// Splits the messages due at `cutoff` into the round's units (a batch, or up to `lone` messages without one)
-    /// and opens the round for polling. Returns the number of units.
-    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64>;
+    /// Splits the messages due at `cutoff` into the round's units (a batch, or a run of messages without one cut
+    /// as `lone` says) and opens the round for polling. Returns the number of units.
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: LoneJobs) -> Result<u64>;
     /// Claims up to `limit` units nobody holds (or whose holder's lease ran out) for `lease`.
     fn claim_units(
         &mut self,
@@ -258,19 +265,27 @@ pub enum Phase {
     Done,
 }
 
-/// One unit of a round's work: a batch, or up to ten messages without a batch.
+/// Where a read of due messages stopped: the last message's submitted_at as the backend stores it, and its
+/// tracking id. Opaque outside the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueAfter {
+    at: String,
+    id: String,
+}
+
+/// One unit of a round's work: a batch, or a run of messages without a batch in submission order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unit {
     pub id: i64,
     pub batch_id: Option<String>,
-    /// For messages without a batch: the first and last tracking id.
-    pub first_id: Option<String>,
-    pub last_id: Option<String>,
+    /// For messages without a batch: the first and last message's (submitted_at, tracking id).
+    pub first: Option<(DateTime<Utc>, String)>,
+    pub last: Option<(DateTime<Utc>, String)>,
     pub messages: u64,
 }
 
 /// The schema version this build writes, on both backends.
-pub const VERSION: usize = 3;
+pub const VERSION: usize = 4;
 
 /// Fails for a schema newer than this build knows (`migrate` cannot take it back).
 fn refuse_newer(version: usize) -> Result<()> {

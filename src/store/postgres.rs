@@ -13,18 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
-    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueGroup, HORIZON_KEY, History, Join,
-    Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit, VERSION,
-    Written, check_version, close_by_hand, counter_columns, missing_table, refuse_newer,
+    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueAfter, DueGroup, HORIZON_KEY,
+    History, Join, Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit,
+    VERSION, Written, check_version, close_by_hand, counter_columns, missing_table, refuse_newer,
     starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on,
 };
-use crate::domain::{DueMessage, Intake, PollRecord, Submission};
+use crate::domain::{DueMessage, Intake, LoneJobs, PollRecord, Submission};
 use crate::redact;
 use crate::schedule;
 use crate::summary::{COUNTERS, Summary};
@@ -33,7 +33,10 @@ use crate::timefmt;
 /// The current schema, applied as a whole to a new database.
 const SCHEMA: &str = include_str!("../../schema.postgres.sql");
 /// The upgrades from each older version (PostgreSQL support began at version 2): `UPGRADES[0]` takes 2 to 3.
-const UPGRADES: &[&str] = &[include_str!("../migrations/postgres/v3.sql")];
+const UPGRADES: &[&str] = &[
+    include_str!("../migrations/postgres/v3.sql"),
+    include_str!("../migrations/postgres/v4.sql"),
+];
 /// How long one statement may run before the server cancels it. The largest are a chunk of results written in
 /// bulk and a chunk of submissions read: seconds.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -927,31 +930,56 @@ impl Backend for Postgres {
         &mut self,
         batch_id: Option<&str>,
         cutoff: DateTime<Utc>,
-        after: Option<&str>,
+        after: Option<&DueAfter>,
         limit: usize,
-    ) -> Result<Vec<DueMessage>> {
+    ) -> Result<(Vec<DueMessage>, Option<DueAfter>)> {
+        // The first chunk starts after (-infinity, ''), before every value.
         let sql = format!(
             "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, polls \
-             FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND tracking_id > $3 AND {} \
-             ORDER BY tracking_id LIMIT $4",
+             FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 \
+             AND (submitted_at, tracking_id) > ($3::timestamptz, $4) AND {} \
+             ORDER BY submitted_at, tracking_id LIMIT $5",
             if batch_id.is_some() {
                 "carrier_batch_id = $1"
             } else {
                 "carrier_batch_id IS NULL"
             }
         );
-        let run = |me: &mut Postgres| -> Result<Vec<DueMessage>> {
+        let (at, id) = after.map_or(("-infinity", ""), |a| (a.at.as_str(), a.id.as_str()));
+        let run = |me: &mut Postgres| -> Result<(Vec<DueMessage>, Option<DueAfter>)> {
             let statement = me.prepared(
                 &sql,
-                &[Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8],
+                &[
+                    Type::TEXT,
+                    Type::TIMESTAMPTZ,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                ],
             )?;
-            let rows = me.client.query(
-                &statement,
-                &[&batch_id, &cutoff, &after.unwrap_or(""), &(limit as i64)],
-            )?;
-            rows.iter().map(due_message).collect()
+            let rows = me
+                .client
+                .query(&statement, &[&batch_id, &cutoff, &at, &id, &(limit as i64)])?;
+            let messages = rows.iter().map(due_message).collect::<Result<Vec<_>>>()?;
+            let last = messages.last().map(|m| DueAfter {
+                at: m.submitted_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                id: m.tracking_id.clone(),
+            });
+            Ok((messages, last))
         };
         run(self).context("finding due messages")
+    }
+
+    fn overdue(&mut self, cutoff: DateTime<Utc>) -> Result<(u64, Option<DateTime<Utc>>)> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*), min(next_due_at) FROM message_tracking \
+                 WHERE state = 'OPEN' AND next_due_at <= $1",
+                &[&cutoff],
+            )
+            .context("counting the messages left due")?;
+        Ok((row.get::<_, i64>(0) as u64, row.get(1)))
     }
 
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64> {
@@ -1406,33 +1434,57 @@ impl Rounds for Postgres {
         run(self).context("taking over the round's intake")
     }
 
-    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> Result<u64> {
+    fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: LoneJobs) -> Result<u64> {
         let run = |client: &mut Client| -> Result<u64> {
             let mut tx = client.transaction()?;
-            // Batches first, the longest-waiting first (as the due groups are), then messages without a batch
-            // in runs of `lone` by tracking id (as many as the carrier's bulk question covers).
-            let units = tx.execute(
-                "INSERT INTO poll_units (round_id, unit_id, batch_id, first_id, last_id, messages) \
-                 SELECT $1, row_number() OVER (ORDER BY sort, batch_id, first_id), batch_id, first_id, last_id, n \
+            // Batches first, the longest-waiting first (as the due groups are).
+            let batches = tx.execute(
+                "INSERT INTO poll_units (round_id, unit_id, batch_id, messages) \
+                 SELECT $1, row_number() OVER (ORDER BY min(next_due_at), carrier_batch_id), carrier_batch_id, count(*) \
+                 FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NOT NULL \
+                 GROUP BY carrier_batch_id",
+                &[&round, &cutoff],
+            )?;
+            // Then messages without a batch in submission order, in runs of `lone.chunk` (as many as the
+            // carrier's bulk question covers), each within one minute of submission where the carrier is listed
+            // by time.
+            let lone_units = tx.execute(
+                "INSERT INTO poll_units (round_id, unit_id, first_at, first_id, last_at, last_id, messages) \
+                 SELECT $1, $5 + row_number() OVER (ORDER BY first_at, first_id), first_at, first_id, last_at, \
+                   last_id, n \
                  FROM ( \
-                   SELECT 0 AS sort, min(next_due_at) AS waited, carrier_batch_id AS batch_id, NULL::text AS first_id, \
-                     NULL::text AS last_id, count(*) AS n \
-                   FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NOT NULL \
-                   GROUP BY carrier_batch_id \
-                   UNION ALL \
-                   SELECT 1, min(next_due_at), NULL, min(tracking_id), max(tracking_id), count(*) FROM ( \
-                     SELECT tracking_id, next_due_at, (row_number() OVER (ORDER BY tracking_id) - 1) / $3 AS chunk \
-                     FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NULL \
-                   ) lone GROUP BY chunk \
+                   SELECT DISTINCT ON (minute, chunk) \
+                     first_value(submitted_at) OVER w AS first_at, first_value(tracking_id) OVER w AS first_id, \
+                     last_value(submitted_at) OVER w AS last_at, last_value(tracking_id) OVER w AS last_id, \
+                     count(*) OVER w AS n \
+                   FROM ( \
+                     SELECT submitted_at, tracking_id, minute, \
+                       (row_number() OVER (PARTITION BY minute ORDER BY submitted_at, tracking_id) - 1) / $3 AS chunk \
+                     FROM ( \
+                       SELECT submitted_at, tracking_id, \
+                         CASE WHEN $4 THEN floor(extract(epoch FROM submitted_at) / 60) END AS minute \
+                       FROM message_tracking \
+                       WHERE state = 'OPEN' AND next_due_at <= $2 AND carrier_batch_id IS NULL \
+                     ) due \
+                   ) numbered \
+                   WINDOW w AS (PARTITION BY minute, chunk ORDER BY submitted_at, tracking_id \
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
+                   ORDER BY minute, chunk \
                  ) u",
-                &[&round, &cutoff, &(lone.max(1) as i64)],
+                &[
+                    &round,
+                    &cutoff,
+                    &(lone.chunk.max(1) as i64),
+                    &lone.by_minute,
+                    &(batches as i64),
+                ],
             )?;
             tx.execute(
                 "UPDATE poll_rounds SET phase = 'polling' WHERE id = $1 AND phase = 'intake'",
                 &[&round],
             )?;
             tx.commit()?;
-            Ok(units)
+            Ok(batches + lone_units)
         };
         run(&mut self.client).context("publishing the round's work")
     }
@@ -1455,7 +1507,7 @@ impl Rounds for Postgres {
                        SELECT c.round_id, c.unit_id FROM poll_units c WHERE c.round_id = $1 AND NOT c.done \
                        AND (c.claimed_by IS NULL OR c.claimed_until < now() OR NOT {HOLDER_ALIVE}) \
                        ORDER BY c.unit_id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                     RETURNING u.unit_id, u.batch_id, u.first_id, u.last_id, u.messages"
+                     RETURNING u.unit_id, u.batch_id, u.first_at, u.first_id, u.last_at, u.last_id, u.messages"
                 ),
                 &[&round, &me, &(limit as i64), &(lease.as_millis() as f64)],
             )?;
@@ -1464,9 +1516,9 @@ impl Rounds for Postgres {
                 .map(|r| Unit {
                     id: r.get::<_, i32>(0).into(),
                     batch_id: r.get(1),
-                    first_id: r.get(2),
-                    last_id: r.get(3),
-                    messages: r.get::<_, i32>(4) as u64,
+                    first: bound(r.get(2), r.get(3)),
+                    last: bound(r.get(4), r.get(5)),
+                    messages: r.get::<_, i32>(6) as u64,
                 })
                 .collect();
             units.sort_by_key(|u| u.id);
@@ -1496,12 +1548,17 @@ impl Rounds for Postgres {
     }
 
     fn unit_messages(&mut self, unit: &Unit, cutoff: DateTime<Utc>) -> Result<Vec<DueMessage>> {
+        let (Some((first_at, first_id)), Some((last_at, last_id))) = (&unit.first, &unit.last)
+        else {
+            anyhow::bail!("unit {} of messages without a batch has no bounds", unit.id);
+        };
         self.client
             .query(
                 "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, polls \
                  FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= $1 AND carrier_batch_id IS NULL \
-                 AND tracking_id BETWEEN $2 AND $3 ORDER BY tracking_id",
-                &[&cutoff, &unit.first_id, &unit.last_id],
+                 AND (submitted_at, tracking_id) >= ($2, $3) AND (submitted_at, tracking_id) <= ($4, $5) \
+                 ORDER BY submitted_at, tracking_id",
+                &[&cutoff, first_at, first_id, last_at, last_id],
             )
             .map_err(anyhow::Error::from)
             .and_then(|rows| rows.iter().map(due_message).collect())
@@ -1744,6 +1801,11 @@ fn pg_due_exists(client: &mut impl GenericClient, cutoff: DateTime<Utc>) -> Resu
             &[&cutoff],
         )?
         .get(0))
+}
+
+/// A lone unit's bound, from its two columns.
+fn bound(at: Option<DateTime<Utc>>, id: Option<String>) -> Option<(DateTime<Utc>, String)> {
+    at.zip(id)
 }
 
 fn due_message(row: &Row) -> Result<DueMessage> {

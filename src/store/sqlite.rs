@@ -10,10 +10,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
-    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, CycleLease, DueGroup, HORIZON_KEY,
-    History, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span, TABLES,
-    VERSION, Written, check_version, close_by_hand, counter_columns, missing_table, refuse_newer,
-    starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on, warn_repeated,
+    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, CycleLease, DueAfter, DueGroup,
+    HORIZON_KEY, History, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span,
+    TABLES, VERSION, Written, check_version, close_by_hand, counter_columns, missing_table,
+    refuse_newer, starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on, warn_repeated,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::summary::{COUNTERS, Summary};
@@ -26,6 +26,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 const UPGRADES: &[&str] = &[
     include_str!("../migrations/v2.sql"),
     include_str!("../migrations/v3.sql"),
+    include_str!("../migrations/v4.sql"),
 ];
 /// Rows reserved up front for one read of sms_submissions.
 const READ_RESERVE: usize = 10_000;
@@ -351,36 +352,56 @@ impl Backend for Sqlite {
         run().context("finding due messages")
     }
 
-    /// Up to `limit` messages of one group due at `cutoff` with a tracking id after `after` (`None`: from the
-    /// first), in tracking id order: a chunk of a group read in short reads.
     fn due_messages(
         &mut self,
         batch_id: Option<&str>,
         cutoff: DateTime<Utc>,
-        after: Option<&str>,
+        after: Option<&DueAfter>,
         limit: usize,
-    ) -> Result<Vec<DueMessage>> {
-        let run = || -> Result<Vec<DueMessage>> {
+    ) -> Result<(Vec<DueMessage>, Option<DueAfter>)> {
+        let run = || -> Result<(Vec<DueMessage>, Option<DueAfter>)> {
+            // Every stored submitted_at sorts after '': the first chunk starts there.
             const COLUMNS: &str = "SELECT tracking_id, customer_id, phone_number, carrier_batch_id, submitted_at, \
-                polls FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= ?2 AND tracking_id > ?3 AND ";
+                polls FROM message_tracking WHERE state = 'OPEN' AND next_due_at <= ?2 \
+                AND (submitted_at, tracking_id) > (?3, ?4) AND ";
             let cutoff = timefmt::format(cutoff);
             let mut stmt = match batch_id {
                 Some(_) => self.conn.prepare_cached(&format!(
-                    "{COLUMNS} carrier_batch_id = ?1 ORDER BY tracking_id LIMIT ?4"
+                    "{COLUMNS} carrier_batch_id = ?1 ORDER BY submitted_at, tracking_id LIMIT ?5"
                 ))?,
                 None => self.conn.prepare_cached(&format!(
-                    "{COLUMNS} carrier_batch_id IS NULL AND ?1 IS NULL ORDER BY tracking_id LIMIT ?4"
+                    "{COLUMNS} carrier_batch_id IS NULL AND ?1 IS NULL ORDER BY submitted_at, tracking_id LIMIT ?5"
                 ))?,
             };
-            let mut rows =
-                stmt.query(params![batch_id, cutoff, after.unwrap_or(""), limit as i64])?;
+            let (at, id) = after.map_or(("", ""), |a| (a.at.as_str(), a.id.as_str()));
+            let mut rows = stmt.query(params![batch_id, cutoff, at, id, limit as i64])?;
             let mut messages = Vec::new();
+            let mut last = None;
             while let Some(row) = rows.next()? {
-                messages.push(due_message(row)?);
+                let message = due_message(row)?;
+                last = Some((row.get::<_, String>(4)?, message.tracking_id.clone()));
+                messages.push(message);
             }
-            Ok(messages)
+            Ok((messages, last.map(|(at, id)| DueAfter { at, id })))
         };
         run().with_context(|| format!("reading due messages of batch {batch_id:?}"))
+    }
+
+    fn overdue(&mut self, cutoff: DateTime<Utc>) -> Result<(u64, Option<DateTime<Utc>>)> {
+        let (count, oldest): (i64, Option<String>) = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), MIN(next_due_at) FROM message_tracking \
+                 WHERE state = 'OPEN' AND next_due_at <= ?1",
+                [timefmt::format(cutoff)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .context("counting the messages left due")?;
+        let oldest = oldest
+            .map(|t| timefmt::parse(&t))
+            .transpose()
+            .context("reading the oldest next_due_at")?;
+        Ok((count as u64, oldest))
     }
 
     /// Records a cycle as started; returns its id. This connection writes the cycle's results: its page cache
@@ -1258,7 +1279,7 @@ mod tests {
         store.conn.pragma_update(None, "user_version", 99).unwrap();
         let err = format!("{:#}", store.migrate().unwrap_err());
         assert!(
-            err.contains("schema version 99 is newer than this dlr-poller knows (3)"),
+            err.contains("schema version 99 is newer than this dlr-poller knows (4)"),
             "{err}"
         );
         assert!(store.check_schema().is_err());
@@ -1591,16 +1612,21 @@ mod tests {
             store
                 .due_messages(Some("B"), at("2099-01-01T00:00:00Z"), None, 10)
                 .unwrap()
+                .0
                 .is_empty()
         );
     }
 
     #[test]
-    fn due_messages_come_in_chunks_by_tracking_id() {
+    fn due_messages_come_in_chunks_in_submission_order() {
         let (_dir, _path, mut store) = store();
         let now = at(NOW);
+        // Ids and times in different orders, five messages to a second: the read follows the times, then the ids.
         let messages: Vec<DueMessage> = (0..25)
-            .map(|i| message(&format!("T{i:02}"), 0, true))
+            .map(|i| DueMessage {
+                submitted_at: at("2025-12-01T09:00:00Z") + chrono::TimeDelta::seconds(4 - i / 5),
+                ..message(&format!("T{i:02}"), 0, true)
+            })
             .collect();
         let records: Vec<PollRecord> = messages.iter().map(poll_record).collect();
         store.record(1, now, &records).unwrap();
@@ -1609,27 +1635,38 @@ mod tests {
             store
                 .due_messages(Some("B"), now, None, 10)
                 .unwrap()
+                .0
                 .is_empty(),
             "not due yet"
         );
         let mut after = None;
         let mut seen = Vec::new();
+        let mut order = Vec::new();
         loop {
-            let chunk = store
-                .due_messages(Some("B"), due_at, after.as_deref(), 10)
+            let (chunk, last) = store
+                .due_messages(Some("B"), due_at, after.as_ref(), 10)
                 .unwrap();
             if chunk.is_empty() {
+                assert_eq!(last, None);
                 break;
             }
-            after = chunk.last().map(|m| m.tracking_id.clone());
+            after = last;
             seen.push(chunk.len());
             assert!(
                 chunk
                     .iter()
                     .all(|m| m.polls == 1 && m.phone_number.as_deref() == Some("+4915112345678"))
             );
+            order.extend(chunk.into_iter().map(|m| (m.submitted_at, m.tracking_id)));
         }
         assert_eq!(seen, [10, 10, 5]);
+        let mut expected: Vec<_> = messages
+            .iter()
+            .map(|m| (m.submitted_at, m.tracking_id.clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(order, expected);
+        assert_eq!(order[0].1, "T20");
         assert_eq!(
             store.due_groups(due_at).unwrap(),
             [DueGroup {

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use super::postgres::Postgres;
 use super::sqlite::Sqlite;
 use super::{
-    Backend, Closed, Cursor, CycleLease, DueGroup, History, Join, Lease, MetricsData, Phase,
-    Rounds, Sharing, Span, Unit, Written,
+    Backend, Closed, Cursor, CycleLease, DueAfter, DueGroup, History, Join, Lease, MetricsData,
+    Phase, Rounds, Sharing, Span, Unit, Written,
 };
-use crate::domain::{DueMessage, Intake, PollRecord, Submission};
+use crate::domain::{DueMessage, Intake, LoneJobs, PollRecord, Submission};
 use crate::exit::{Exit, ExitContext};
 use crate::summary::Summary;
 
@@ -50,9 +50,10 @@ macro_rules! tagged_backend {
                     &mut self,
                     batch_id: Option<&str>,
                     cutoff: DateTime<Utc>,
-                    after: Option<&str>,
+                    after: Option<&DueAfter>,
                     limit: usize
-                ) -> Vec<DueMessage>;
+                ) -> (Vec<DueMessage>, Option<DueAfter>);
+                fn overdue(&mut self, cutoff: DateTime<Utc>) -> (u64, Option<DateTime<Utc>>);
                 fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> i64;
                 fn record(&mut self, cycle_id: i64, polled_at: DateTime<Utc>, records: &[PollRecord]) -> Written;
                 fn finish_cycle(&mut self, s: &Summary) -> ();
@@ -83,7 +84,7 @@ impl Rounds for Tagged<Postgres> {
         fn join_round(&mut self, me: &str, now: DateTime<Utc>, ttl: Duration) -> Join;
         fn round_phase(&mut self, round: i64) -> Phase;
         fn take_over_round(&mut self, round: i64, me: &str) -> bool;
-        fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: usize) -> u64;
+        fn publish_units(&mut self, round: i64, cutoff: DateTime<Utc>, lone: LoneJobs) -> u64;
         fn claim_units(&mut self, round: i64, me: &str, limit: usize, lease: Duration) -> Vec<Unit>;
         fn renew_units(&mut self, round: i64, me: &str, lease: Duration) -> u64;
         fn release_units(&mut self, round: i64, me: &str) -> u64;

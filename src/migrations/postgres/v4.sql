@@ -1,0 +1,17 @@
+-- PostgreSQL: upgrade from schema version 3 to 4. Applied in one transaction by `dlr-poller migrate`, under
+-- its advisory lock; never edit.
+--  - due messages are read in submission order (submitted_at, then tracking id), so that a carrier listed by
+--    time (Twilio) finds a job's messages in the few minutes they were sent in: the open index follows, and a
+--    round's units of messages without a batch are bounded by (submitted_at, tracking id).
+--  - poll_cycles says how far behind its grid a cycle left the poller: messages due and not polled at its end,
+--    and the age of the oldest such poll.
+-- Building the index reads the open tracking rows once (seconds for millions) while writes to the table wait;
+-- the added columns change only the catalog.
+
+DROP INDEX IF EXISTS idx_message_tracking_open;
+CREATE INDEX idx_message_tracking_open
+  ON message_tracking (carrier_batch_id, submitted_at, tracking_id, next_due_at) WHERE state = 'OPEN';
+ALTER TABLE poll_units ADD COLUMN first_at timestamptz;
+ALTER TABLE poll_units ADD COLUMN last_at timestamptz;
+ALTER TABLE poll_cycles ADD COLUMN overdue bigint NOT NULL DEFAULT 0;
+ALTER TABLE poll_cycles ADD COLUMN lag_seconds bigint NOT NULL DEFAULT 0;
