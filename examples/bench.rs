@@ -4,8 +4,8 @@
 //! runs the real `dlr-poller poll` binary for the cycle in which every message is due, then again when nothing
 //! is due, and reports wall time, messages/s, HTTP requests/s, the poller's peak RSS (from `/usr/bin/time -v`),
 //! and the database size. It also measures two floors in the same run: the network floor (requests x latency /
-//! concurrency) and the SQLite floor (a minimal program inserting the same number of audit rows, with the same
-//! indexes, in batched transactions). Results go in BENCHMARKS.md.
+//! concurrency) and the SQLite floor (a minimal program writing the same number of audit rows and first tracking
+//! rows, with the same ids and indexes, in transactions of 25,000 as the poller's writer). Results go in BENCHMARKS.md.
 //!
 //! With `--postgres URL` (a superuser URL of a running PostgreSQL server) the same runs against a fresh database
 //! on that server (dropped at the end), and the floor is the PostgreSQL one: binary COPY of the same number of
@@ -140,6 +140,12 @@ fn main() -> Result<()> {
         random_id
     } else {
         sequential_id
+    };
+    // The floors write the same ids the world has: a provider's (Twilio SIDs, Telnyx UUIDs) are in no order.
+    let dialect = o.dialect;
+    let floor_id = |i: usize| match dialect {
+        Dialect::Generic => id(i),
+        dialect => dialect.tracking_id(i),
     };
     let world = match o.dialect {
         Dialect::Generic => World::uniform_with(o.messages, o.batch_size, start, id),
@@ -282,8 +288,8 @@ fn main() -> Result<()> {
     let network_floor =
         requests as f64 * o.latency_ms as f64 / 1000.0 / (o.concurrency * o.replicas) as f64;
     let store_floor = match &db {
-        Db::Sqlite(_) => sqlite_floor(dir.path(), o.messages, o.batch_size.max(50), id)?,
-        Db::Postgres { url, password, .. } => pg_floor(url, password, o.messages, id)?,
+        Db::Sqlite(_) => sqlite_floor(dir.path(), o.messages, floor_id)?,
+        Db::Postgres { url, password, .. } => pg_floor(url, password, o.messages, floor_id)?,
     };
     let wall = first.wall.as_secs_f64();
     let floor = network_floor.max(store_floor);
@@ -582,38 +588,42 @@ fn poller(bin: &Path, db: &Db, args: &[&str], token: Option<&str>, verbose: bool
     })
 }
 
-/// The SQLite floor: the same number of audit rows, with the audit table's indexes, inserted with one prepared
-/// statement in transactions of `batch` rows, on a database set up as the poller sets it up (WAL, NORMAL sync).
-fn sqlite_floor(
-    dir: &Path,
-    rows: usize,
-    batch: usize,
-    id: impl Fn(usize) -> String,
-) -> Result<f64> {
+/// The SQLite floor: the same number of audit rows and first tracking rows, with the tables' indexes, inserted
+/// with one prepared statement each in transactions of 25,000 results sorted by id, on a database set up as the
+/// poller sets up its writer (WAL, NORMAL sync, a 64 MB page cache).
+fn sqlite_floor(dir: &Path, rows: usize, id: impl Fn(usize) -> String) -> Result<f64> {
+    // As many results per transaction as the poller's writer takes at most.
+    const CHUNK: usize = 25_000;
     let path = dir.join("floor.db");
     let mut conn = rusqlite::Connection::open(&path)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "cache_size", -(64 << 10))?;
     conn.execute_batch(include_str!("../schema.sql"))?;
     let polled_at = "2025-12-01T11:00:00Z";
     let started = Instant::now();
-    for chunk in (0..rows).collect::<Vec<_>>().chunks(batch) {
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(CHUNK) {
         let tx = conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
+            let mut audit = tx.prepare_cached(
                 "INSERT INTO sms_delivery_confirmations (tracking_id, customer_id, phone_number, carrier_batch_id, \
                  delivery_status, failure_code, failure_reason, polled_at, delivery_confirmed_at, poll_attempt, \
                  created_at, cycle_id, carrier_status, carrier_found) \
-                 VALUES (?1, ?2, ?3, ?4, 'PENDING', NULL, NULL, ?5, NULL, 1, ?5, 1, 'SENT', 1)",
+                 VALUES (?1, ?2, ?3, NULL, 'PENDING', NULL, NULL, ?4, NULL, 1, ?4, 1, 'SENT', 1)",
             )?;
-            for &i in chunk {
-                stmt.execute((
-                    id(i),
-                    format!("C{:06}", i % 100_000),
-                    format!("+4915{i:09}"),
-                    format!("B{:06}", i / batch),
-                    polled_at,
-                ))?;
+            let mut tracking = tx.prepare_cached(
+                "INSERT INTO message_tracking (tracking_id, customer_id, phone_number, carrier_batch_id, \
+                 submitted_at, state, polls, next_due_at, last_status, last_polled_at) \
+                 VALUES (?1, ?2, ?3, NULL, '2025-12-01T09:00:00Z', 'OPEN', 1, '2025-12-01T13:00:00Z', 'PENDING', ?4)",
+            )?;
+            let mut ids: Vec<(String, usize)> = chunk.iter().map(|&i| (id(i), i)).collect();
+            // The writer sorts a transaction's results by tracking id, as this does.
+            ids.sort_unstable();
+            for (tracking_id, i) in ids {
+                let customer = format!("C{:06}", i % 100_000);
+                let phone = format!("+4915{i:09}");
+                tracking.execute((&tracking_id, &customer, &phone, polled_at))?;
+                audit.execute((&tracking_id, &customer, &phone, polled_at))?;
             }
         }
         tx.commit()?;

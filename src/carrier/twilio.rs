@@ -40,7 +40,7 @@ const PAGE_SIZE: usize = 1_000;
 /// The listed minutes kept in memory: a job needs about twelve; jobs come roughly in submission order.
 pub const SLICES_KEPT: usize = 16;
 /// Messages without a batch per job, at most: a busy minute of a send is asked for by several jobs.
-const LONE_CHUNK: usize = 5_000;
+const LONE_CHUNK: usize = 1_000;
 
 /// The messages sent in one minute: `None` until listed. A report leaves it when a job takes it.
 type Slice = Arc<Mutex<Option<Minute>>>;
