@@ -86,6 +86,9 @@ CREATE TABLE poll_cycles (
   lookups_rejected    bigint NOT NULL DEFAULT 0,
   overdue             bigint NOT NULL DEFAULT 0,  -- messages due and not polled when the cycle ended
   lag_seconds         bigint NOT NULL DEFAULT 0,  -- how long the oldest of them had been due then
+  bulk_fallbacks      bigint NOT NULL DEFAULT 0,  -- jobs whose bulk question failed, asked the per-message way
+  asked_alone         bigint NOT NULL DEFAULT 0,  -- messages asked per message: their bulk question failed or lacked them
+  fallback_stopped    bigint NOT NULL DEFAULT 0,  -- 1: falling back stopped, the carrier failing per-message questions too
   round_id            bigint,   -- poll_rounds.id: the cycle this run shared with other replicas
   run_token           text      -- the run's token: its sessions are named dlr-poller:{token} while it lives
 );

@@ -108,7 +108,10 @@ CREATE TABLE IF NOT EXISTS poll_cycles (
   closed_unanswered  INTEGER NOT NULL DEFAULT 0,  -- closed after their +72h slot without an answer
   lookups_rejected   INTEGER NOT NULL DEFAULT 0,  -- messages the carrier refused to answer about (400, 410, 422...)
   overdue            INTEGER NOT NULL DEFAULT 0,  -- messages due and not polled when the cycle ended
-  lag_seconds        INTEGER NOT NULL DEFAULT 0   -- how long the oldest of them had been due then
+  lag_seconds        INTEGER NOT NULL DEFAULT 0,  -- how long the oldest of them had been due then
+  bulk_fallbacks     INTEGER NOT NULL DEFAULT 0,  -- jobs whose bulk question failed, asked the per-message way
+  asked_alone        INTEGER NOT NULL DEFAULT 0,  -- messages asked per message: their bulk question failed or lacked them
+  fallback_stopped   INTEGER NOT NULL DEFAULT 0   -- 1: falling back stopped, the carrier failing per-message questions too
 );
 
 -- The lease of the running cycle (one row while a cycle runs). Two cycles are kept apart by an OS lock on the file

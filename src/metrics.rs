@@ -163,6 +163,21 @@ fn last_run(f: &mut Family, s: &Summary, budget: Duration, data: &MetricsData) {
         s.lag_seconds as f64,
     );
     f.gauge(
+        "dlr_poller_last_run_bulk_fallbacks",
+        "Jobs of the last cycle whose bulk question failed and whose messages were asked one by one.",
+        s.bulk_fallbacks as f64,
+    );
+    f.gauge(
+        "dlr_poller_last_run_messages_asked_alone",
+        "Messages the last cycle asked about one by one because their bulk question failed or lacked them.",
+        s.asked_alone as f64,
+    );
+    f.gauge(
+        "dlr_poller_last_run_fallback_stopped",
+        "1 if the last cycle stopped falling back to per-message questions (the carrier failed those too).",
+        s.fallback_stopped as f64,
+    );
+    f.gauge(
         "dlr_poller_last_run_submissions_too_old",
         "New submissions the last cycle recorded as too old to track (first seen after 72h + --catch-up).",
         s.too_old as f64,

@@ -48,6 +48,12 @@ pub struct Summary {
     pub overdue: u64,
     /// How long the oldest of them had been due when the cycle ended, in seconds (0: none).
     pub lag_seconds: u64,
+    /// Jobs whose bulk question failed and whose messages were asked the per-message way.
+    pub bulk_fallbacks: u64,
+    /// Messages asked the per-message way because their bulk question failed or its answer lacked them.
+    pub asked_alone: u64,
+    /// 1 when the cycle stopped falling back (the carrier failed per-message questions too), else 0.
+    pub fallback_stopped: u64,
 }
 
 /// A count of a cycle that `poll_cycles` keeps, in a column named as the field.
@@ -93,6 +99,9 @@ counters!(
     lookups_rejected,
     overdue,
     lag_seconds,
+    bulk_fallbacks,
+    asked_alone,
+    fallback_stopped,
 );
 
 impl Summary {

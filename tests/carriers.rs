@@ -110,10 +110,7 @@ fn expect(dialect: Dialect, m: &SimMessage, now: DateTime<Utc>) -> Expect {
     if dialect == Dialect::Infobip && now - m.submitted_at > TimeDelta::hours(48) {
         return Expect::Close;
     }
-    // Sinch: a recipient missing from the full batch report has no report yet.
-    if dialect == Dialect::Sinch && !m.listed {
-        return Expect::Poll(None);
-    }
+    // Sinch: a recipient missing from the full batch report is asked for by its recipient report: the truth.
     Expect::Poll(m.truth_at(now, dialect))
 }
 
@@ -1033,4 +1030,124 @@ fn doctor_names_a_wrong_url_or_account_behind_a_404() {
         );
         listing.assert();
     }
+}
+
+/// Ten batches of 100, one of which is dead: its bulk question answers 503 on every attempt while each of its
+/// messages can be asked about on its own (a report too large to build in time, a gateway that times out on that
+/// one bulk). On every provider whose bulk question is by batch, its messages are asked the per-message way in
+/// the same cycle (Sinch by recipient report, Infobip by messageId), with the carrier's truth: nothing is left
+/// for later, and the summary says what fell back.
+#[test]
+fn a_dead_batch_is_asked_the_per_message_way_in_the_same_cycle() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    for dialect in [Dialect::Generic, Dialect::Sinch, Dialect::Infobip] {
+        let name = dialect.name();
+        let batch = |i: usize| format!("B{:02}", i / 100);
+        let messages: Vec<SimMessage> = (0..1_000)
+            .map(|i| SimMessage {
+                fate: if i % 2 == 0 {
+                    Fate::Deliver {
+                        after: TimeDelta::minutes(30),
+                    }
+                } else {
+                    Fate::Stuck {
+                        word: dialect_pending(dialect).into(),
+                    }
+                },
+                ..stuck(dialect, i, "", Some(&batch(i)), start)
+            })
+            .collect();
+        let db = TestDb::new();
+        db.insert_world(&messages);
+        let server = serve(World::new(messages.clone()), dialect, now, 1_000);
+        server
+            .sandbox()
+            .faults(|f| f.dead_batches = vec!["B03".to_string()]);
+        let mut args = profile_args(dialect);
+        args.extend(["--max-attempts".to_string(), "3".to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+        assert_eq!(out.code, Some(0), "{name}: {}", out.stderr);
+        assert_eq!(
+            out.counts(&[
+                "polled",
+                "delivered",
+                "batches_failed",
+                "bulk_fallbacks",
+                "asked_alone",
+                "fallback_stopped"
+            ]),
+            [1_000, 500, 0, 1, 100, 0],
+            "{name}: {}",
+            out.stderr
+        );
+        out.assert_stderr_has("batch \"B03\": ");
+        out.assert_stderr_has("asking for its 100 messages one by one");
+        // Every message of the dead batch has its own truth recorded.
+        for m in messages
+            .iter()
+            .filter(|m| m.batch_id.as_deref() == Some("B03"))
+        {
+            let t = db.tracking(&m.tracking_id).unwrap();
+            let want = if matches!(m.fate, Fate::Deliver { .. }) {
+                "DELIVERED"
+            } else {
+                "OPEN"
+            };
+            assert_eq!(t.state, want, "{name}: {}", m.tracking_id);
+        }
+        // Nine bulk questions, the dead one's three attempts, a hundred lookups.
+        let requests = server.sandbox().requests();
+        assert!(
+            (112..=115).contains(&requests),
+            "{name}: {requests} requests"
+        );
+    }
+}
+
+/// A carrier failing every request: the failed bulk questions fall back to per-message ones only until a few of
+/// those fail too, then falling back stops for the cycle. The requests stay those of the bulk questions' attempts
+/// and a few lookups, not one per message; nothing is closed, the run exits 69 and says why.
+#[test]
+fn a_carrier_failing_as_a_whole_is_not_asked_one_message_at_a_time() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    let dialect = Dialect::Generic;
+    let messages: Vec<SimMessage> = (0..1_000)
+        .map(|i| {
+            let batch = format!("B{:02}", i / 100);
+            stuck(dialect, i, "SENT", Some(&batch), start)
+        })
+        .collect();
+    let db = TestDb::new();
+    db.insert_world(&messages);
+    let server = serve(World::new(messages), dialect, now, 1_000);
+    server.sandbox().faults(|f| f.unavailable_after = Some(0));
+    let args = ["--max-attempts", "2", "--concurrency", "4"];
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.code, Some(69), "{}", out.stderr);
+    assert_eq!(
+        out.counts(&[
+            "polled",
+            "closed_unanswered",
+            "batches_failed",
+            "fallback_stopped"
+        ]),
+        [0, 0, 10, 1],
+        "{}",
+        out.stderr
+    );
+    out.assert_stderr_has("falling back to per-message questions stopped for this cycle");
+    // Ten bulk questions of two attempts each; the lookups of the jobs that fell back before the watch stopped
+    // it: at most the probe's three per worker in flight, two attempts each.
+    let requests = server.sandbox().requests();
+    assert!(
+        (20..=20 + 4 * 3 * 2).contains(&requests),
+        "{requests} requests"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        0
+    );
 }

@@ -254,9 +254,11 @@ fn a_message_never_answered_is_closed_at_the_first_cycle_after_its_window(backen
             "polled",
             "closed_unanswered",
             "lookups_failed",
-            "batches_failed"
+            "batches_failed",
+            "bulk_fallbacks"
         ]),
-        [2, 0, 2, 1, 1]
+        // The batch's question failed, and so did the lookup it fell back to.
+        [2, 0, 2, 2, 1, 1]
     );
     let out = db.cmd().args(["history", "M503"]).output().unwrap();
     let text = stdout(&out);

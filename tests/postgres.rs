@@ -386,7 +386,8 @@ fn a_version_2_database_upgrades_to_version_4() {
         client
             .batch_execute(
                 "ALTER TABLE sms_delivery_confirmations DROP COLUMN failure_category; \
-                 ALTER TABLE poll_cycles DROP COLUMN overdue, DROP COLUMN lag_seconds; \
+                 ALTER TABLE poll_cycles DROP COLUMN overdue, DROP COLUMN lag_seconds, DROP COLUMN bulk_fallbacks, \
+                   DROP COLUMN asked_alone, DROP COLUMN fallback_stopped; \
                  ALTER TABLE poll_units DROP COLUMN first_at, DROP COLUMN last_at; \
                  DROP INDEX idx_message_tracking_open; \
                  CREATE INDEX idx_message_tracking_open ON message_tracking (carrier_batch_id, tracking_id, \

@@ -688,6 +688,16 @@ impl Sandbox {
                 &self.stats.message_lookups
             };
             stat.fetch_add(1, Ordering::Relaxed);
+            // A dead batch: its bulk question fails every time, its messages' own questions work.
+            let bulk = !std::ptr::eq(stat, &self.stats.message_lookups);
+            if bulk
+                && faults.dead_batches.iter().any(|b| {
+                    segments.contains(&b.as_str())
+                        || query.split('&').any(|kv| kv == format!("bulkId={b}"))
+                })
+            {
+                return fault(503, vec![], error_body("batch report unavailable"));
+            }
             return dialect::respond(self.dialect, &world, now, self.page_size, &segments, query);
         }
         match segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {

@@ -8,8 +8,10 @@
 //!   200 {"batch_id":"B1","recipient":"4915100000001","code":401,"status":"Dispatched","at":"2021-08-30T08:16:08.930Z"}
 //! ```
 //! Bearer authentication with the API token. Numbers may come with or without a leading `+`: they are matched
-//! by their digits. A recipient of ours missing from a full batch report has no report yet: PENDING, not a
-//! failure. Sinch sends a code and no text: the code's documented meaning (its table) is the failure reason.
+//! by their digits. A recipient of ours missing from a full batch report (Sinch lists recipients still in
+//! progress, Queued or Dispatched, only in their recipient reports) is asked for by its recipient report; only
+//! a 404 there records it as unknown to the carrier. Sinch sends a code and no text: the code's documented
+//! meaning (its table) is the failure reason.
 
 use std::collections::HashMap;
 
@@ -20,8 +22,9 @@ use super::wire::{self, encode};
 use super::{AccountRule, Bulk, FetchError, Listing, Profile, Provider, Report};
 use crate::domain::DueMessage;
 
-/// Codes that are not errors: delivered, queued, dispatched.
-const NOT_ERRORS: [i64; 3] = [0, 400, 401];
+/// Codes that are not errors with the word they come with: queued, dispatched. With any other word (Sinch's own
+/// fixtures have `Failed` with 400) the code is the carrier's and is kept. 0 is no error with any word.
+const NOT_ERRORS: [(i64, &str); 2] = [(400, "Queued"), (401, "Dispatched")];
 
 /// The provider's entry in the registry.
 pub const PROVIDER: Provider = Provider {
@@ -106,22 +109,17 @@ impl Profile for Sinch {
             malformed: report.malformed,
             ..Listing::default()
         };
-        let mut answered = std::collections::HashSet::new();
         for (at, recipient) in report.recipients {
             let Some(ids) = by_number.get(&wire::digits(&recipient)) else {
                 continue;
             };
             let (status, code) = &report.statuses[at];
             for id in ids {
-                answered.insert(*id);
                 listing.reports.push(report_of(id, status, *code, None));
             }
         }
-        listing.not_found = messages
-            .iter()
-            .filter(|m| m.phone_number.is_some() && !answered.contains(m.tracking_id.as_str()))
-            .map(|m| m.tracking_id.clone())
-            .collect();
+        // A recipient the full report lacks (Sinch lists those still in progress only in their recipient
+        // reports) is asked for by its recipient report.
         Ok(Bulk::Listed(listing))
     }
 
@@ -168,7 +166,12 @@ fn report_of(tracking_id: &str, status: &str, code: Option<i64>, at: Option<Stri
         tracking_id: tracking_id.to_string(),
         status: status.to_string(),
         error_code: code
-            .filter(|c| !NOT_ERRORS.contains(c))
+            .filter(|&c| {
+                c != 0
+                    && !NOT_ERRORS
+                        .iter()
+                        .any(|&(n, word)| n == c && word.eq_ignore_ascii_case(status))
+            })
             .map(|c| c.to_string()),
         status_updated_at: at,
         ..Report::default()
@@ -255,6 +258,12 @@ mod tests {
             r.at.as_deref().and_then(wire::timestamp),
         );
         assert_eq!(report.error_code, None, "401 is not an error");
+        // With another word, the same code is the carrier's failure code, kept.
+        let failed = report_of("T1", "Failed", Some(400), None);
+        assert_eq!(failed.error_code.as_deref(), Some("400"));
+        assert_eq!(report_of("T1", "Queued", Some(400), None).error_code, None);
+        assert_eq!(report_of("T1", "Delivered", Some(0), None).error_code, None);
+        assert_eq!(report_of("T1", "Unknown", Some(0), None).error_code, None);
         assert_eq!(
             report.status_updated_at.as_deref(),
             Some("2021-08-30T08:16:08Z")

@@ -2,6 +2,7 @@
 //! the answers to the writer.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +15,50 @@ use crate::domain::DueMessage;
 use crate::schedule;
 use crate::timefmt;
 
+/// Per-message lookups that must fail, none succeeding, before a cycle stops falling back from failed bulk
+/// questions.
+const FALLBACK_PROBE: u64 = 3;
+
+/// The cycle's watch on falling back from failed bulk questions to per-message ones. A dead batch (one bulk
+/// question that keeps failing while the carrier answers about each of its messages) is asked the other way;
+/// a carrier failing as a whole is not asked a million times one message at a time: once more fallback lookups
+/// have failed than succeeded (at least [`FALLBACK_PROBE`]), falling back stops for the rest of the cycle, and
+/// what is left stays due as before.
+#[derive(Default)]
+pub(super) struct Fallback {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Fallback {
+    /// Whether falling back has stopped for this cycle.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Counts a fallback lookup that got an answer (`true`) or failed.
+    fn record(&self, answered: bool) {
+        if answered {
+            self.ok.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        let ok = self.ok.load(Ordering::Relaxed);
+        if failed >= FALLBACK_PROBE && failed > ok && !self.stopped.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "falling back to per-message questions stopped for this cycle: {failed} of them failed and {ok} \
+                 were answered, so the carrier is failing as a whole; the messages of failed bulk questions stay \
+                 due"
+            );
+        }
+    }
+}
+
 /// Starts `n` workers taking jobs from `jobs` until there are none.
 pub(super) fn start_workers(
     carrier: Arc<Carrier>,
+    fallback: Arc<Fallback>,
     now: DateTime<Utc>,
     n: usize,
     jobs: Receiver<Job>,
@@ -24,10 +66,11 @@ pub(super) fn start_workers(
 ) -> Result<()> {
     let jobs = Arc::new(Mutex::new(jobs));
     for i in 0..n {
-        let (carrier, jobs, out) = (carrier.clone(), jobs.clone(), out.clone());
+        let (carrier, fallback, jobs, out) =
+            (carrier.clone(), fallback.clone(), jobs.clone(), out.clone());
         std::thread::Builder::new()
             .name(format!("worker-{i}"))
-            .spawn(move || work(&carrier, now, &jobs, out))
+            .spawn(move || work(&carrier, &fallback, now, &jobs, out))
             .context("starting a worker thread")?;
     }
     Ok(())
@@ -36,6 +79,7 @@ pub(super) fn start_workers(
 /// A worker: takes jobs until there are none, asks the carrier, hands the answers to the writer.
 fn work(
     carrier: &Carrier,
+    fallback: &Fallback,
     now: DateTime<Utc>,
     jobs: &Mutex<Receiver<Job>>,
     out: SyncSender<ToWriter>,
@@ -46,10 +90,8 @@ fn work(
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        if out
-            .send(ToWriter::Answers(Box::new(ask(carrier, now, job))))
-            .is_err()
-        {
+        let asked = ask(carrier, fallback, now, job);
+        if out.send(ToWriter::Answers(Box::new(asked))).is_err() {
             return;
         }
     }
@@ -57,10 +99,11 @@ fn work(
 
 /// Asks the carrier about one job's messages. A message the profile cannot ask about, or one past the
 /// carrier's retention, is closed without a request. Then the profile's bulk question (a batch listing, an id
-/// list, a time window), then one by one for the messages it lacks. A bulk question that fails for good (a
-/// 4xx, a listing past the page cap) falls back to one-by-one lookups; one that keeps failing (the carrier is
-/// unwell) fails the job.
-fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Asked {
+/// list, a time window), then one by one for the messages it lacks. A bulk question that fails, for good (a
+/// 4xx, a listing past the page cap) or after its retries (5xx, timeouts, unreadable pages), falls back to
+/// one-by-one lookups in the same cycle, unless the cycle has stopped falling back ([`Fallback`]): then the job
+/// fails, and its messages stay due.
+fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job) -> Asked {
     let repeated = drop_repeats(&mut job.messages);
     let mut asked = Asked {
         answers: job.messages.iter().map(|_| None).collect(),
@@ -73,6 +116,8 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Asked {
         lookup_error: None,
         repeated,
         cut_short: true,
+        fell_back: false,
+        asked_alone: 0,
     };
     if carrier.http.control().stopped().is_some() {
         return asked;
@@ -112,32 +157,67 @@ fn ask(carrier: &Carrier, now: DateTime<Utc>, mut job: Job) -> Asked {
         },
         other => other,
     };
+    // Whether the lookups to come stand in for a bulk question that failed, or for what its answer lacked.
+    let mut failed_bulk = None;
+    let mut alone = false;
     match bulk {
-        Ok(Bulk::Listed(listing)) => take_listing(&mut asked, listing),
+        Ok(Bulk::Listed(listing)) => {
+            take_listing(&mut asked, listing);
+            // What the bulk answer lacks is asked the per-message way.
+            alone = true;
+        }
         Ok(Bulk::NotOffered) => {}
         Ok(Bulk::UnknownBatch) => {
             log::info!("carrier does not know {label}; asking for its messages one by one")
         }
-        Err(e) if e.is_permanent() => log::warn!(
-            "{label}: {e}; asking for its {} messages one by one",
-            asked.answers.iter().filter(|a| a.is_none()).count()
-        ),
+        Err(e)
+            if (e.is_permanent() || matches!(e, FetchError::Failed { .. }))
+                && !fallback.stopped() =>
+        {
+            let left = asked.answers.iter().filter(|a| a.is_none()).count();
+            log::warn!("{label}: {e}; asking for its {left} messages one by one");
+            asked.fell_back = true;
+            alone = true;
+            failed_bulk = Some(e);
+        }
         Err(e) => {
-            if e.is_carriers_failure() {
-                let reason = format!("{label}: {e}");
-                for (answer, error) in asked.answers.iter().zip(&mut asked.errors) {
-                    if answer.is_none() {
-                        *error = Some(reason.clone());
-                    }
-                }
-            }
-            asked.cut_short = matches!(e, FetchError::Deadline | FetchError::Stopped);
-            asked.batch_error = Some(e);
+            fail_rest(&mut asked, &label, e);
             return asked;
         }
     }
-    one_by_one(carrier, &mut asked);
+    let unanswered = |asked: &Asked| asked.answers.iter().filter(|a| a.is_none()).count() as u64;
+    let before = unanswered(&asked);
+    one_by_one(carrier, &mut asked, failed_bulk.as_ref().map(|_| fallback));
+    if alone {
+        asked.asked_alone = before - unanswered(&asked) + asked.lookup_failures;
+    }
+    if let Some(e) = failed_bulk
+        && asked.answers.iter().any(|a| a.is_none())
+        && !matches!(
+            asked.lookup_error,
+            Some(FetchError::Deadline | FetchError::Stopped)
+        )
+    {
+        // The lookups did not answer for every message (they failed too, or falling back stopped): the rest of
+        // the job failed with its bulk question.
+        fail_rest(&mut asked, &label, e);
+    }
     asked
+}
+
+/// Marks the messages of a job still without an answer as failed with the job's bulk question: they stay due,
+/// and the job counts as failed.
+fn fail_rest(asked: &mut Asked, label: &str, e: FetchError) {
+    if e.is_carriers_failure() {
+        let reason = format!("{label}: {e}");
+        for (answer, error) in asked.answers.iter().zip(&mut asked.errors) {
+            if answer.is_none() {
+                *error = Some(reason.clone());
+            }
+        }
+    }
+    asked.cut_short = matches!(e, FetchError::Deadline | FetchError::Stopped);
+    asked.batch_error = Some(e);
 }
 
 /// Closes, without a request, the messages that cannot be asked about: out of range (tracked by an earlier
@@ -208,13 +288,29 @@ fn take_listing(asked: &mut Asked, listing: Listing) {
     }
 }
 
-/// Asks one by one about every message still without an answer.
-fn one_by_one(carrier: &Carrier, asked: &mut Asked) {
+/// Asks one by one about every message still without an answer. `fallback`: these lookups stand in for a
+/// bulk question that failed; each counts toward the cycle's watch, and they stop once it stops falling back.
+fn one_by_one(carrier: &Carrier, asked: &mut Asked, fallback: Option<&Fallback>) {
     for i in 0..asked.answers.len() {
         if asked.answers[i].is_some() {
             continue;
         }
-        match carrier.one(&asked.job.messages[i]) {
+        let result = match fallback {
+            Some(watch) if watch.stopped() => break,
+            Some(watch) => {
+                let result = carrier.one(&asked.job.messages[i]);
+                match &result {
+                    Ok(_) | Err(FetchError::Refused { .. }) => watch.record(true),
+                    Err(FetchError::Failed { .. } | FetchError::Unusable { .. }) => {
+                        watch.record(false)
+                    }
+                    Err(_) => {}
+                }
+                result
+            }
+            None => carrier.one(&asked.job.messages[i]),
+        };
+        match result {
             Ok(Some(report)) => asked.answers[i] = Some(Answer::Reported(report)),
             Ok(None) => asked.answers[i] = Some(Answer::NotFound),
             Err(FetchError::Refused { code, reason }) => {

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use chrono::{DateTime, Utc};
 
+use self::ask::Fallback;
 use self::dispatch::Dispatch;
 use self::rounds::Claim;
 use self::write::{Drained, Writer};
@@ -145,6 +146,10 @@ struct Asked {
     repeated: Vec<String>,
     /// The cycle stopped (signal, deadline) before every message of the job was asked about.
     cut_short: bool,
+    /// Its bulk question failed and its messages were asked the per-message way.
+    fell_back: bool,
+    /// Messages asked the per-message way because the bulk question failed or its answer lacked them.
+    asked_alone: u64,
 }
 
 /// What reaches the writer.
@@ -326,6 +331,7 @@ fn poll(
         counts,
         stats,
         carrier,
+        fallback,
     } = start(cx, &mut window, now, role)?;
     let table = cx.config.carrier.table.clone();
     let mut writer = Writer::new(store, table, now, summary, role.claim().cloned());
@@ -339,6 +345,7 @@ fn poll(
     }
     let repeated = writer.repeated();
     let new_left_since = writer.new_left_since();
+    summary.fallback_stopped = u64::from(fallback.stopped());
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
     let due = || {
@@ -410,6 +417,8 @@ struct Started {
     counts: Arc<DueCounts>,
     stats: Arc<Stats>,
     carrier: Arc<Carrier>,
+    /// The watch on falling back from failed bulk questions.
+    fallback: Arc<Fallback>,
 }
 
 /// Starts the dispatcher (on a connection of its own) and the workers. Threads are detached, not scoped: after a
@@ -457,13 +466,22 @@ fn start(cx: &Cycle, window: &mut Window, now: DateTime<Utc>, role: &Role) -> Re
         })
         .context("starting the dispatcher thread")?;
     let carrier = Arc::new(carrier);
-    ask::start_workers(carrier.clone(), now, concurrency, job_rx, out_tx)?;
+    let fallback = Arc::new(Fallback::default());
+    ask::start_workers(
+        carrier.clone(),
+        fallback.clone(),
+        now,
+        concurrency,
+        job_rx,
+        out_tx,
+    )?;
     Ok(Started {
         dispatcher,
         results,
         counts,
         stats,
         carrier,
+        fallback,
     })
 }
 

@@ -261,6 +261,8 @@ impl<'a> Writer<'a> {
                 }
             }
         }
+        self.summary.bulk_fallbacks += u64::from(done.fell_back);
+        self.summary.asked_alone += done.asked_alone;
         if let Some(first) = done.malformed.first() {
             self.summary.malformed_reports += done.malformed.len() as u64;
             log::warn!(

@@ -4,7 +4,7 @@
 --    time (Twilio) finds a job's messages in the few minutes they were sent in: the open index follows, and a
 --    round's units of messages without a batch are bounded by (submitted_at, tracking id).
 --  - poll_cycles says how far behind its grid a cycle left the poller: messages due and not polled at its end,
---    and the age of the oldest such poll.
+--    and the age of the oldest such poll; and how often bulk questions fell back to per-message ones.
 -- Building the index reads the open tracking rows once (seconds for millions) while writes to the table wait;
 -- the added columns change only the catalog.
 
@@ -15,3 +15,6 @@ ALTER TABLE poll_units ADD COLUMN first_at timestamptz;
 ALTER TABLE poll_units ADD COLUMN last_at timestamptz;
 ALTER TABLE poll_cycles ADD COLUMN overdue bigint NOT NULL DEFAULT 0;
 ALTER TABLE poll_cycles ADD COLUMN lag_seconds bigint NOT NULL DEFAULT 0;
+ALTER TABLE poll_cycles ADD COLUMN bulk_fallbacks bigint NOT NULL DEFAULT 0;
+ALTER TABLE poll_cycles ADD COLUMN asked_alone bigint NOT NULL DEFAULT 0;
+ALTER TABLE poll_cycles ADD COLUMN fallback_stopped bigint NOT NULL DEFAULT 0;
