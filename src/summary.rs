@@ -44,7 +44,8 @@ pub struct Summary {
     pub invalid_submissions: u64,
     pub error: Option<String>,
     /// Messages due at the cycle's cutoff and not polled when it ended: how far behind its grid it left the
-    /// poller (new submissions it did not read are counted as due).
+    /// poller (tracked messages still open, new ones read and left without a result; new submissions a stopped
+    /// cycle did not read are not counted).
     pub overdue: u64,
     /// How long the oldest of them had been due when the cycle ended, in seconds (0: none).
     pub lag_seconds: u64,

@@ -424,8 +424,13 @@ fn a_version_2_database_upgrades_to_version_4() {
         1
     );
     assert_eq!(
-        db.count("SELECT COUNT(*) FROM poll_cycles WHERE overdue = 0"),
-        0
+        db.count(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE (table_name, column_name) IN \
+             (('poll_units', 'first_at'), ('poll_units', 'last_at'), ('poll_cycles', 'overdue'), \
+              ('poll_cycles', 'lag_seconds'), ('poll_cycles', 'bulk_fallbacks'), ('poll_cycles', 'asked_alone'), \
+              ('poll_cycles', 'fallback_stopped'))"
+        ),
+        7
     );
     assert_eq!(db.count("SELECT max(version) FROM poller_schema"), 4);
     let out = db.cmd().arg("migrate").output().unwrap();
@@ -639,6 +644,13 @@ fn four_replicas_share_one_cycle_and_poll_every_message_once() {
         .collect();
     for run in &runs {
         assert_eq!(run.code, Some(0), "{}", run.stderr);
+        // What the other replicas were still polling when this one finished was theirs, not left behind.
+        assert_eq!(
+            run.counts(&["overdue", "lag_seconds"]),
+            [0, 0],
+            "{}",
+            run.stderr
+        );
     }
     let polled: Vec<u64> = runs.iter().map(|r| r.counts(&["polled"])[0]).collect();
     assert_eq!(polled.iter().sum::<u64>(), 100_000, "{polled:?}");
@@ -931,5 +943,26 @@ fn a_unit_whose_messages_were_closed_meanwhile_is_done_without_a_request() {
     assert_eq!(
         db.count("SELECT COUNT(*) FROM poll_rounds WHERE phase = 'done'"),
         1
+    );
+}
+
+/// A batch larger than one read of due messages (10,000), every message submitted at the same instant: the read
+/// goes on from where the last chunk ended, by (submitted_at, tracking id), without skipping or repeating one.
+#[test]
+fn a_batch_larger_than_a_read_is_read_whole_across_chunks() {
+    let Some(db) = TestDb::postgres("batch_across_chunks") else {
+        return;
+    };
+    let (db, sandbox) = common::with_sandbox_on(db, sent_world(1, 10_050, SUBMITTED), NOW);
+    let out = db.poll_json(&sandbox.url(), NOW, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.counts(&["messages_due", "polled"]), [10_050, 10_050]);
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        10_050
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+        10_050
     );
 }

@@ -290,8 +290,9 @@ pub struct Listing {
     /// Reports about the messages asked about, keyed by their tracking ids. Entries about messages the poller did
     /// not ask about (other traffic on the account) are left out by the profile.
     pub reports: Vec<Report>,
-    /// Messages the carrier says it does not know (Vonage's `ids_not_found`) or has no report for yet (a
-    /// recipient missing from a Sinch batch report): PENDING without a status, not asked again this cycle.
+    /// Messages the carrier says it does not know, in an answer about them one by one (Vonage's
+    /// `ids_not_found`): PENDING without a status, not asked again this cycle. A message a bulk answer merely
+    /// lacks is not here: it is asked the per-message way.
     pub not_found: Vec<String>,
     /// Entries that could not be read, described (their messages are asked for one by one).
     pub malformed: Vec<String>,

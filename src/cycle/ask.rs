@@ -99,10 +99,10 @@ fn work(
 
 /// Asks the carrier about one job's messages. A message the profile cannot ask about, or one past the
 /// carrier's retention, is closed without a request. Then the profile's bulk question (a batch listing, an id
-/// list, a time window), then one by one for the messages it lacks. A bulk question that fails, for good (a
-/// 4xx, a listing past the page cap) or after its retries (5xx, timeouts, unreadable pages), falls back to
-/// one-by-one lookups in the same cycle, unless the cycle has stopped falling back ([`Fallback`]): then the job
-/// fails, and its messages stay due.
+/// list, a time window), then one by one for the messages it lacks. A bulk question refused for good (a 4xx, a
+/// listing past the page cap) falls back to one-by-one lookups; one that failed after its retries (5xx,
+/// timeouts, unreadable pages) does too, in the same cycle, unless the cycle has stopped falling back
+/// ([`Fallback`]): then the job fails, and its messages stay due.
 fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job) -> Asked {
     let repeated = drop_repeats(&mut job.messages);
     let mut asked = Asked {
@@ -170,10 +170,15 @@ fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job)
         Ok(Bulk::UnknownBatch) => {
             log::info!("carrier does not know {label}; asking for its messages one by one")
         }
-        Err(e)
-            if (e.is_permanent() || matches!(e, FetchError::Failed { .. }))
-                && !fallback.stopped() =>
-        {
+        // A refusal: this question cannot be answered, however often it is asked.
+        Err(e) if e.is_permanent() => {
+            let left = asked.answers.iter().filter(|a| a.is_none()).count();
+            log::warn!("{label}: {e}; asking for its {left} messages one by one");
+            asked.fell_back = true;
+            alone = true;
+        }
+        // A question that kept failing: the messages are asked the other way, while the watch allows.
+        Err(e @ FetchError::Failed { .. }) if !fallback.stopped() => {
             let left = asked.answers.iter().filter(|a| a.is_none()).count();
             log::warn!("{label}: {e}; asking for its {left} messages one by one");
             asked.fell_back = true;
@@ -193,14 +198,15 @@ fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job)
     }
     if let Some(e) = failed_bulk
         && asked.answers.iter().any(|a| a.is_none())
-        && !matches!(
+    {
+        // The lookups did not answer for every message (they failed too, falling back stopped, or the cycle
+        // stopped first): the rest of the job failed with its bulk question, and a job cut short stays so.
+        let stopped = matches!(
             asked.lookup_error,
             Some(FetchError::Deadline | FetchError::Stopped)
-        )
-    {
-        // The lookups did not answer for every message (they failed too, or falling back stopped): the rest of
-        // the job failed with its bulk question.
+        );
         fail_rest(&mut asked, &label, e);
+        asked.cut_short |= stopped;
     }
     asked
 }

@@ -344,7 +344,8 @@ fn poll(
         log::info!("pace at the end of the cycle: {}", carrier.http.pace());
     }
     let repeated = writer.repeated();
-    let new_left_since = writer.new_left_since();
+    // New messages read and due but not polled are not tracked yet: they count as left due.
+    let new_left = writer.new_left(counts.new.load(Ordering::Relaxed).saturating_sub(repeated));
     summary.fallback_stopped = u64::from(fallback.stopped());
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
@@ -354,13 +355,7 @@ fn poll(
     };
     summary.messages_due = due();
     let drained = drained?;
-    // New messages read and due but not polled are not tracked yet: they count as left due, at this slot.
-    let new_left = counts
-        .new
-        .load(Ordering::Relaxed)
-        .saturating_sub(repeated)
-        .saturating_sub(summary.new_submissions);
-    note_lag(store, now, summary, (new_left, new_left_since))?;
+    note_lag(store, now, summary, new_left, role.claim().map(|c| c.round))?;
     if let Drained::Abandoned = drained {
         log::warn!(
             "requests still in flight after {}s were abandoned; their messages stay due",
@@ -385,14 +380,16 @@ fn poll(
 /// Notes in the summary how far behind its grid the cycle leaves the poller: the messages due at its cutoff and
 /// not polled (the tracked ones still open, and the new ones read but not polled: how many, and the first slot
 /// of the oldest a worker left without an answer), and how long the oldest of them has been due by the cycle's
-/// clock. The log says so when anything is left.
+/// clock. In a shared `round`, the work other live runs hold is theirs to finish, not left. The log says so when
+/// anything is left.
 fn note_lag(
     store: &mut dyn Backend,
     now: DateTime<Utc>,
     summary: &mut Summary,
     (new_left, new_since): (u64, Option<DateTime<Utc>>),
+    round: Option<i64>,
 ) -> Result<()> {
-    let (tracked, oldest) = store.overdue(schedule::cutoff(now))?;
+    let (tracked, oldest) = store.overdue(schedule::cutoff(now), round)?;
     summary.overdue = tracked + new_left;
     let oldest = match (oldest, new_since.filter(|_| new_left > 0)) {
         (Some(a), Some(b)) => Some(a.min(b)),

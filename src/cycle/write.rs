@@ -53,6 +53,8 @@ pub(super) struct Writer<'a> {
     renewal: Option<Renewal>,
     /// The first slot of the oldest new message a worker left without an answer.
     new_left_since: Option<DateTime<Utc>>,
+    /// Results stored for new messages (submissions taken in without a poll are not among them).
+    new_stored: u64,
 }
 
 /// How the writer's loop ended.
@@ -87,6 +89,7 @@ impl<'a> Writer<'a> {
             units: Vec::new(),
             renewal: claim.map(Renewal::new),
             new_left_since: None,
+            new_stored: 0,
         }
     }
 
@@ -100,9 +103,10 @@ impl<'a> Writer<'a> {
         self.repeated
     }
 
-    /// The first slot of the oldest new message a worker left without an answer (`None`: none was).
-    pub fn new_left_since(&self) -> Option<DateTime<Utc>> {
-        self.new_left_since
+    /// New messages left without a result, of `due` handed out (`new_left`), and the first slot of the oldest a
+    /// worker left without an answer (`None`: none was).
+    pub fn new_left(&self, due: u64) -> (u64, Option<DateTime<Utc>>) {
+        (due.saturating_sub(self.new_stored), self.new_left_since)
     }
 
     /// Receives the workers' results and writes them until every worker is done, or until the grace after a stop
@@ -341,6 +345,7 @@ impl<'a> Writer<'a> {
     fn count(&mut self, r: &PollRecord) {
         if r.message.new {
             self.summary.new_submissions += 1;
+            self.new_stored += 1;
         }
         if r.entry == Entry::Close {
             self.summary.closed_unanswered += 1;

@@ -135,8 +135,13 @@ pub trait Backend: Send {
     ) -> Result<(Vec<DueMessage>, Option<DueAfter>)>;
 
     /// The tracked messages due at `cutoff` and still open, and the slot the oldest of them was due at: how far
-    /// behind its grid a cycle leaves the poller.
-    fn overdue(&mut self, cutoff: DateTime<Utc>) -> Result<(u64, Option<DateTime<Utc>>)>;
+    /// behind its grid a cycle leaves the poller. In a shared `round`, messages of units that another live run
+    /// holds are being polled, not left: they are not counted.
+    fn overdue(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        round: Option<i64>,
+    ) -> Result<(u64, Option<DateTime<Utc>>)>;
 
     /// Records a cycle as started on this connection, which then writes the cycle's results; returns its id.
     fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> Result<i64>;

@@ -970,13 +970,29 @@ impl Backend for Postgres {
         run(self).context("finding due messages")
     }
 
-    fn overdue(&mut self, cutoff: DateTime<Utc>) -> Result<(u64, Option<DateTime<Utc>>)> {
+    fn overdue(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        round: Option<i64>,
+    ) -> Result<(u64, Option<DateTime<Utc>>)> {
+        // A unit not done that a live run holds is being polled (its batch, or its run of messages without one).
+        // They are few (as many as the runs' workers): read once, then each due row is checked against them.
         let row = self
             .client
             .query_one(
-                "SELECT count(*), min(next_due_at) FROM message_tracking \
-                 WHERE state = 'OPEN' AND next_due_at <= $1",
-                &[&cutoff],
+                &format!(
+                    "WITH held AS MATERIALIZED ( \
+                       SELECT c.batch_id, c.first_at, c.first_id, c.last_at, c.last_id FROM poll_units c \
+                       WHERE c.round_id = $2 AND NOT c.done AND c.claimed_by IS NOT NULL \
+                       AND c.claimed_until >= now() AND {HOLDER_ALIVE}) \
+                     SELECT count(*), min(next_due_at) FROM message_tracking t \
+                     WHERE state = 'OPEN' AND next_due_at <= $1 AND NOT EXISTS ( \
+                       SELECT 1 FROM held h WHERE h.batch_id = t.carrier_batch_id \
+                       OR (h.batch_id IS NULL AND t.carrier_batch_id IS NULL \
+                         AND (t.submitted_at, t.tracking_id) >= (h.first_at, h.first_id) \
+                         AND (t.submitted_at, t.tracking_id) <= (h.last_at, h.last_id)))"
+                ),
+                &[&cutoff, &round],
             )
             .context("counting the messages left due")?;
         Ok((row.get::<_, i64>(0) as u64, row.get(1)))
