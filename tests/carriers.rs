@@ -1150,4 +1150,87 @@ fn a_carrier_failing_as_a_whole_is_not_asked_one_message_at_a_time() {
         db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
         0
     );
+    // A carrier down is not a dead batch: the next cycle asks the bulk questions again, not each message.
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poller_state WHERE key LIKE 'failing_bulk:%'"),
+        0
+    );
+}
+
+/// A batch whose bulk question failed after its retries is asked for one message at a time at once in the next
+/// cycles, instead of paying the bulk's attempts again, for six hours (three slots); then its bulk question is
+/// tried again.
+#[test]
+fn a_batch_whose_bulk_failed_is_asked_one_by_one_at_once_for_a_while() {
+    a_failed_bulk_is_remembered(Backend::Sqlite);
+}
+
+#[test]
+fn a_batch_whose_bulk_failed_is_asked_one_by_one_at_once_for_a_while_on_postgres() {
+    let name =
+        "carriers::a_batch_whose_bulk_failed_is_asked_one_by_one_at_once_for_a_while_on_postgres";
+    if Backend::Postgres.available(name) {
+        a_failed_bulk_is_remembered(Backend::Postgres);
+    }
+}
+
+fn a_failed_bulk_is_remembered(backend: Backend) {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let dialect = Dialect::Generic;
+    let messages: Vec<SimMessage> = (0..150)
+        .map(|i| {
+            let batch = format!("B{}", i / 50);
+            stuck(dialect, i, "SENT", Some(&batch), start)
+        })
+        .collect();
+    let db = backend.db();
+    db.insert_world(&messages);
+    let server = serve(World::new(messages), dialect, start, 1_000);
+    let sandbox = server.sandbox();
+    sandbox.faults(|f| f.dead_batches = vec!["B1".to_string()]);
+    let args = ["--max-attempts", "3"];
+    let pages = || {
+        sandbox
+            .stats
+            .batch_pages
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let cycle = |hours: i64| {
+        let now = start + TimeDelta::hours(hours);
+        sandbox.set_clock(now);
+        let before = pages();
+        let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+        assert_eq!(out.code, Some(0), "+{hours}h: {}", out.stderr);
+        let [polled, fell_back, alone] =
+            out.counts(&["polled", "bulk_fallbacks", "asked_alone"])[..]
+        else {
+            unreachable!()
+        };
+        assert_eq!(polled, 150, "+{hours}h");
+        (pages() - before, fell_back, alone, out.stderr)
+    };
+    // The first cycle asks B1's bulk question three times, then its messages one by one.
+    let (asked, fell_back, alone, _) = cycle(2);
+    assert_eq!((asked, fell_back, alone), (2 + 3, 1, 50));
+    // The next two: B1's messages at once, its bulk question not asked.
+    for hours in [4, 6] {
+        let (asked, fell_back, alone, stderr) = cycle(hours);
+        assert_eq!((asked, fell_back, alone), (2, 1, 50), "+{hours}h");
+        assert!(
+            stderr.contains("1 batches whose bulk question failed in a recent cycle"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("not asked again before 2026-11-02T16:00:00Z"),
+            "{stderr}"
+        );
+    }
+    // Six hours after it failed, the bulk question is tried again: the batch has recovered.
+    sandbox.faults(|f| f.dead_batches.clear());
+    let (asked, fell_back, alone, _) = cycle(8);
+    assert_eq!((asked, fell_back, alone), (3, 0, 0));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM poller_state WHERE key LIKE 'failing_bulk:%'"),
+        0
+    );
 }

@@ -29,9 +29,20 @@ pub(super) struct Fallback {
     ok: AtomicU64,
     failed: AtomicU64,
     stopped: AtomicBool,
+    /// Batches whose bulk question failed in a recent cycle, and until when it is not asked again: their
+    /// messages go the per-message way at once, instead of paying the bulk's attempts again.
+    failing: HashMap<String, DateTime<Utc>>,
 }
 
 impl Fallback {
+    /// A watch that starts with the batches whose bulk question failed recently.
+    pub fn new(failing: Vec<(String, DateTime<Utc>)>) -> Fallback {
+        Fallback {
+            failing: failing.into_iter().collect(),
+            ..Fallback::default()
+        }
+    }
+
     /// Whether falling back has stopped for this cycle.
     pub fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
@@ -118,6 +129,7 @@ fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job)
         cut_short: true,
         fell_back: false,
         asked_alone: 0,
+        bulk_failed: false,
     };
     if carrier.http.control().stopped().is_some() {
         return asked;
@@ -136,10 +148,23 @@ fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job)
         Some(b) => format!("batch {b:?}"),
         None => format!("{} messages without a batch", askable.len()),
     };
+    let recently = batch_id
+        .and_then(|b| fallback.failing.get(b))
+        .filter(|_| !fallback.stopped());
     let bulk = if askable.is_empty() {
         Ok(Bulk::NotOffered)
+    } else if let Some(until) = recently {
+        Err(FetchError::Failed {
+            attempts: 1,
+            reason: format!(
+                "its bulk question failed in a recent cycle and is not asked again before {}",
+                timefmt::format(*until)
+            ),
+        })
     } else {
-        carrier.bulk(batch_id, &askable)
+        let bulk = carrier.bulk(batch_id, &askable);
+        asked.bulk_failed = matches!(bulk, Err(FetchError::Failed { .. }));
+        bulk
     };
     // A bulk question that failed partway answered part of the job: that part is kept, and the rest is what the
     // failure concerns.

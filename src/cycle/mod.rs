@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use self::ask::Fallback;
 use self::dispatch::Dispatch;
@@ -53,6 +53,9 @@ const RESULTS_WAITING: usize = 64;
 /// Once the cycle must stop (signal, deadline, abort), how long requests in flight may still finish before the
 /// cycle stops waiting for them and saves what it has. Well inside Kubernetes' default 30 s grace period.
 const GRACE: Duration = Duration::from_secs(5);
+/// How long a batch whose bulk question failed after its retries is asked the per-message way at once: three
+/// slots, then its bulk question is tried again.
+const FAILING_FOR: TimeDelta = TimeDelta::hours(6);
 /// The lease outlives the deadline and the grace by this much, in case the clock or the disk is slow.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
@@ -150,6 +153,8 @@ struct Asked {
     fell_back: bool,
     /// Messages asked the per-message way because the bulk question failed or its answer lacked them.
     asked_alone: u64,
+    /// Its batch's bulk question was asked in this cycle and failed after its retries.
+    bulk_failed: bool,
 }
 
 /// What reaches the writer.
@@ -325,6 +330,13 @@ fn poll(
         );
     }
 
+    let failing = store.failing_bulks(now)?;
+    if !failing.is_empty() {
+        log::info!(
+            "{} batches whose bulk question failed in a recent cycle are asked for one message at a time",
+            failing.len()
+        );
+    }
     let Started {
         dispatcher,
         results,
@@ -332,7 +344,7 @@ fn poll(
         stats,
         carrier,
         fallback,
-    } = start(cx, &mut window, now, role)?;
+    } = start(cx, &mut window, now, role, failing)?;
     let table = cx.config.carrier.table.clone();
     let mut writer = Writer::new(store, table, now, summary, role.claim().cloned());
     let drained = writer.drain(&results, &cx.control);
@@ -346,6 +358,7 @@ fn poll(
     let repeated = writer.repeated();
     // New messages read and due but not polled are not tracked yet: they count as left due.
     let new_left = writer.new_left(counts.new.load(Ordering::Relaxed).saturating_sub(repeated));
+    let failed_bulks = writer.failed_bulks();
     summary.fallback_stopped = u64::from(fallback.stopped());
     summary.http_requests = stats.requests.load(Ordering::Relaxed);
     summary.retries = stats.retries.load(Ordering::Relaxed);
@@ -355,6 +368,8 @@ fn poll(
     };
     summary.messages_due = due();
     let drained = drained?;
+    // Also forgets the batches whose time is up.
+    store.note_failing_bulks(&failed_bulks, now + FAILING_FOR, now)?;
     note_lag(store, now, summary, new_left, role.claim().map(|c| c.round))?;
     if let Drained::Abandoned = drained {
         log::warn!(
@@ -420,7 +435,13 @@ struct Started {
 
 /// Starts the dispatcher (on a connection of its own) and the workers. Threads are detached, not scoped: after a
 /// signal the cycle must be able to stop waiting for a request that hangs, save what it has and exit.
-fn start(cx: &Cycle, window: &mut Window, now: DateTime<Utc>, role: &Role) -> Result<Started> {
+fn start(
+    cx: &Cycle,
+    window: &mut Window,
+    now: DateTime<Utc>,
+    role: &Role,
+    failing: Vec<(String, DateTime<Utc>)>,
+) -> Result<Started> {
     let reader = store::open(cx.db, false, cx.busy_timeout)?;
     let stats = Arc::new(Stats::default());
     let carrier = cx
@@ -463,7 +484,7 @@ fn start(cx: &Cycle, window: &mut Window, now: DateTime<Utc>, role: &Role) -> Re
         })
         .context("starting the dispatcher thread")?;
     let carrier = Arc::new(carrier);
-    let fallback = Arc::new(Fallback::default());
+    let fallback = Arc::new(Fallback::new(failing));
     ask::start_workers(
         carrier.clone(),
         fallback.clone(),

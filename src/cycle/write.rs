@@ -55,6 +55,9 @@ pub(super) struct Writer<'a> {
     new_left_since: Option<DateTime<Utc>>,
     /// Results stored for new messages (submissions taken in without a poll are not among them).
     new_stored: u64,
+    /// Batches whose bulk question failed after its retries in this cycle while their messages were answered
+    /// one by one.
+    failed_bulks: Vec<String>,
 }
 
 /// How the writer's loop ended.
@@ -90,6 +93,7 @@ impl<'a> Writer<'a> {
             renewal: claim.map(Renewal::new),
             new_left_since: None,
             new_stored: 0,
+            failed_bulks: Vec::new(),
         }
     }
 
@@ -101,6 +105,12 @@ impl<'a> Writer<'a> {
     /// New messages found to repeat a tracking id: not messages of their own, so not due.
     pub fn repeated(&self) -> u64 {
         self.repeated
+    }
+
+    /// The batches whose bulk question failed after its retries in this cycle while their messages were
+    /// answered one by one.
+    pub fn failed_bulks(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.failed_bulks)
     }
 
     /// New messages left without a result, of `due` handed out (`new_left`), and the first slot of the oldest a
@@ -264,6 +274,12 @@ impl<'a> Writer<'a> {
                     self.summary.batches_ok += 1;
                 }
             }
+        }
+        // A dead batch: its bulk question failed while each of its messages was answered on its own. (When the
+        // lookups fail too, the carrier is unwell as a whole, and its bulk questions are the cheaper way back.)
+        if let (true, None, Some(batch)) = (done.bulk_failed, &done.batch_error, &done.job.batch_id)
+        {
+            self.failed_bulks.push(batch.clone());
         }
         self.summary.bulk_fallbacks += u64::from(done.fell_back);
         self.summary.asked_alone += done.asked_alone;

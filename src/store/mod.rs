@@ -134,6 +134,16 @@ pub trait Backend: Send {
         limit: usize,
     ) -> Result<(Vec<DueMessage>, Option<DueAfter>)>;
 
+    /// The batches whose bulk question failed in a recent cycle, each until when it is not asked again.
+    fn failing_bulks(&mut self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>>;
+    /// Remembers that the bulk questions of `batches` failed, until `until`; forgets those remembered that
+    /// expired by `now`.
+    fn note_failing_bulks(
+        &mut self,
+        batches: &[String],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// The tracked messages due at `cutoff` and still open, and the slot the oldest of them was due at: how far
     /// behind its grid a cycle leaves the poller. In a shared `round`, messages of units that another live run
     /// holds are being polled, not left: they are not counted.
@@ -349,6 +359,19 @@ fn taken_in<'s>(states: impl IntoIterator<Item = &'s str>) -> (usize, usize) {
 const HORIZON_KEY: &str = "submissions_horizon";
 /// When a cycle last succeeded.
 const LAST_SUCCESS_KEY: &str = "last_success_at";
+/// The prefix of the poller_state keys of batches whose bulk question failed recently (the batch id follows).
+const FAILING_BULK: &str = "failing_bulk:";
+
+/// The batches of poller_state rows `(key, value)` of [`FAILING_BULK`] still failing at `now`.
+fn failing_of(rows: Vec<(String, String)>, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
+    rows.into_iter()
+        .filter_map(|(key, until)| {
+            let batch = key.strip_prefix(FAILING_BULK)?.to_string();
+            let until = timefmt::parse(&until).ok().filter(|u| *u > now)?;
+            Some((batch, until))
+        })
+        .collect()
+}
 /// Every table the poller reads or writes, besides the dispatcher's.
 const TABLES: [&str; 6] = [
     "sms_delivery_confirmations",

@@ -19,10 +19,10 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
-    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueAfter, DueGroup, HORIZON_KEY,
-    History, Join, Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Sharing, Span, TABLES, Unit,
-    VERSION, Written, check_version, close_by_hand, counter_columns, missing_table, refuse_newer,
-    starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on,
+    Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueAfter, DueGroup, FAILING_BULK,
+    HORIZON_KEY, History, Join, Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Sharing, Span,
+    TABLES, Unit, VERSION, Written, check_version, close_by_hand, counter_columns, failing_of,
+    missing_table, refuse_newer, starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on,
 };
 use crate::domain::{DueMessage, Intake, LoneJobs, PollRecord, Submission};
 use crate::redact;
@@ -968,6 +968,47 @@ impl Backend for Postgres {
             Ok((messages, last))
         };
         run(self).context("finding due messages")
+    }
+
+    fn failing_bulks(&mut self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT key, value FROM poller_state WHERE starts_with(key, $1)",
+                &[&FAILING_BULK],
+            )
+            .context("reading the batches whose bulk question failed")?;
+        Ok(failing_of(
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            now,
+        ))
+    }
+
+    fn note_failing_bulks(
+        &mut self,
+        batches: &[String],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let run = |client: &mut Client| -> Result<()> {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "DELETE FROM poller_state WHERE starts_with(key, $1) AND value <= $2",
+                &[&FAILING_BULK, &timefmt::format(now)],
+            )?;
+            let keys: Vec<String> = batches
+                .iter()
+                .map(|b| format!("{FAILING_BULK}{b}"))
+                .collect();
+            tx.execute(
+                "INSERT INTO poller_state (key, value) SELECT k, $2 FROM unnest($1::text[]) AS u(k) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&keys, &timefmt::format(until)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        };
+        run(&mut self.client).context("remembering the batches whose bulk question failed")
     }
 
     fn overdue(

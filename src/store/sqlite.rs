@@ -11,9 +11,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::{
     Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, CycleLease, DueAfter, DueGroup,
-    HORIZON_KEY, History, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData, Sharing, Span,
-    TABLES, VERSION, Written, check_version, close_by_hand, counter_columns, missing_table,
-    refuse_newer, starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on, warn_repeated,
+    FAILING_BULK, HORIZON_KEY, History, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData,
+    Sharing, Span, TABLES, VERSION, Written, check_version, close_by_hand, counter_columns,
+    failing_of, missing_table, refuse_newer, starting_row, taken_in, totals_of, warn_abandoned,
+    warn_moved_on, warn_repeated,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::summary::{COUNTERS, Summary};
@@ -385,6 +386,49 @@ impl Backend for Sqlite {
             Ok((messages, last.map(|(at, id)| DueAfter { at, id })))
         };
         run().with_context(|| format!("reading due messages of batch {batch_id:?}"))
+    }
+
+    fn failing_bulks(&mut self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let run = || -> rusqlite::Result<Vec<(String, String)>> {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT key, value FROM poller_state WHERE substr(key, 1, length(?1)) = ?1",
+            )?;
+            stmt.query_map([FAILING_BULK], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        };
+        Ok(failing_of(
+            run().context("reading the batches whose bulk question failed")?,
+            now,
+        ))
+    }
+
+    fn note_failing_bulks(
+        &mut self,
+        batches: &[String],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut run = || -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "DELETE FROM poller_state WHERE substr(key, 1, length(?1)) = ?1 AND value <= ?2",
+                params![FAILING_BULK, timefmt::format(now)],
+            )?;
+            {
+                let mut note = tx.prepare_cached(
+                    "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?;
+                for batch in batches {
+                    note.execute(params![
+                        format!("{FAILING_BULK}{batch}"),
+                        timefmt::format(until)
+                    ])?;
+                }
+            }
+            tx.commit()
+        };
+        run().context("remembering the batches whose bulk question failed")
     }
 
     /// One run at a time on SQLite: no round to leave out.

@@ -53,6 +53,13 @@ macro_rules! tagged_backend {
                     after: Option<&DueAfter>,
                     limit: usize
                 ) -> (Vec<DueMessage>, Option<DueAfter>);
+                fn failing_bulks(&mut self, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)>;
+                fn note_failing_bulks(
+                    &mut self,
+                    batches: &[String],
+                    until: DateTime<Utc>,
+                    now: DateTime<Utc>
+                ) -> ();
                 fn overdue(&mut self, cutoff: DateTime<Utc>, round: Option<i64>) -> (u64, Option<DateTime<Utc>>);
                 fn begin_cycle(&mut self, started_at: DateTime<Utc>, cycle_now: DateTime<Utc>) -> i64;
                 fn record(&mut self, cycle_id: i64, polled_at: DateTime<Utc>, records: &[PollRecord]) -> Written;
