@@ -27,7 +27,9 @@
 //! default: all in one instant; a Twilio send is listed by the minute, so its rate decides the work),
 //! --pending P (the share of the send, in percent, still pending after its second poll; 100, the default: all
 //! of it. Below 100 the others deliver between the first poll and the second, and a third cycle, two hours
-//! later, polls only the P% still pending: the later cycle of a send, reported on a line of its own).
+//! later, polls only the P% still pending: the later cycle of a send, reported on a line of its own),
+//! --dead-batches N (the first N batches are dead: their bulk question answers 503 on every attempt while each
+//! of their messages can be asked about on its own; the summary's fallback counts are reported).
 
 use std::path::Path;
 use std::process::Command;
@@ -59,6 +61,7 @@ struct Options {
     dialect: Dialect,
     send_rate: usize,
     pending: usize,
+    dead_batches: usize,
 }
 
 fn options() -> Result<Options> {
@@ -75,6 +78,7 @@ fn options() -> Result<Options> {
         dialect: Dialect::Generic,
         send_rate: 0,
         pending: 100,
+        dead_batches: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -109,6 +113,7 @@ fn options() -> Result<Options> {
             "--replicas" => o.replicas = n.max(1),
             "--send-rate" => o.send_rate = n,
             "--pending" => o.pending = n.min(100),
+            "--dead-batches" => o.dead_batches = n,
             other => bail!("unknown option {other}"),
         }
     }
@@ -201,7 +206,10 @@ fn main() -> Result<()> {
     let sandbox = Sandbox::new(world, TOKEN, now)
         .with_page_size(o.page_size)
         .with_dialect(o.dialect);
-    sandbox.faults(|f| f.latency = Duration::from_millis(o.latency_ms));
+    sandbox.faults(|f| {
+        f.latency = Duration::from_millis(o.latency_ms);
+        f.dead_batches = (0..o.dead_batches).map(|b| format!("B{b:06}")).collect();
+    });
     let server = SandboxServer::start(Arc::new(sandbox), 0)?;
     let concurrency = o.concurrency.to_string();
     let url = server.url();
@@ -311,6 +319,9 @@ fn main() -> Result<()> {
     if o.replicas > 1 {
         mode.push_str(&format!(", {} replicas", o.replicas));
     }
+    if o.dead_batches > 0 {
+        mode.push_str(&format!(", {} dead", o.dead_batches));
+    }
     if o.dialect != Dialect::Generic {
         mode = format!("{} ({mode})", o.dialect.name());
     }
@@ -333,6 +344,12 @@ fn main() -> Result<()> {
         store_floor,
         wall / floor,
     );
+    if o.dead_batches > 0 {
+        eprintln!(
+            "dead batches: {} jobs fell back, {} messages asked one by one",
+            first.summary["bulk_fallbacks"], first.summary["asked_alone"]
+        );
+    }
     eprintln!(
         "cycle 1: exit {}, {polled} polled, {requests} requests ({:.1} per 1,000 messages); cycle 2: {} due, \
          peak RSS {} MB",

@@ -15,6 +15,8 @@ use crate::domain::DueMessage;
 use crate::schedule;
 use crate::timefmt;
 
+/// Lookups per part of a job's one-by-one questions, at least: fewer go in turn.
+const LOOKUPS_PER_PART: usize = 10;
 /// Per-message lookups that must fail, none succeeding, before a cycle stops falling back from failed bulk
 /// questions.
 const FALLBACK_PROBE: u64 = 3;
@@ -321,26 +323,31 @@ fn take_listing(asked: &mut Asked, listing: Listing) {
 
 /// Asks one by one about every message still without an answer. `fallback`: these lookups stand in for a
 /// bulk question that failed; each counts toward the cycle's watch, and they stop once it stops falling back.
+/// Many lookups (a dead batch of thousands) go in parts at once, at most `--concurrency`, like every request
+/// within the process's bound on requests in flight: a thousand at 20 ms take a quarter of a second, not 20.
 fn one_by_one(carrier: &Carrier, asked: &mut Asked, fallback: Option<&Fallback>) {
-    for i in 0..asked.answers.len() {
-        if asked.answers[i].is_some() {
-            continue;
-        }
-        let result = match fallback {
-            Some(watch) if watch.stopped() => break,
-            Some(watch) => {
-                let result = carrier.one(&asked.job.messages[i]);
-                match &result {
-                    Ok(_) | Err(FetchError::Refused { .. }) => watch.record(true),
-                    Err(FetchError::Failed { .. } | FetchError::Unusable { .. }) => {
-                        watch.record(false)
-                    }
-                    Err(_) => {}
-                }
-                result
-            }
-            None => carrier.one(&asked.job.messages[i]),
-        };
+    let todo: Vec<usize> = (0..asked.answers.len())
+        .filter(|&i| asked.answers[i].is_none())
+        .collect();
+    let parts = (todo.len() / LOOKUPS_PER_PART).clamp(1, carrier.http.concurrency().max(1));
+    let messages = &asked.job.messages;
+    let results: Vec<(usize, Result<Option<Report>, FetchError>)> = if parts == 1 {
+        lookups(carrier, messages, &todo, fallback)
+    } else {
+        let size = todo.len().div_ceil(parts);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .chunks(size)
+                .map(|part| scope.spawn(move || lookups(carrier, messages, part, fallback)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    let mut stopped = false;
+    for (i, result) in results {
         match result {
             Ok(Some(report)) => asked.answers[i] = Some(Answer::Reported(report)),
             Ok(None) => asked.answers[i] = Some(Answer::NotFound),
@@ -348,22 +355,50 @@ fn one_by_one(carrier: &Carrier, asked: &mut Asked, fallback: Option<&Fallback>)
                 asked.answers[i] = Some(Answer::Refused { code, reason })
             }
             Err(e @ (FetchError::Deadline | FetchError::Stopped)) => {
+                stopped = true;
                 asked.lookup_error.get_or_insert(e);
-                return;
             }
             Err(e) => {
                 asked.lookup_failures += 1;
-                if !e.is_carriers_failure() {
-                    // Rejected credentials: every further request would fail too.
-                    asked.lookup_error.get_or_insert(e);
-                    break;
+                if e.is_carriers_failure() {
+                    asked.errors[i] = Some(e.to_string());
                 }
-                asked.errors[i] = Some(e.to_string());
                 asked.lookup_error.get_or_insert(e);
             }
         }
     }
-    asked.cut_short = false;
+    // A cycle that stopped first leaves the job cut short: what it did not ask stays due, its unit not done.
+    asked.cut_short = stopped;
+}
+
+/// Lookups of one part, in turn: the message at each of `indices`, until the cycle stops, the credentials are
+/// rejected (every further request would fail too) or the watch stops falling back.
+fn lookups(
+    carrier: &Carrier,
+    messages: &[DueMessage],
+    indices: &[usize],
+    fallback: Option<&Fallback>,
+) -> Vec<(usize, Result<Option<Report>, FetchError>)> {
+    let mut results = Vec::with_capacity(indices.len());
+    for &i in indices {
+        if fallback.is_some_and(Fallback::stopped) {
+            break;
+        }
+        let result = carrier.one(&messages[i]);
+        if let Some(watch) = fallback {
+            match &result {
+                Ok(_) | Err(FetchError::Refused { .. }) => watch.record(true),
+                Err(FetchError::Failed { .. } | FetchError::Unusable { .. }) => watch.record(false),
+                Err(_) => {}
+            }
+        }
+        let last = matches!(&result, Err(e) if !e.is_carriers_failure() && !matches!(e, FetchError::Refused { .. }));
+        results.push((i, result));
+        if last {
+            break;
+        }
+    }
+    results
 }
 
 /// Whether `report` is newer than `kept`: its status_updated_at is later (a report with a time beats one
