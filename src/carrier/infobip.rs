@@ -139,6 +139,10 @@ impl Profile for Infobip {
     fn lone_jobs(&self) -> LoneJobs {
         LoneJobs::of(50)
     }
+
+    fn asks_by_ids(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Deserialize)]

@@ -360,6 +360,13 @@ pub trait Profile: Send + Sync {
         None
     }
 
+    /// Whether its question about messages without a batch (a list of ids) differs from its question about a
+    /// batch: a batch whose question failed is then asked by lists of ids first, and one by one only for what
+    /// they lack (Infobip: `messageId=a,b,c` instead of a request per message, at 120 requests a minute).
+    fn asks_by_ids(&self) -> bool {
+        false
+    }
+
     /// How messages without a batch id are cut into jobs: as many as one bulk question covers well.
     fn lone_jobs(&self) -> LoneJobs {
         LoneJobs::of(10)

@@ -219,6 +219,9 @@ fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job)
     }
     let unanswered = |asked: &Asked| asked.answers.iter().filter(|a| a.is_none()).count() as u64;
     let before = unanswered(&asked);
+    if asked.fell_back && asked.job.batch_id.is_some() && carrier.profile.asks_by_ids() {
+        by_ids(carrier, &mut asked, failed_bulk.as_ref().map(|_| fallback));
+    }
     one_by_one(carrier, &mut asked, failed_bulk.as_ref().map(|_| fallback));
     if alone {
         asked.asked_alone = before - unanswered(&asked) + asked.lookup_failures;
@@ -289,7 +292,7 @@ fn close_unaskable(carrier: &Carrier, now: DateTime<Utc>, asked: &mut Asked) {
 /// Takes a bulk answer's reports. Reports about messages not due now (closed ones, other slots) are ignored; of
 /// a message listed twice, the newer report counts.
 fn take_listing(asked: &mut Asked, listing: Listing) {
-    asked.malformed = listing.malformed;
+    asked.malformed.extend(listing.malformed);
     let index: HashMap<&str, usize> = asked
         .job
         .messages
@@ -317,6 +320,45 @@ fn take_listing(asked: &mut Asked, listing: Listing) {
             && asked.answers[i].is_none()
         {
             asked.answers[i] = Some(Answer::NotFound);
+        }
+    }
+}
+
+/// Asks about a batch's messages still without an answer by lists of ids, the profile's question about
+/// messages without a batch, after its question about the batch failed. What the lists lack, or a list that
+/// fails, is left to the lookups one by one.
+fn by_ids(carrier: &Carrier, asked: &mut Asked, fallback: Option<&Fallback>) {
+    if fallback.is_some_and(Fallback::stopped) {
+        return;
+    }
+    let rest: Vec<&DueMessage> = asked
+        .job
+        .messages
+        .iter()
+        .zip(&asked.answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    if rest.len() < 2 {
+        return;
+    }
+    match carrier.bulk(None, &rest) {
+        Ok(Bulk::Listed(mut listing)) => {
+            let failed = listing.unfinished.take();
+            if let Some(watch) = fallback {
+                watch.record(failed.is_none());
+            }
+            take_listing(asked, listing);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            log::debug!(
+                "{}: asking by lists of ids failed too: {e}",
+                asked.job.label()
+            );
+            if let Some(watch) = fallback {
+                watch.record(false);
+            }
         }
     }
 }
