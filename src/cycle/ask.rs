@@ -137,14 +137,7 @@ fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job)
         return asked;
     }
     close_unaskable(carrier, now, &mut asked);
-    let askable: Vec<&DueMessage> = asked
-        .job
-        .messages
-        .iter()
-        .zip(&asked.answers)
-        .filter(|(_, a)| a.is_none())
-        .map(|(m, _)| m)
-        .collect();
+    let askable = asked.unanswered();
     let batch_id = asked.job.batch_id.as_deref();
     let label = match batch_id {
         Some(b) => format!("batch {b:?}"),
@@ -241,6 +234,19 @@ fn ask(carrier: &Carrier, fallback: &Fallback, now: DateTime<Utc>, mut job: Job)
     asked
 }
 
+impl Asked {
+    /// The job's messages still without an answer.
+    fn unanswered(&self) -> Vec<&DueMessage> {
+        self.job
+            .messages
+            .iter()
+            .zip(&self.answers)
+            .filter(|(_, a)| a.is_none())
+            .map(|(m, _)| m)
+            .collect()
+    }
+}
+
 /// Marks the messages of a job still without an answer as failed with the job's bulk question: they stay due,
 /// and the job counts as failed.
 fn fail_rest(asked: &mut Asked, label: &str, e: FetchError) {
@@ -331,14 +337,7 @@ fn by_ids(carrier: &Carrier, asked: &mut Asked, fallback: Option<&Fallback>) {
     if fallback.is_some_and(Fallback::stopped) {
         return;
     }
-    let rest: Vec<&DueMessage> = asked
-        .job
-        .messages
-        .iter()
-        .zip(&asked.answers)
-        .filter(|(_, a)| a.is_none())
-        .map(|(m, _)| m)
-        .collect();
+    let rest = asked.unanswered();
     if rest.len() < 2 {
         return;
     }
