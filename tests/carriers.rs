@@ -1235,3 +1235,69 @@ fn a_failed_bulk_is_remembered(backend: Backend) {
         0
     );
 }
+
+/// Sinch lists a recipient still in progress only in its recipient report, not in the batch's full report:
+/// such a recipient is asked for by its recipient report, and recorded with what Sinch says there, not as
+/// unknown to the carrier. Bodies from Sinch's published examples (the full report less one recipient, and
+/// that recipient's report).
+#[test]
+fn a_sinch_recipient_the_full_report_lacks_is_asked_by_its_recipient_report() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    let batch = "01FC66621VHDBN119Z8PMV1QPQ";
+    let message = |i: usize, phone: &str| SimMessage {
+        phone_number: phone.to_string(),
+        ..stuck(Dialect::Sinch, i, "Dispatched", Some(batch), start)
+    };
+    let (listed, lacking) = (message(1, "+44231235675"), message(2, "+44231235674"));
+    let db = TestDb::new();
+    db.insert_world(&[listed.clone(), lacking.clone()]);
+    let mut full: serde_json::Value =
+        serde_json::from_slice(include_bytes!("fixtures/carriers/sinch.batch.full.json")).unwrap();
+    let delivered = full["statuses"][0]["recipients"].as_array_mut().unwrap();
+    delivered.retain(|r| r != "+44231235674");
+    let mut server = mockito::Server::new();
+    let report = server
+        .mock(
+            "GET",
+            format!("/xms/v1/plan01/batches/{batch}/delivery_report?type=full").as_str(),
+        )
+        .with_body(full.to_string())
+        .expect(1)
+        .create();
+    let recipient = server
+        .mock(
+            "GET",
+            format!("/xms/v1/plan01/batches/{batch}/delivery_report/%2B44231235674").as_str(),
+        )
+        .with_body(include_str!("fixtures/carriers/sinch.recipient.json"))
+        .expect(1)
+        .create();
+    let args = [
+        "--carrier",
+        "sinch",
+        "--carrier-account",
+        "plan01",
+        "--max-rps",
+        "100",
+    ];
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    report.assert();
+    recipient.assert();
+    assert_eq!(
+        out.counts(&["polled", "delivered", "pending", "not_found", "asked_alone"]),
+        [2, 1, 1, 0, 1]
+    );
+    let row = &db.audit(&lacking.tracking_id)[0];
+    assert_eq!(
+        (
+            row.status.as_str(),
+            row.carrier_status.as_deref(),
+            row.found
+        ),
+        ("PENDING", Some("Dispatched"), true)
+    );
+    assert_eq!(row.failure_code, None, "401 with Dispatched is no error");
+    assert_eq!(db.audit(&listed.tracking_id)[0].status, "DELIVERED");
+}
