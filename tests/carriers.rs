@@ -7,6 +7,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{Backend, TOKEN, TestDb, next_slot, rows_polled_at};
@@ -1045,18 +1046,7 @@ fn a_dead_batch_is_asked_the_per_message_way_in_the_same_cycle() {
         let name = dialect.name();
         let batch = |i: usize| format!("B{:02}", i / 100);
         let messages: Vec<SimMessage> = (0..1_000)
-            .map(|i| SimMessage {
-                fate: if i % 2 == 0 {
-                    Fate::Deliver {
-                        after: TimeDelta::minutes(30),
-                    }
-                } else {
-                    Fate::Stuck {
-                        word: dialect_pending(dialect).into(),
-                    }
-                },
-                ..stuck(dialect, i, "", Some(&batch(i)), start)
-            })
+            .map(|i| half_delivered(dialect, i, Some(&batch(i)), start))
             .collect();
         let db = TestDb::new();
         db.insert_world(&messages);
@@ -1085,18 +1075,10 @@ fn a_dead_batch_is_asked_the_per_message_way_in_the_same_cycle() {
         out.assert_stderr_has("batch \"B03\": ");
         out.assert_stderr_has("asking for its 100 messages one by one");
         // Every message of the dead batch has its own truth recorded.
-        for m in messages
+        let dead = messages
             .iter()
-            .filter(|m| m.batch_id.as_deref() == Some("B03"))
-        {
-            let t = db.tracking(&m.tracking_id).unwrap();
-            let want = if matches!(m.fate, Fate::Deliver { .. }) {
-                "DELIVERED"
-            } else {
-                "OPEN"
-            };
-            assert_eq!(t.state, want, "{name}: {}", m.tracking_id);
-        }
+            .filter(|m| m.batch_id.as_deref() == Some("B03"));
+        assert_truth_of_half_delivered(&db, dead);
         // Nine bulk questions and the dead one's three attempts; then a hundred lookups, or for Infobip, whose
         // question about messages without a batch is a list of ids, one list.
         let requests = server.sandbox().requests();
@@ -1108,54 +1090,166 @@ fn a_dead_batch_is_asked_the_per_message_way_in_the_same_cycle() {
     }
 }
 
-/// A carrier failing every request: the failed bulk questions fall back to per-message ones only until a few of
-/// those fail too, then falling back stops for the cycle. The requests stay those of the bulk questions' attempts
-/// and a few lookups, not one per message; nothing is closed, the run exits 69 and says why.
+/// Twilio has no batches: its bulk question is the listing of a minute of sends, shared by the jobs of the minutes
+/// around it. A minute whose listing answers 503 on every attempt while each message can be looked up: it is
+/// asked its attempts once in the cycle, not once per job that needs it; the messages only it could have listed
+/// are looked up in the same cycle, and the jobs of the next minutes still find theirs in their own minutes.
 #[test]
-fn a_carrier_failing_as_a_whole_is_not_asked_one_message_at_a_time() {
+fn a_dead_twilio_minute_is_asked_once_and_its_messages_are_looked_up() {
     let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
     let now = start + TimeDelta::hours(2);
-    let dialect = Dialect::Generic;
-    let messages: Vec<SimMessage> = (0..1_000)
+    let dialect = Dialect::Twilio;
+    // Three minutes of sends, 100 a minute, without batch ids; half delivered, half still `sent`.
+    let messages: Vec<SimMessage> = (0..300)
         .map(|i| {
-            let batch = format!("B{:02}", i / 100);
-            stuck(dialect, i, "SENT", Some(&batch), start)
+            let at = start + TimeDelta::milliseconds(600 * i as i64);
+            half_delivered(dialect, i, None, at)
         })
         .collect();
     let db = TestDb::new();
     db.insert_world(&messages);
-    let server = serve(World::new(messages), dialect, now, 1_000);
-    server.sandbox().faults(|f| f.unavailable_after = Some(0));
-    let args = ["--max-attempts", "2", "--concurrency", "4"];
+    let server = serve(World::new(messages.clone()), dialect, now, 1_000);
+    let sandbox = server.sandbox();
+    sandbox.faults(|f| f.dead_batches = vec!["2026-11-02T08:01:00Z".to_string()]);
+    // One worker: the first job lists a minute before the dead one, as a send's first job does; then the
+    // carrier is known to answer listings, and a failed minute is passed over (see the test below for a carrier
+    // that answers none).
+    let mut args = profile_args(dialect);
+    args.extend(["--max-attempts", "3", "--concurrency", "1"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
-    assert_eq!(out.code, Some(69), "{}", out.stderr);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let [polled, delivered, fell_back, alone, stopped] = out.counts(&[
+        "polled",
+        "delivered",
+        "bulk_fallbacks",
+        "asked_alone",
+        "fallback_stopped",
+    ])[..] else {
+        unreachable!()
+    };
     assert_eq!(
-        out.counts(&[
-            "polled",
-            "closed_unanswered",
-            "batches_failed",
-            "fallback_stopped"
-        ]),
-        [0, 0, 10, 1],
+        (polled, delivered, stopped),
+        (300, 150, 0),
         "{}",
         out.stderr
     );
-    out.assert_stderr_has("falling back to per-message questions stopped for this cycle");
-    // Ten bulk questions of two attempts each, and the lookups begun before the watch stopped falling back: the
-    // two that had failed before the third, and at most one in each part of each worker's job (4 workers, 4
-    // parts each at --concurrency 4), two attempts each. A bound of the process, not of the send's 1,000.
-    let requests = server.sandbox().requests();
-    let most = 20 + (2 + 4 * 4 + 1) * 2;
-    assert!((20..=most).contains(&requests), "{requests} requests");
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
-        0
+    // The dead minute's three attempts, once.
+    assert_eq!(sandbox.stats.faults.load(Ordering::Relaxed), 3);
+    // Sent 08:01:00 to 08:02:00 (two seconds after submission): about a hundred messages only the dead minute
+    // lists, of the first two minutes' jobs; the third minute's job finds all of its messages elsewhere.
+    assert!(
+        (1..=2).contains(&fell_back),
+        "{fell_back} jobs fell back, {alone} asked alone"
     );
-    // A carrier down is not a dead batch: the next cycle asks the bulk questions again, not each message.
-    assert_eq!(
-        db.count("SELECT COUNT(*) FROM poller_state WHERE key LIKE 'failing_bulk:%'"),
-        0
+    assert!((95..=105).contains(&alone), "{alone} asked alone");
+    assert_eq!(sandbox.stats.message_lookups.load(Ordering::Relaxed), alone);
+    out.assert_stderr_has(
+        "the listing of messages sent from 2026-11-02T08:01:00Z failed in this cycle",
     );
+    assert_truth_of_half_delivered(&db, &messages);
+}
+
+/// Message `i` of a world where every other message is delivered half an hour after `at` and the rest stay
+/// pending (the provider's usual pending word).
+fn half_delivered(
+    dialect: Dialect,
+    i: usize,
+    batch: Option<&str>,
+    at: DateTime<Utc>,
+) -> SimMessage {
+    SimMessage {
+        fate: if i.is_multiple_of(2) {
+            Fate::Deliver {
+                after: TimeDelta::minutes(30),
+            }
+        } else {
+            Fate::Stuck {
+                word: dialect_pending(dialect).into(),
+            }
+        },
+        ..stuck(dialect, i, "", batch, at)
+    }
+}
+
+/// Each of `messages` (of [`half_delivered`]) is tracked as its truth after one cycle.
+fn assert_truth_of_half_delivered<'a>(
+    db: &TestDb,
+    messages: impl IntoIterator<Item = &'a SimMessage>,
+) {
+    for m in messages {
+        let t = db.tracking(&m.tracking_id).unwrap();
+        let want = if matches!(m.fate, Fate::Deliver { .. }) {
+            "DELIVERED"
+        } else {
+            "OPEN"
+        };
+        assert_eq!(t.state, want, "{}", m.tracking_id);
+    }
+}
+
+/// A carrier failing every request: the failed bulk questions fall back to per-message ones only until a few of
+/// those fail too, then falling back stops for the cycle. The requests stay those of the bulk questions' attempts
+/// and a few lookups, not one per message; nothing is closed, the run exits 69 and says why. The same on Twilio,
+/// whose bulk question walks a job's minutes: a job stops at its first failed minute when no listing of the
+/// cycle has been answered.
+#[test]
+fn a_carrier_failing_as_a_whole_is_not_asked_one_message_at_a_time() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    for dialect in [Dialect::Generic, Dialect::Twilio] {
+        let name = dialect.name();
+        // Ten batches of 100, or on Twilio ten minutes of sends of 100 without batches: ten jobs.
+        let messages: Vec<SimMessage> = (0..1_000)
+            .map(|i| match dialect {
+                Dialect::Twilio => {
+                    let at = start + TimeDelta::milliseconds(600 * i as i64);
+                    stuck(dialect, i, "sent", None, at)
+                }
+                _ => stuck(dialect, i, "SENT", Some(&format!("B{:02}", i / 100)), start),
+            })
+            .collect();
+        let db = TestDb::new();
+        db.insert_world(&messages);
+        let server = serve(World::new(messages), dialect, now, 1_000);
+        server.sandbox().faults(|f| f.unavailable_after = Some(0));
+        let mut args = profile_args(dialect);
+        args.extend(["--max-attempts", "2", "--concurrency", "4"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+        assert_eq!(out.code, Some(69), "{name}: {}", out.stderr);
+        assert_eq!(
+            out.counts(&["polled", "closed_unanswered", "fallback_stopped"]),
+            [0, 0, 1],
+            "{name}: {}",
+            out.stderr
+        );
+        if dialect == Dialect::Generic {
+            assert_eq!(out.counts(&["batches_failed"]), [10], "{}", out.stderr);
+        }
+        out.assert_stderr_has("falling back to per-message questions stopped for this cycle");
+        // Ten bulk questions of two attempts each (on Twilio each minute listed at most once, and a job's walk
+        // ends at its first failed minute: at most the 21 minutes the ten jobs' windows cover), and the lookups
+        // begun before the watch stopped falling back: the two that had failed before the third, and at most one
+        // in each part of each worker's job (4 workers, 4 parts each at --concurrency 4), two attempts each. A
+        // bound of the process, not of the send's 1,000.
+        let requests = server.sandbox().requests();
+        let bulk = if dialect == Dialect::Twilio { 21 } else { 10 };
+        let most = bulk * 2 + (2 + 4 * 4 + 1) * 2;
+        assert!(
+            (20..=most).contains(&requests),
+            "{name}: {requests} requests"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM sms_delivery_confirmations"),
+            0
+        );
+        // A carrier down is not a dead batch: the next cycle asks the bulk questions again, not each message.
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM poller_state WHERE key LIKE 'failing_bulk:%'"),
+            0
+        );
+    }
 }
 
 /// A batch whose bulk question failed after its retries is asked for one message at a time at once in the next

@@ -484,7 +484,8 @@ pub struct Faults {
     pub error_rate: f64,
     /// Answer 401 to everything.
     pub unauthorized: bool,
-    /// Batch listings answer 503 for these batch ids (dead batches).
+    /// Batch listings answer 503 for these batch ids (dead batches). Twilio has no batches: there, the
+    /// listings of messages sent from these times (`DateSent>` as RFC 3339) answer 503 (dead minutes).
     pub dead_batches: Vec<String>,
     /// Answer 503 to every request after this many (the carrier goes down halfway).
     pub unavailable_after: Option<u64>,
@@ -693,7 +694,10 @@ impl Sandbox {
             if bulk
                 && faults.dead_batches.iter().any(|b| {
                     segments.contains(&b.as_str())
-                        || query.split('&').any(|kv| kv == format!("bulkId={b}"))
+                        || query.split('&').any(|kv| {
+                            kv == format!("bulkId={b}")
+                                || escape::decode(kv) == format!("DateSent>={b}")
+                        })
                 })
             {
                 return fault(503, vec![], error_body("batch report unavailable"));

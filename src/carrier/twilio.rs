@@ -17,7 +17,8 @@
 //! (Twilio may queue a message before sending it); a job walks its messages' minutes in order, however long its
 //! send took. A message its minutes lack (still queued, sent later) is asked for one by one, as is a job of a
 //! few messages strewn over more minutes than it has messages (a minute each would cost more than a lookup
-//! each).
+//! each). A minute whose listing fails is asked its attempts once per cycle: the jobs that need it take what
+//! their other minutes hold, and the messages only it could list are handled as a failed bulk question's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -42,8 +43,19 @@ pub const SLICES_KEPT: usize = 16;
 /// Messages without a batch per job, at most: a busy minute of a send is asked for by several jobs.
 const LONE_CHUNK: usize = 1_000;
 
-/// The messages sent in one minute: `None` until listed. A report leaves it when a job takes it.
-type Slice = Arc<Mutex<Option<Minute>>>;
+/// The messages sent in one minute, as far as this cycle has listed them. A report leaves it when a job takes it.
+type Slice = Arc<Mutex<Listed>>;
+
+/// A minute's listing in this cycle.
+#[derive(Default)]
+enum Listed {
+    #[default]
+    Not,
+    Done(Minute),
+    /// Its listing failed (after its retries): the jobs that come later do not ask again; they take what their
+    /// other minutes hold, and the messages those lack are handled as a failed bulk question's.
+    Failed(FetchError),
+}
 
 /// One listed minute, compactly: a send's minute may hold a hundred thousand messages, most of them alike.
 #[derive(Default)]
@@ -263,40 +275,61 @@ impl Twilio {
     /// a handful of messages. Its first page tells how many pages it takes; a job with fewer messages to find
     /// keeps what that page holds and leaves the rest to lookups, as does every later job that the known count
     /// shows it would not pay for.
+    ///
+    /// A minute whose listing fails (after its retries) is not asked again in this cycle; it is passed over,
+    /// `Ok(Some(error))`, where the carrier has answered a listing in this cycle: else it may be failing as a
+    /// whole, and the walk ends (`Err`), as it does at the deadline, a stop or credentials rejected.
     fn take<V>(
         &self,
         http: &Http,
         minute: i64,
         wanted: &mut HashMap<&str, V>,
         found: &mut Listing,
-    ) -> Result<(), FetchError> {
+    ) -> Result<Option<FetchError>, FetchError> {
         let cell = self.slice(minute);
         // Workers needing the same minute wait for the one listing it.
         let mut listed = cell.lock().unwrap_or_else(|e| e.into_inner());
-        if listed.is_none() {
-            if self
-                .pages_of(minute)
-                .is_some_and(|pages| pages > wanted.len())
-            {
-                return Ok(());
+        match &mut *listed {
+            Listed::Failed(e) => return Ok(Some(e.clone())),
+            Listed::Not => {
+                if self
+                    .pages_of(minute)
+                    .is_some_and(|pages| pages > wanted.len())
+                {
+                    return Ok(None);
+                }
+                let (mut reports, malformed, complete) =
+                    match self.list_minute(http, minute, wanted) {
+                        Ok(listing) => listing,
+                        Err(e) if matches!(e, FetchError::Failed { .. }) || e.is_permanent() => {
+                            *listed = Listed::Failed(e.clone());
+                            let answered = !self
+                                .pages
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .is_empty();
+                            return if answered { Ok(Some(e)) } else { Err(e) };
+                        }
+                        Err(e) => return Err(e),
+                    };
+                found.malformed.extend(malformed);
+                if !complete {
+                    // The first page only: this job's share of it, and nothing kept for the others.
+                    take_wanted(&mut reports, wanted, found);
+                    return Ok(None);
+                }
+                *listed = Listed::Done(reports);
             }
-            let (mut reports, malformed, complete) = self.list_minute(http, minute, wanted)?;
-            found.malformed.extend(malformed);
-            if !complete {
-                // The first page only: this job's share of it, and nothing kept for the others.
-                take_wanted(&mut reports, wanted, found);
-                return Ok(());
-            }
-            *listed = Some(reports);
+            Listed::Done(_) => {}
         }
-        if let Some(reports) = listed.as_mut() {
+        if let Listed::Done(reports) = &mut *listed {
             take_wanted(reports, wanted, found);
             let m = &mut reports.messages;
             if m.capacity() > 4096 && m.len() < m.capacity() / 4 {
                 m.shrink_to_fit();
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The shared slice of `minute`, made (empty) when it is new; the oldest is dropped past [`SLICES_KEPT`].
@@ -491,8 +524,10 @@ impl Profile for Twilio {
             return Ok(Bulk::NotOffered);
         }
         // Walk the minutes in order, asking each for the messages whose window is open; a message not found by
-        // the end of its window is left to be asked one by one.
+        // the end of its window is left to be asked one by one. A minute whose listing fails is passed over (see
+        // `take`).
         let mut listing = Listing::default();
+        let mut passed_over = None;
         let mut wanted: HashMap<&str, i64> = HashMap::new();
         let mut next = windows.iter().peekable();
         let Some(&&(mut at, _, _)) = next.peek() else {
@@ -514,12 +549,29 @@ impl Profile for Twilio {
                 continue;
             }
             // The reports taken from the minutes listed so far have left the shared slices: they are kept.
-            if let Err(e) = self.take(http, at, &mut wanted, &mut listing) {
-                return listing.cut_short(e);
+            match self.take(http, at, &mut wanted, &mut listing) {
+                Ok(None) => {}
+                Ok(Some(e)) => {
+                    passed_over.get_or_insert((at, e));
+                }
+                Err(e) => return listing.cut_short(e),
             }
             at += 1;
         }
-        Ok(Bulk::Listed(listing))
+        match passed_over {
+            // The messages the failed minute may have held are those its failure concerns.
+            Some((at, e)) if listing.reports.len() < messages.len() => {
+                let from = DateTime::from_timestamp(at * 60, 0).unwrap_or_default();
+                listing.cut_short(FetchError::Failed {
+                    attempts: 1,
+                    reason: format!(
+                        "the listing of messages sent from {} failed in this cycle: {e}",
+                        timefmt::format(from)
+                    ),
+                })
+            }
+            _ => Ok(Bulk::Listed(listing)),
+        }
     }
 
     fn one(&self, http: &Http, message: &DueMessage) -> Result<Option<Report>, FetchError> {
