@@ -30,6 +30,8 @@
 //! later, polls only the P% still pending: the later cycle of a send, reported on a line of its own),
 //! --dead-batches N (the first N batches are dead: their bulk question answers 503 on every attempt while each
 //! of their messages can be asked about on its own; the summary's fallback counts are reported).
+//!
+//! `BENCH_WRAP` (environment) runs the poller under a profiler: `BENCH_WRAP="heaptrack -o /tmp/poller"`.
 
 use std::path::Path;
 use std::process::Command;
@@ -358,6 +360,14 @@ fn main() -> Result<()> {
         second.summary["messages_due"],
         second.peak_rss_kb / 1024
     );
+    // Where cycle 1's time went (the phases overlap; the carrier's is summed over the workers).
+    if let Some(phases) = first.summary["phases"].as_object() {
+        let line: Vec<String> = phases
+            .iter()
+            .filter_map(|(name, s)| Some(format!("{name} {:.1}s", s.as_f64()?)))
+            .collect();
+        eprintln!("cycle 1 by phase: {}", line.join(", "));
+    }
     if let Some((run, served)) = &later {
         let due = run.summary["messages_due"].as_u64().unwrap_or(0);
         println!();
@@ -563,8 +573,13 @@ fn pg_floor(url: &str, _password: &Path, rows: usize, id: impl Fn(usize) -> Stri
 /// Runs the poller under `/usr/bin/time -v` and returns its wall time, peak RSS and JSON summary.
 fn poller(bin: &Path, db: &Db, args: &[&str], token: Option<&str>, verbose: bool) -> Result<Run> {
     let mut cmd = Command::new("/usr/bin/time");
-    cmd.arg("-v")
-        .arg(bin)
+    cmd.arg("-v");
+    // A profiler to run the poller under, for looking into its memory or time: `BENCH_WRAP="heaptrack -o
+    // /tmp/poller"` (peak RSS is then the profiler's too).
+    if let Ok(wrap) = std::env::var("BENCH_WRAP") {
+        cmd.args(wrap.split_whitespace());
+    }
+    cmd.arg(bin)
         .args(db.args())
         .arg(if verbose { "-v" } else { "-q" })
         .args(args);

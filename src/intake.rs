@@ -20,6 +20,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::control::Control;
 use crate::domain::{DueMessage, Intake, IntakeKind, LoneJobs, Submission};
+use crate::phases::Phase;
 use crate::schedule;
 use crate::store::{Backend, Span};
 use crate::timefmt;
@@ -210,7 +211,8 @@ pub fn read(
                 return Ok(end);
             }
             let query = std::time::Instant::now();
-            let rows = store.submissions(&span, &cursor, READ_CHUNK)?;
+            let rows =
+                Phase::ReadSubmissions.time(|| store.submissions(&span, &cursor, READ_CHUNK))?;
             reading += query.elapsed();
             let more = rows.len() == READ_CHUNK;
             let mut intakes = Vec::new();

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod percent;
+pub mod phases;
 pub mod rate;
 pub mod redact;
 pub mod report;

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::phases::Phases;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub cycle_id: i64,
@@ -55,6 +57,9 @@ pub struct Summary {
     pub asked_alone: u64,
     /// 1 when the cycle stopped falling back (the carrier failed per-message questions too), else 0.
     pub fallback_stopped: u64,
+    /// Where the cycle's time went, by phase (this run's; not kept in `poll_cycles`).
+    #[serde(skip_serializing_if = "Phases::is_empty")]
+    pub phases: Phases,
 }
 
 /// A count of a cycle that `poll_cycles` keeps, in a column named as the field.

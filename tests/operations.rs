@@ -16,6 +16,7 @@ on_both_backends!(
     check_follows_the_nagios_convention,
     doctor_checks_everything_and_writes_nothing,
     json_logs_carry_the_cycle_id,
+    the_cycle_says_where_its_time_went,
     prune_deletes_only_old_rows_of_finished_messages,
 );
 
@@ -368,6 +369,61 @@ fn doctor_checks_everything_and_writes_nothing(backend: Backend) {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(78), "no token");
+}
+
+/// `--json` and the `-v` log break the cycle's time down by phase: every phase is named, and the carrier's share holds at least the time the carrier took to answer.
+fn the_cycle_says_where_its_time_went(backend: Backend) {
+    let db = backend.db();
+    for i in 0..4 {
+        db.submit(&format!("T{i}"), None, SUBMITTED);
+    }
+    let mut server = mockito::Server::new();
+    let _m = server
+        .mock("GET", Matcher::Regex("^/messages/".into()))
+        .with_body_from_request(|req| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            wire(req.path().rsplit('/').next().unwrap(), "DELIVERED")
+                .to_string()
+                .into_bytes()
+        })
+        .expect(4)
+        .create();
+    let out = db
+        .poll(&server.url(), NOW)
+        .args(["-v", "--json", "--concurrency", "1"])
+        .output()
+        .unwrap();
+    let run = common::Run::from(out);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let phases = run.summary["phases"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no phases: {}", run.summary));
+    let mut names: Vec<&str> = phases.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut want = [
+        "read_submissions",
+        "take_in",
+        "rounds",
+        "read_due",
+        "ask_carrier",
+        "write_results",
+        "update_tracking",
+        "commit",
+        "writer_idle",
+    ];
+    want.sort_unstable();
+    assert_eq!(names, want);
+    let seconds = |name: &str| phases[name].as_f64().unwrap();
+    // Four answers of 100 ms each, one after the other.
+    assert!(seconds("ask_carrier") >= 0.4, "{phases:?}");
+    for name in ["read_submissions", "write_results", "commit"] {
+        assert!(seconds(name) > 0.0, "{name}: {phases:?}");
+    }
+    if backend == Backend::Postgres {
+        assert!(seconds("rounds") > 0.0, "{phases:?}");
+    }
+    run.assert_stderr_has("time by phase in ");
+    run.assert_stderr_has("ask_carrier ");
 }
 
 fn json_logs_carry_the_cycle_id(backend: Backend) {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::{Answer, Asked, Job, ToWriter};
 use crate::carrier::{Bulk, Carrier, FetchError, Listing, Report};
 use crate::domain::DueMessage;
+use crate::phases::Phase;
 use crate::schedule;
 use crate::timefmt;
 
@@ -103,7 +104,7 @@ fn work(
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let asked = ask(carrier, fallback, now, job);
+        let asked = Phase::AskCarrier.time(|| ask(carrier, fallback, now, job));
         if out.send(ToWriter::Answers(Box::new(asked))).is_err() {
             return;
         }

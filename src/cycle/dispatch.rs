@@ -14,6 +14,7 @@ use super::{DueCounts, Job, ToWriter};
 use crate::control::Control;
 use crate::domain::{DueMessage, Intake};
 use crate::intake::{self, Gatherer, ReadEnd, Window};
+use crate::phases::Phase;
 use crate::schedule;
 use crate::store::Backend;
 
@@ -100,7 +101,7 @@ pub(super) fn alone(reader: &mut dyn Backend, to: &Dispatch) -> Result<(ReadEnd,
     }
     let cutoff = to.cutoff();
     let step = Instant::now();
-    let groups = reader.due_groups(cutoff)?;
+    let groups = Phase::ReadDue.time(|| reader.due_groups(cutoff))?;
     let due: u64 = groups.iter().map(|g| g.messages).sum();
     to.counts.tracked.store(due, Ordering::Relaxed);
     log::info!(
@@ -114,12 +115,9 @@ pub(super) fn alone(reader: &mut dyn Backend, to: &Dispatch) -> Result<(ReadEnd,
         let mut open = true;
         let mut after = None;
         while open && to.control.stopped().is_none() {
-            let (chunk, last) = reader.due_messages(
-                group.batch_id.as_deref(),
-                cutoff,
-                after.as_ref(),
-                DUE_CHUNK,
-            )?;
+            let (chunk, last) = Phase::ReadDue.time(|| {
+                reader.due_messages(group.batch_id.as_deref(), cutoff, after.as_ref(), DUE_CHUNK)
+            })?;
             let more = chunk.len() == DUE_CHUNK;
             after = last;
             for m in chunk {
@@ -146,7 +144,8 @@ pub(super) fn whole_batch(
     let mut messages = Vec::with_capacity(expected);
     let mut after = None;
     loop {
-        let (chunk, last) = reader.due_messages(Some(batch), cutoff, after.as_ref(), DUE_CHUNK)?;
+        let (chunk, last) = Phase::ReadDue
+            .time(|| reader.due_messages(Some(batch), cutoff, after.as_ref(), DUE_CHUNK))?;
         let more = chunk.len() == DUE_CHUNK;
         after = last;
         messages.extend(chunk);

@@ -43,6 +43,7 @@ use crate::control::{Control, Stop};
 use crate::domain::{DueMessage, Intake};
 use crate::exit::{Exit, ExitContext};
 use crate::intake::{ReadEnd, Window};
+use crate::phases::Phases;
 use crate::redact::error_text;
 use crate::store::{self, Backend, Lease, Sharing, Target};
 use crate::summary::Summary;
@@ -300,6 +301,12 @@ fn take_part(
     summary.outcome = exit.outcome().to_string();
     summary.finished_at = Some(timefmt::format_millis(Utc::now()));
     summary.duration_seconds = clock.elapsed().as_secs_f64();
+    summary.phases = Phases::now();
+    log::debug!(
+        "time by phase in {:.1}s (the phases overlap): {}",
+        summary.duration_seconds,
+        summary.phases.line()
+    );
     let recorded = store.finish_cycle(&summary);
     result?;
     recorded?;

@@ -13,6 +13,7 @@ use super::{Cycle, Job, Role};
 use crate::domain::{DueMessage, Intake};
 use crate::exit::{Exit, ExitContext};
 use crate::intake::{self, ReadEnd};
+use crate::phases::Phase as Timed;
 use crate::store::{Backend, Join, Phase, Rounds, Sharing, Unit};
 use crate::timefmt;
 
@@ -52,38 +53,42 @@ pub(super) fn join(cx: &Cycle, rounds: &mut dyn Rounds) -> Result<(Option<Role>,
         cx.started.timestamp_nanos_opt().unwrap_or_default()
     );
     let clock = cx.config.now.unwrap_or(cx.started);
-    Ok(match rounds.join_round(&me, clock, cx.ttl())? {
-        Join::Busy {
-            round,
-            cycle_now,
-            coordinator,
-        } => {
-            return Err(anyhow!(
+    Ok(
+        match Timed::Rounds.time(|| rounds.join_round(&me, clock, cx.ttl()))? {
+            Join::Busy {
+                round,
+                cycle_now,
+                coordinator,
+            } => {
+                return Err(anyhow!(
                 "another cycle is running on this database: round {round} with clock {cycle_now}, started by \
                  run {coordinator}; runs join a round only for the same clock (within 5 minutes); this run did \
                  nothing"
             ))
             .exit_code(Exit::Locked);
-        }
-        Join::Coordinate { round, cycle_now } => {
-            log::info!("round {round}: this run takes the submissions in and shares out the work");
-            (Some(Role::Coordinate(Claim { round, me })), cycle_now)
-        }
-        Join::Help { round, cycle_now } => {
-            log::info!(
-                "round {round} for clock {} is under way: this run takes a share of its work",
-                timefmt::format(cycle_now)
-            );
-            (Some(Role::Help(Claim { round, me })), cycle_now)
-        }
-        Join::Finished { round, cycle_now } => {
-            log::info!(
-                "round {round} for clock {} is over: nothing is left to do",
-                timefmt::format(cycle_now)
-            );
-            (None, cycle_now)
-        }
-    })
+            }
+            Join::Coordinate { round, cycle_now } => {
+                log::info!(
+                    "round {round}: this run takes the submissions in and shares out the work"
+                );
+                (Some(Role::Coordinate(Claim { round, me })), cycle_now)
+            }
+            Join::Help { round, cycle_now } => {
+                log::info!(
+                    "round {round} for clock {} is under way: this run takes a share of its work",
+                    timefmt::format(cycle_now)
+                );
+                (Some(Role::Help(Claim { round, me })), cycle_now)
+            }
+            Join::Finished { round, cycle_now } => {
+                log::info!(
+                    "round {round} for clock {} is over: nothing is left to do",
+                    timefmt::format(cycle_now)
+                );
+                (None, cycle_now)
+            }
+        },
+    )
 }
 
 /// The dispatcher of a run in a shared round. The coordinator (`coordinate`) reads the new submissions and takes
@@ -106,10 +111,10 @@ pub(super) fn dispatch(
     };
     let mut coordinate = coordinate;
     while !coordinate {
-        match reader.round_phase(round)? {
+        match Timed::Rounds.time(|| reader.round_phase(round))? {
             Phase::Polling => break,
             Phase::Done => return Ok((end, true)),
-            Phase::Intake if reader.take_over_round(round, me)? => {
+            Phase::Intake if Timed::Rounds.time(|| reader.take_over_round(round, me))? => {
                 log::warn!(
                     "round {round}: its coordinator died during the intake; this run takes it over"
                 );
@@ -128,14 +133,15 @@ pub(super) fn dispatch(
         if !end.complete || !to.flush() {
             return Ok((end, false));
         }
-        let units = reader.publish_units(round, cutoff, to.window.lone)?;
+        let units = Timed::Rounds.time(|| reader.publish_units(round, cutoff, to.window.lone))?;
         log::info!("round {round}: {units} units of work published");
     }
     loop {
         if to.control.stopped().is_some() {
             return Ok((end, false));
         }
-        let units = reader.claim_units(round, me, to.concurrency.max(1), UNIT_LEASE)?;
+        let units = Timed::Rounds
+            .time(|| reader.claim_units(round, me, to.concurrency.max(1), UNIT_LEASE))?;
         if units.is_empty() {
             return Ok((end, true));
         }
@@ -184,7 +190,7 @@ fn unit_messages(
 ) -> Result<Vec<DueMessage>> {
     match &unit.batch_id {
         Some(batch) => whole_batch(reader, batch, cutoff, unit.messages as usize),
-        None => reader.unit_messages(unit, cutoff),
+        None => Timed::ReadDue.time(|| reader.unit_messages(unit, cutoff)),
     }
 }
 
@@ -208,9 +214,11 @@ impl Renewal {
             return;
         }
         self.renewed = Instant::now();
-        if let Err(e) = rounds_of(store)
-            .and_then(|r| r.renew_units(self.claim.round, &self.claim.me, UNIT_LEASE))
-        {
+        let renewed = Timed::Rounds.time(|| {
+            rounds_of(store)
+                .and_then(|r| r.renew_units(self.claim.round, &self.claim.me, UNIT_LEASE))
+        });
+        if let Err(e) = renewed {
             log::warn!("{e:#}");
         }
     }
@@ -224,6 +232,7 @@ pub(super) fn hand_back(store: &mut dyn Backend, claim: &Claim) {
         Err(e) => return log::warn!("{e:#}"),
     };
     let round = claim.round;
+    let _timer = Timed::Rounds.start();
     match rounds.release_units(round, &claim.me) {
         Ok(0) => {}
         Ok(n) => log::info!("handed back {n} units of round {round} this run did not finish"),

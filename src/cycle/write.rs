@@ -16,6 +16,7 @@ use crate::carrier::table::{Outcome, Table};
 use crate::control::Control;
 use crate::domain::Category;
 use crate::domain::{DeliveryStatus, DueMessage, Entry, Intake, PollRecord, TrackState};
+use crate::phases::Phase;
 use crate::redact::error_text;
 use crate::schedule::{self, Next};
 use crate::store::{Backend, Written, warn_repeated};
@@ -130,7 +131,7 @@ impl<'a> Writer<'a> {
         let drained = loop {
             // While results wait to be written, take whatever else is ready without blocking, then write them.
             let next = if self.pending_rows == 0 {
-                results.recv_timeout(Duration::from_millis(50))
+                Phase::WriterIdle.time(|| results.recv_timeout(Duration::from_millis(50)))
             } else {
                 results.try_recv().map_err(|e| match e {
                     TryRecvError::Empty => RecvTimeoutError::Timeout,
@@ -318,7 +319,7 @@ impl<'a> Writer<'a> {
         self.pending_rows = 0;
         if !self.intakes.is_empty() {
             let intakes = std::mem::take(&mut self.intakes);
-            let (open, too_old) = self.store.take_in(&intakes)?;
+            let (open, too_old) = Phase::TakeIn.time(|| self.store.take_in(&intakes))?;
             self.summary.new_submissions += open as u64;
             self.summary.too_old += too_old as u64;
         }

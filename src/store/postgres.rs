@@ -25,6 +25,7 @@ use super::{
     missing_table, refuse_newer, starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on,
 };
 use crate::domain::{DueMessage, Intake, LoneJobs, PollRecord, Submission};
+use crate::phases;
 use crate::redact;
 use crate::schedule;
 use crate::summary::{COUNTERS, Summary};
@@ -1342,7 +1343,8 @@ impl Rounds for Postgres {
                     first.message.tracking_id
                 );
             }
-            let stored = update_tracking(&mut tx, records, polled_at)?;
+            let stored = phases::Phase::UpdateTracking
+                .time(|| update_tracking(&mut tx, records, polled_at))?;
             for (r, &ok) in records.iter().zip(&stored) {
                 if !ok {
                     warn_moved_on(&r.message.tracking_id);
@@ -1359,14 +1361,16 @@ impl Rounds for Postgres {
                 .filter(|(_, s)| **s)
                 .map(|(r, _)| r)
                 .collect();
-            audit.copy(&mut tx, &kept)?;
+            phases::Phase::WriteResults.time(|| audit.copy(&mut tx, &kept))?;
             if let (Some(round), false) = (round, units.is_empty()) {
-                tx.execute(
-                    "UPDATE poll_units SET done = true WHERE round_id = $1 AND unit_id = ANY($2)",
-                    &[&round, &units.iter().map(|u| *u as i32).collect::<Vec<_>>()],
-                )?;
+                phases::Phase::Rounds.time(|| {
+                    tx.execute(
+                        "UPDATE poll_units SET done = true WHERE round_id = $1 AND unit_id = ANY($2)",
+                        &[&round, &units.iter().map(|u| *u as i32).collect::<Vec<_>>()],
+                    )
+                })?;
             }
-            tx.commit()?;
+            phases::Phase::Commit.time(|| tx.commit())?;
             Ok(Written {
                 stored,
                 repeated: 0,

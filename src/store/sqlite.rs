@@ -17,6 +17,7 @@ use super::{
     warn_moved_on, warn_repeated,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
+use crate::phases;
 use crate::summary::{COUNTERS, Summary};
 use crate::timefmt;
 
@@ -498,15 +499,17 @@ impl Backend for Sqlite {
             let created_at = timefmt::format_millis(Utc::now());
             let tx = self.conn.transaction()?;
             Sqlite::check_lease(&tx, self.lease.as_deref())?;
-            let written = write_tracking(&tx, records, &polled_at)?;
+            let written =
+                phases::Phase::UpdateTracking.time(|| write_tracking(&tx, records, &polled_at))?;
             let accepted: Vec<&PollRecord> = records
                 .iter()
                 .zip(&written.stored)
                 .filter(|(_, s)| **s)
                 .map(|(r, _)| r)
                 .collect();
-            insert_audit_rows(&tx, &accepted, &polled_at, &created_at, cycle_id)?;
-            tx.commit()?;
+            phases::Phase::WriteResults
+                .time(|| insert_audit_rows(&tx, &accepted, &polled_at, &created_at, cycle_id))?;
+            phases::Phase::Commit.time(|| tx.commit())?;
             Ok(written)
         };
         run().context("writing poll results")
