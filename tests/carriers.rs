@@ -1188,6 +1188,40 @@ fn assert_truth_of_half_delivered<'a>(
     }
 }
 
+/// Vonage's description sets no limit on an id list; an older guide said 20 ids, and the profile sends about a
+/// hundred. Where Vonage refuses a list (400), its halves are asked, and the length of a half it answers is the
+/// limit for the rest of the cycle: every message is polled with a few requests more, not one each.
+#[test]
+fn vonage_id_lists_shorten_when_vonage_refuses_them() {
+    let start = timefmt::parse("2026-11-02T08:00:00Z").unwrap();
+    let now = start + TimeDelta::hours(2);
+    let dialect = Dialect::Vonage;
+    let messages: Vec<SimMessage> = (0..1_000)
+        .map(|i| half_delivered(dialect, i, Some(&format!("B{}", i / 100)), start))
+        .collect();
+    let db = TestDb::new();
+    db.insert_world(&messages);
+    let server = serve(World::new(messages.clone()), dialect, now, 1_000);
+    let sandbox = server.sandbox();
+    sandbox.faults(|f| f.max_ids = Some(20));
+    let args = profile_args(dialect);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = db.poll_json(&server.url(), &timefmt::format(now), &args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.counts(&["polled", "delivered", "lookups_rejected", "bulk_fallbacks"]),
+        [1_000, 500, 0, 0],
+        "{}",
+        out.stderr
+    );
+    out.assert_stderr_has("asking in lists of at most");
+    // Lists of at most 20 ids once the limit is learned (50 requests for 1,000 messages, at 13 ids a list
+    // 77), and the refused lists of the jobs asked before that: not a request per message.
+    let requests = sandbox.requests();
+    assert!((50..=150).contains(&requests), "{requests} requests");
+    assert_truth_of_half_delivered(&db, &messages);
+}
+
 /// A carrier failing every request: the failed bulk questions fall back to per-message ones only until a few of
 /// those fail too, then falling back stops for the cycle. The requests stay those of the bulk questions' attempts
 /// and a few lookups, not one per message; nothing is closed, the run exits 69 and says why. The same on Twilio,

@@ -493,6 +493,8 @@ pub struct Faults {
     pub truncated_next: u32,
     /// Never answer: every request hangs until the client gives up.
     pub hang: bool,
+    /// Vonage's and Infobip's id lists (`id=`, `messageId=`) of more ids than this answer 400.
+    pub max_ids: Option<usize>,
 }
 
 /// A fault below HTTP, applied by the server to the connection.
@@ -701,6 +703,15 @@ impl Sandbox {
                 })
             {
                 return fault(503, vec![], error_body("batch report unavailable"));
+            }
+            let too_many = |kv: &str| {
+                kv.strip_prefix("id=")
+                    .or_else(|| kv.strip_prefix("messageId="))
+                    .zip(faults.max_ids)
+                    .is_some_and(|(ids, max)| escape::decode(ids).split(',').count() > max)
+            };
+            if query.split('&').any(too_many) {
+                return fault(400, vec![], error_body("too many ids"));
             }
             return dialect::respond(self.dialect, &world, now, self.page_size, &segments, query);
         }

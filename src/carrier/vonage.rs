@@ -11,6 +11,7 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::http::{Auth, Http};
@@ -18,8 +19,12 @@ use super::wire::{self, encode, string_or_number};
 use super::{AccountRule, Bulk, FetchError, Listing, Profile, Provider, Report};
 use crate::domain::{DueMessage, LoneJobs};
 
-/// Characters of ids per request (about a hundred message ids): a URL well inside what proxies accept.
+/// Characters of ids per request (about a hundred message ids): a URL well inside what proxies accept. The
+/// description sets no limit on the list; an older guide said 20 ids. A list Vonage refuses (400, 414) is asked
+/// again in halves, and the length of a half it answers becomes the cycle's limit, down to [`MIN_LIST_CHARS`].
 const ID_CHARS: usize = 4_000;
+/// Twenty message ids and their commas: the limit an older Vonage guide gave.
+const MIN_LIST_CHARS: usize = 20 * 37;
 /// The id `doctor` asks about (no record, so nothing is billed).
 const PROBE_ID: &str = "00000000-0000-0000-0000-000000000000";
 
@@ -41,6 +46,8 @@ pub const PROVIDER: Provider = Provider {
 
 pub struct Vonage {
     api_key: String,
+    /// Characters of ids per list in this cycle: [`ID_CHARS`], lowered when Vonage refuses a list.
+    list_chars: AtomicUsize,
 }
 
 pub fn valid_account(id: &str) -> bool {
@@ -49,7 +56,23 @@ pub fn valid_account(id: &str) -> bool {
 
 impl Vonage {
     pub fn new(api_key: String) -> Vonage {
-        Vonage { api_key }
+        Vonage {
+            api_key,
+            list_chars: AtomicUsize::new(ID_CHARS),
+        }
+    }
+
+    /// Lowers the cycle's list length to `chars`, that of a half of a refused list that Vonage answered.
+    fn fits(&self, chars: usize) {
+        let chars = chars.max(MIN_LIST_CHARS);
+        let was = self.list_chars.fetch_min(chars, Ordering::Relaxed);
+        if chars < was {
+            log::warn!(
+                "Vonage refused a list of ids and answered one of {chars} characters: asking in lists of at most \
+                 {chars} characters (about {} ids) for the rest of the cycle",
+                chars / 37
+            );
+        }
     }
 
     pub fn records_path(&self, ids: &str) -> String {
@@ -91,12 +114,34 @@ impl Profile for Vonage {
         let wanted: std::collections::HashSet<&str> =
             messages.iter().map(|m| m.tracking_id.as_str()).collect();
         let mut listing = Listing::default();
-        for ids in wire::id_lists(messages.iter().map(|m| m.tracking_id.as_str()), ID_CHARS) {
+        let limit = self.list_chars.load(Ordering::Relaxed);
+        // A stack of lists to ask, each marked when it is half of a list Vonage refused.
+        let mut lists: Vec<(String, bool)> =
+            wire::id_lists(messages.iter().map(|m| m.tracking_id.as_str()), limit)
+                .into_iter()
+                .rev()
+                .map(|ids| (ids, false))
+                .collect();
+        while let Some((ids, half)) = lists.pop() {
             // Each list's records are billed: those obtained are kept whatever becomes of the next list.
             let records = match self.ask(http, &ids) {
                 Ok(records) => records,
+                // Too long a list, or one id Vonage cannot take: its halves are asked; a single id refused is
+                // left to its own question, whose refusal is its result.
+                Err(FetchError::Refused {
+                    code: Some(code), ..
+                }) if code == "HTTP 400" || code == "HTTP 414" => {
+                    if let Some((a, b)) = halves(&ids) {
+                        lists.push((b, true));
+                        lists.push((a, true));
+                    }
+                    continue;
+                }
                 Err(e) => return listing.cut_short(e),
             };
+            if half {
+                self.fits(ids.len());
+            }
             listing.malformed.extend(records.malformed);
             listing.reports.extend(
                 records
@@ -129,6 +174,15 @@ impl Profile for Vonage {
     fn lone_jobs(&self) -> LoneJobs {
         LoneJobs::of(100)
     }
+}
+
+/// The two halves of a comma-separated list of more than one id.
+fn halves(ids: &str) -> Option<(String, String)> {
+    let ids: Vec<&str> = ids.split(',').collect();
+    (ids.len() > 1).then(|| {
+        let (a, b) = ids.split_at(ids.len() / 2);
+        (a.join(","), b.join(","))
+    })
 }
 
 #[derive(Deserialize)]
@@ -209,6 +263,13 @@ mod tests {
     use super::*;
 
     const RECORDS: &[u8] = include_bytes!("../../tests/fixtures/carriers/vonage.records.json");
+
+    #[test]
+    fn a_refused_list_splits_into_halves_down_to_single_ids() {
+        assert_eq!(halves("a,b,c"), Some(("a".to_string(), "b,c".to_string())));
+        assert_eq!(halves("a,b"), Some(("a".to_string(), "b".to_string())));
+        assert_eq!(halves("a"), None);
+    }
 
     #[test]
     fn the_descriptions_records_example() {
