@@ -29,9 +29,11 @@
 //! of it. Below 100 the others deliver between the first poll and the second, and a third cycle, two hours
 //! later, polls only the P% still pending: the later cycle of a send, reported on a line of its own),
 //! --dead-batches N (the first N batches are dead: their bulk question answers 503 on every attempt while each
-//! of their messages can be asked about on its own; the summary's fallback counts are reported).
+//! of their messages can be asked about on its own; the summary's fallback counts are reported),
+//! --store-floor 0 (skip the store floor, reported as 0: it takes as long as the cycle at five million).
 //!
-//! `BENCH_WRAP` (environment) runs the poller under a profiler: `BENCH_WRAP="heaptrack -o /tmp/poller"`.
+//! `BENCH_WRAP` (environment) runs the poller under a profiler, `{run}` replaced by the run's number:
+//! `BENCH_WRAP="heaptrack -o /tmp/poller-{run}"`.
 
 use std::path::Path;
 use std::process::Command;
@@ -64,6 +66,7 @@ struct Options {
     send_rate: usize,
     pending: usize,
     dead_batches: usize,
+    store_floor: bool,
 }
 
 fn options() -> Result<Options> {
@@ -81,6 +84,7 @@ fn options() -> Result<Options> {
         send_rate: 0,
         pending: 100,
         dead_batches: 0,
+        store_floor: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -116,6 +120,7 @@ fn options() -> Result<Options> {
             "--send-rate" => o.send_rate = n,
             "--pending" => o.pending = n.min(100),
             "--dead-batches" => o.dead_batches = n,
+            "--store-floor" => o.store_floor = n > 0,
             other => bail!("unknown option {other}"),
         }
     }
@@ -298,6 +303,7 @@ fn main() -> Result<()> {
     let network_floor =
         requests as f64 * o.latency_ms as f64 / 1000.0 / (o.concurrency * o.replicas) as f64;
     let store_floor = match &db {
+        _ if !o.store_floor => 0.0,
         Db::Sqlite(_) => sqlite_floor(dir.path(), o.messages, floor_id)?,
         Db::Postgres { url, password, .. } => pg_floor(url, password, o.messages, floor_id)?,
     };
@@ -575,9 +581,13 @@ fn poller(bin: &Path, db: &Db, args: &[&str], token: Option<&str>, verbose: bool
     let mut cmd = Command::new("/usr/bin/time");
     cmd.arg("-v");
     // A profiler to run the poller under, for looking into its memory or time: `BENCH_WRAP="heaptrack -o
-    // /tmp/poller"` (peak RSS is then the profiler's too).
+    // /tmp/poller-{run}"` (peak RSS is then the profiler's too).
     if let Ok(wrap) = std::env::var("BENCH_WRAP") {
-        cmd.args(wrap.split_whitespace());
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let run = RUNS
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string();
+        cmd.args(wrap.split_whitespace().map(|w| w.replace("{run}", &run)));
     }
     cmd.arg(bin)
         .args(db.args())
@@ -612,7 +622,13 @@ fn poller(bin: &Path, db: &Db, args: &[&str], token: Option<&str>, verbose: bool
     if !out.status.success() {
         bail!("dlr-poller {} failed: {stderr}", args.join(" "));
     }
-    let summary = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    // The summary is the line of stdout that is a JSON object (a profiler may print around it).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(serde_json::Value::Null);
     Ok(Run {
         wall,
         peak_rss_kb,
