@@ -330,6 +330,71 @@ fn a_bad_busy_timeout_is_a_configuration_error() {
     );
 }
 
+/// A complete read settles the rows it took in: the next cycle passes over them without asking whether each is
+/// tracked, and still reads every row it must: those not due yet at the last read, a row committed late with an
+/// early submitted_at, and a row that had no tracking id and got one.
+#[test]
+fn a_read_passes_over_the_rows_an_earlier_read_settled() {
+    let db = TestDb::new();
+    for i in 0..10 {
+        db.submit(&format!("OLD{i}"), None, SUBMITTED);
+    }
+    // Not due at NOW (submitted half an hour before it).
+    for i in 0..5 {
+        db.submit(&format!("SOON{i}"), None, "2025-12-01T10:30:00Z");
+    }
+    let mut server = mockito::Server::new();
+    let _any = server
+        .mock("GET", Matcher::Regex("^/messages/".into()))
+        .with_body_from_request(|req| {
+            let id = req.path().rsplit('/').next().unwrap().to_string();
+            wire(&id, "DELIVERED").to_string().into_bytes()
+        })
+        .create();
+    let poll = |now: &str| {
+        let out = db
+            .poll(&server.url(), now)
+            .args(["-v", "--json"])
+            .output()
+            .unwrap();
+        common::Run::from(out)
+    };
+    let run = poll(NOW);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["new_submissions", "polled"]), [10, 10]);
+    run.assert_stderr_has("read 15 submissions");
+    // Committed after that read, with a submitted_at it had passed.
+    db.submit("LATE", None, "2025-12-01T09:30:00Z");
+    let run = poll("2025-12-01T13:00:00Z");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["new_submissions", "polled"]), [6, 6]);
+    // The five not due before and the late one: not the ten settled.
+    run.assert_stderr_has("read 6 submissions");
+    // A row without a tracking id settles nothing: it may get one.
+    db.conn()
+        .execute(
+            "INSERT INTO sms_submissions (tracking_id, submitted_at) VALUES (NULL, '2025-12-01T12:00:00Z')",
+            [],
+        )
+        .unwrap();
+    let run = poll("2025-12-01T15:00:00Z");
+    assert_eq!(run.counts(&["invalid_submissions", "polled"]), [1, 0]);
+    db.conn()
+        .execute(
+            "UPDATE sms_submissions SET tracking_id = 'FILLED' WHERE tracking_id IS NULL",
+            [],
+        )
+        .unwrap();
+    let run = poll("2025-12-01T17:00:00Z");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.counts(&["new_submissions", "polled"]), [1, 1]);
+    assert_eq!(db.audit("FILLED")[0].status, "DELIVERED");
+    // Read whole while the row had no tracking id; then settled again.
+    let run = poll("2025-12-01T19:00:00Z");
+    assert_eq!(run.counts(&["new_submissions", "polled"]), [0, 0]);
+    run.assert_stderr_has("read 0 submissions");
+}
+
 #[test]
 fn submissions_that_reuse_rowids_the_poller_passed_are_still_found() {
     let db = TestDb::new();
