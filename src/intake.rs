@@ -22,7 +22,7 @@ use crate::control::Control;
 use crate::domain::{DueMessage, Intake, IntakeKind, LoneJobs, Submission};
 use crate::phases::Phase;
 use crate::schedule;
-use crate::store::{Backend, Settled, Span};
+use crate::store::{Backend, Span};
 use crate::timefmt;
 
 /// Rows read per query: each query is a short read, so the WAL can be checkpointed while a cycle reads.
@@ -55,8 +55,6 @@ pub struct Window {
     pub horizon: Option<String>,
     /// How messages without a batch are cut into jobs: as the carrier's bulk question covers them well.
     pub lone: LoneJobs,
-    /// The rows the last complete read settled: passed over.
-    pub settled: Option<Settled>,
 }
 
 impl Window {
@@ -68,7 +66,6 @@ impl Window {
             floor: timefmt::format(start - OFFSET_MARGIN),
             horizon,
             lone: LoneJobs::of(LOOKUP_CHUNK),
-            settled: None,
         }
     }
 
@@ -185,11 +182,6 @@ pub struct ReadEnd {
     pub not_yet: u64,
     /// Due messages of interleaved batches, taken in to be polled with the tracked messages.
     pub deferred: u64,
-    /// Where the rows not due yet begin (submitted_at as stored): read again next cycle.
-    pub pending_from: Option<String>,
-    /// The read left rows it cannot say where they are (without a tracking id, or not due yet with a
-    /// submitted_at that is not text): it settles nothing.
-    pub unsettled: bool,
 }
 
 /// A job of new messages: their batch id (`None`: look them up one by one) and the messages.
@@ -219,8 +211,8 @@ pub fn read(
                 return Ok(end);
             }
             let query = std::time::Instant::now();
-            let rows = Phase::ReadSubmissions
-                .time(|| store.submissions(&span, &cursor, READ_CHUNK, window.settled.as_ref()))?;
+            let rows =
+                Phase::ReadSubmissions.time(|| store.submissions(&span, &cursor, READ_CHUNK))?;
             reading += query.elapsed();
             let more = rows.len() == READ_CHUNK;
             let mut intakes = Vec::new();
@@ -231,8 +223,6 @@ pub fn read(
                 match verdict(row, now, window) {
                     Verdict::Tracked => {}
                     Verdict::Untrackable => {
-                        // The dispatcher may give it a tracking id later: read it again.
-                        end.unsettled = true;
                         end.invalid += 1;
                         end.untrackable += 1;
                         if end.first_untrackable.is_none() {
@@ -249,15 +239,7 @@ pub fn read(
                             open = gather.add(message, poll);
                         }
                     }
-                    Verdict::NotYet => {
-                        end.not_yet += 1;
-                        // The first in the read's order: the earliest of the span read first, which holds
-                        // every row not due yet (it reaches to the newest).
-                        if end.not_yet == 1 {
-                            end.pending_from = cursor.submitted_text().map(str::to_string);
-                            end.unsettled |= end.pending_from.is_none();
-                        }
-                    }
+                    Verdict::NotYet => end.not_yet += 1,
                 }
             }
             let deferred = gather.take_deferred();

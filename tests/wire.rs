@@ -618,22 +618,21 @@ fn new_submissions_are_taken_in_when_first_due() {
     out.assert_stderr_has("read 3 rows of sms_submissions: 2 new due now, 1 due at a later cycle");
     assert!(db.tracking("B1").is_none(), "B1 is not due: only read");
 
-    // B1 is due: it is taken in; the rows before and after it are tracked already and passed over (settled by
-    // the first read: only B1, not due then, is read again).
+    // B1 is due: it is taken in; the rows before and after it are tracked already and passed over.
     let out = db.poll_json(&server.url(), "2025-12-01T12:30:00Z", &["-v"]);
     assert_eq!(
         out.counts(&["messages_due", "polled", "new_submissions"]),
         [1, 1, 1]
     );
-    out.assert_stderr_has("read 1 rows of sms_submissions: 1 new due now, 0 due at a later cycle");
+    out.assert_stderr_has("read 3 rows of sms_submissions: 1 new due now, 0 due at a later cycle");
 
-    // Every row is tracked now: the next cycle reads none, and polls A1 and C1 from their tracking rows.
+    // Every row is tracked now: the next cycle takes none in, and polls A1 and C1 from their tracking rows.
     let out = db.poll_json(&server.url(), "2025-12-01T13:00:00Z", &["-v"]);
     assert_eq!(
         out.counts(&["messages_due", "polled", "new_submissions"]),
         [2, 2, 0]
     );
-    out.assert_stderr_has("read 0 rows of sms_submissions: 0 new due now, 0 due at a later cycle");
+    out.assert_stderr_has("read 3 rows of sms_submissions: 0 new due now, 0 due at a later cycle");
     for m in [&a, &b, &c] {
         m.assert();
     }

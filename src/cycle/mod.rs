@@ -45,7 +45,7 @@ use crate::exit::{Exit, ExitContext};
 use crate::intake::{ReadEnd, Window};
 use crate::phases::Phases;
 use crate::redact::error_text;
-use crate::store::{self, Backend, Lease, Settled, Sharing, Target};
+use crate::store::{self, Backend, Lease, Sharing, Target};
 use crate::summary::Summary;
 use crate::{schedule, timefmt};
 
@@ -325,13 +325,6 @@ fn poll(
 ) -> Result<bool> {
     let mut window = Window::new(now, cx.config.catch_up, store.read_horizon()?);
     let reads = !matches!(role, Role::Help(_));
-    // The newest row before the read begins: the rows up to it are what a complete read settles.
-    let newest = if reads {
-        window.settled = store.settled()?;
-        store.newest_submission()?
-    } else {
-        None
-    };
     if reads {
         log::info!(
             "reading new submissions since {}{}",
@@ -402,18 +395,6 @@ fn poll(
     }
     if end.complete && reads {
         store.save_horizon(&window.floor)?;
-        // Every row up to the newest has a tracking row now, but the rows not due yet: the next read passes
-        // over them. Not when a due message was left without an answer (it is not tracked yet) or a row could
-        // not be placed: the next read starts from what was settled before.
-        if let Some(newest) = newest
-            && new_left.0 == 0
-            && !end.unsettled
-        {
-            store.save_settled(&Settled {
-                newest,
-                pending_from: end.pending_from.clone(),
-            })?;
-        }
     }
     Ok(end.complete && tracked_done)
 }

@@ -111,28 +111,13 @@ pub trait Backend: Send {
     /// Remembers that every row of sms_submissions from `horizon` on has been read.
     fn save_horizon(&mut self, horizon: &str) -> Result<()>;
     /// Up to `limit` rows of sms_submissions in `span` after `cursor`, each saying whether its tracking id is
-    /// tracked already, less the rows `settled` says an earlier read settled. Each call is one short read.
+    /// tracked already. Each call is one short read.
     fn submissions(
         &mut self,
         span: &Span,
         cursor: &Cursor,
         limit: usize,
-        settled: Option<&Settled>,
     ) -> Result<Vec<(Submission, Cursor)>>;
-    /// What the last complete read of sms_submissions settled (`None`: nothing, or a store that reads the whole
-    /// window every cycle).
-    fn settled(&mut self) -> Result<Option<Settled>> {
-        Ok(None)
-    }
-    /// The newest row of sms_submissions by insertion and its tracking id, where the store can tell (SQLite's
-    /// rowid, given in commit order: one writer at a time); `None` elsewhere, or when it has no tracking id.
-    fn newest_submission(&mut self) -> Result<Option<(i64, String)>> {
-        Ok(None)
-    }
-    /// Remembers what a complete read settled.
-    fn save_settled(&mut self, _settled: &Settled) -> Result<()> {
-        Ok(())
-    }
     /// Starts tracking submissions that are not polled in this cycle. A tracking id tracked already is left as
     /// it is. Returns how many were taken in, by kind: (open, too old).
     fn take_in(&mut self, intakes: &[Intake]) -> Result<(usize, usize)>;
@@ -372,8 +357,6 @@ fn taken_in<'s>(states: impl IntoIterator<Item = &'s str>) -> (usize, usize) {
 }
 /// How far back sms_submissions has been read completely (a submitted_at value).
 const HORIZON_KEY: &str = "submissions_horizon";
-/// Where [`Settled`] is kept.
-const SETTLED_KEY: &str = "submissions_settled";
 /// When a cycle last succeeded.
 const LAST_SUCCESS_KEY: &str = "last_success_at";
 /// The prefix of the poller_state keys of batches whose bulk question failed recently (the batch id follows).
@@ -422,19 +405,6 @@ pub enum Lease {
 pub struct DueGroup {
     pub batch_id: Option<String>,
     pub messages: u64,
-}
-
-/// What a complete read of sms_submissions settled, so that the next read passes over those rows without asking
-/// whether each is tracked: every row inserted up to `newest` (the newest row when the read began, SQLite's rowid
-/// and its tracking id) has a tracking row, except those not due yet, all at or after `pending_from`
-/// (submitted_at as stored). A read that left anything else (a row without a tracking id, which the dispatcher
-/// may fill in later; a due message without an answer) settles nothing. Rowids are handed out in commit order,
-/// but the dispatcher's deletes of its newest rows, or a VACUUM, may hand them out again: the row at `newest`
-/// then holds another tracking id or none, and the read is whole again.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Settled {
-    pub newest: (i64, String),
-    pub pending_from: Option<String>,
 }
 
 /// Which rows of sms_submissions a read covers, by submitted_at (compared as stored). Every span is read in
@@ -486,16 +456,6 @@ pub struct Cursor {
     /// The row's submitted_at and tracking_id as stored.
     submitted_at: Key,
     tracking_id: Key,
-}
-
-impl Cursor {
-    /// The row's submitted_at as stored, when it is text.
-    pub fn submitted_text(&self) -> Option<&str> {
-        match &self.submitted_at {
-            Key::Text(t) => Some(t),
-            _ => None,
-        }
-    }
 }
 
 /// Who a message was for, copied into its closing entry.

@@ -20,10 +20,9 @@ use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
 use super::{
     Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueAfter, DueGroup, FAILING_BULK,
-    HORIZON_KEY, History, Join, Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Settled,
-    Sharing, Span, TABLES, Unit, VERSION, Written, check_version, close_by_hand, counter_columns,
-    failing_of, missing_table, refuse_newer, starting_row, taken_in, totals_of, warn_abandoned,
-    warn_moved_on,
+    HORIZON_KEY, History, Join, Key, LAST_SUCCESS_KEY, MetricsData, Phase, Rounds, Sharing, Span,
+    TABLES, Unit, VERSION, Written, check_version, close_by_hand, counter_columns, failing_of,
+    missing_table, refuse_newer, starting_row, taken_in, totals_of, warn_abandoned, warn_moved_on,
 };
 use crate::domain::{DueMessage, Intake, LoneJobs, PollRecord, Submission};
 use crate::phases;
@@ -766,14 +765,11 @@ impl Backend for Postgres {
         Ok(())
     }
 
-    /// Reads the whole window: PostgreSQL's order of insertion is not its order of commits, so no row can be
-    /// known settled by where it was inserted.
     fn submissions(
         &mut self,
         span: &Span,
         cursor: &Cursor,
         limit: usize,
-        _settled: Option<&Settled>,
     ) -> Result<Vec<(Submission, Cursor)>> {
         let run = |me: &mut Postgres| -> Result<Vec<(Submission, Cursor)>> {
             let columns = me.columns()?;

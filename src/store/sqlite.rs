@@ -12,9 +12,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use super::{
     Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, CycleLease, DueAfter, DueGroup,
     FAILING_BULK, HORIZON_KEY, History, Key, LAST_SUCCESS_KEY, Lease, LeaseHolder, MetricsData,
-    SETTLED_KEY, Settled, Sharing, Span, TABLES, VERSION, Written, check_version, close_by_hand,
-    counter_columns, failing_of, missing_table, refuse_newer, starting_row, taken_in, totals_of,
-    warn_abandoned, warn_moved_on, warn_repeated,
+    Sharing, Span, TABLES, VERSION, Written, check_version, close_by_hand, counter_columns,
+    failing_of, missing_table, refuse_newer, starting_row, taken_in, totals_of, warn_abandoned,
+    warn_moved_on, warn_repeated,
 };
 use crate::domain::{DueMessage, Intake, PollRecord, Submission};
 use crate::phases;
@@ -216,55 +216,6 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    fn settled(&mut self) -> Result<Option<Settled>> {
-        let text = state(&self.conn, SETTLED_KEY).context("reading what the last read settled")?;
-        let Some(settled) = text.and_then(|t| serde_json::from_str::<Settled>(&t).ok()) else {
-            return Ok(None);
-        };
-        let (rowid, tracking_id) = &settled.newest;
-        let at: Option<Value> = self
-            .conn
-            .query_row(
-                "SELECT tracking_id FROM sms_submissions WHERE rowid = ?1",
-                [rowid],
-                |r| r.get(0),
-            )
-            .optional()
-            .context("reading the row of sms_submissions the last read reached")?;
-        if at.as_ref().and_then(as_text).as_deref() != Some(tracking_id.as_str()) {
-            log::info!(
-                "sms_submissions lost or renumbered rows up to the newest one the last read reached (rowid \
-                 {rowid}): reading the whole window"
-            );
-            return Ok(None);
-        }
-        Ok(Some(settled))
-    }
-
-    fn newest_submission(&mut self) -> Result<Option<(i64, String)>> {
-        let newest: Option<(i64, Value)> = self
-            .conn
-            .query_row(
-                "SELECT rowid, tracking_id FROM sms_submissions ORDER BY rowid DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .context("reading the newest row of sms_submissions")?;
-        Ok(newest.and_then(|(rowid, id)| Some((rowid, as_text(&id)?))))
-    }
-
-    fn save_settled(&mut self, settled: &Settled) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO poller_state (key, value) VALUES (?1, ?2) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![SETTLED_KEY, serde_json::to_string(settled)?],
-            )
-            .context("saving what the read of sms_submissions settled")?;
-        Ok(())
-    }
-
     /// Up to `limit` rows of sms_submissions in `span` after `cursor`, each saying whether its tracking id is
     /// tracked already. Each call is one short read, so that a long cycle never keeps the WAL from being
     /// checkpointed.
@@ -273,7 +224,6 @@ impl Backend for Sqlite {
         span: &Span,
         cursor: &Cursor,
         limit: usize,
-        settled: Option<&Settled>,
     ) -> Result<Vec<(Submission, Cursor)>> {
         let run = || -> Result<Vec<(Submission, Cursor)>> {
             // ?1 and ?2 are the cursor, ?3 the span's upper bound, ?4 the limit. The lower bound is the cursor's
@@ -290,21 +240,16 @@ impl Backend for Sqlite {
                     None,
                 ),
             };
-            // ?5 and ?6: the rows an earlier read settled are passed over inside the index (it holds the rowid and
-            // submitted_at), without a lookup of their tracking rows.
             let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT s.rowid, s.tracking_id, s.customer_id, s.phone_number, s.carrier_batch_id, s.submitted_at, \
                  EXISTS (SELECT 1 FROM message_tracking t WHERE t.tracking_id = s.tracking_id) \
-                 FROM sms_submissions s WHERE {filter} AND (s.rowid > ?5 OR s.submitted_at >= ?6) \
-                 ORDER BY s.submitted_at, s.tracking_id LIMIT ?4"
+                 FROM sms_submissions s WHERE {filter} ORDER BY s.submitted_at, s.tracking_id LIMIT ?4"
             ))?;
             let mut query = stmt.query(params![
                 value_of(&cursor.submitted_at),
                 value_of(&cursor.tracking_id),
                 to,
-                limit as i64,
-                settled.map_or(i64::MIN, |s| s.newest.0),
-                settled.and_then(|s| s.pending_from.as_deref()),
+                limit as i64
             ])?;
             let mut rows = Vec::with_capacity(limit.min(READ_RESERVE));
             while let Some(r) = query.next()? {
@@ -1490,7 +1435,7 @@ mod tests {
         let mut cursor = span.start();
         let mut ids = Vec::new();
         loop {
-            let rows = store.submissions(span, &cursor, chunk, None).unwrap();
+            let rows = store.submissions(span, &cursor, chunk).unwrap();
             let more = rows.len() == chunk;
             for (row, next) in rows {
                 ids.push(row.tracking_id.unwrap());
@@ -1571,7 +1516,7 @@ mod tests {
         );
         assert_eq!(read(Span::Null), ["NOTIME"]);
         let rows = store
-            .submissions(&Span::Null, &Span::Null.start(), 10, None)
+            .submissions(&Span::Null, &Span::Null.start(), 10)
             .unwrap();
         assert_eq!(
             rows[0].0.phone_number.as_deref(),
@@ -1587,7 +1532,6 @@ mod tests {
                 &Span::Below("2025-01-01T00:00:00Z".into()),
                 &Span::Below(String::new()).start(),
                 10,
-                None,
             )
             .unwrap();
         assert_eq!(

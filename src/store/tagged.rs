@@ -10,7 +10,7 @@ use super::postgres::Postgres;
 use super::sqlite::Sqlite;
 use super::{
     Backend, Closed, Cursor, CycleLease, DueAfter, DueGroup, History, Join, Lease, MetricsData,
-    Phase, Rounds, Settled, Sharing, Span, Unit, Written,
+    Phase, Rounds, Sharing, Span, Unit, Written,
 };
 use crate::domain::{DueMessage, Intake, LoneJobs, PollRecord, Submission};
 use crate::exit::{Exit, ExitContext};
@@ -43,16 +43,7 @@ macro_rules! tagged_backend {
                 fn check_schema(&mut self) -> ();
                 fn read_horizon(&mut self) -> Option<String>;
                 fn save_horizon(&mut self, horizon: &str) -> ();
-                fn submissions(
-                    &mut self,
-                    span: &Span,
-                    cursor: &Cursor,
-                    limit: usize,
-                    settled: Option<&Settled>
-                ) -> Vec<(Submission, Cursor)>;
-                fn settled(&mut self) -> Option<Settled>;
-                fn newest_submission(&mut self) -> Option<(i64, String)>;
-                fn save_settled(&mut self, settled: &Settled) -> ();
+                fn submissions(&mut self, span: &Span, cursor: &Cursor, limit: usize) -> Vec<(Submission, Cursor)>;
                 fn take_in(&mut self, intakes: &[Intake]) -> (usize, usize);
                 fn due_groups(&mut self, cutoff: DateTime<Utc>) -> Vec<DueGroup>;
                 fn due_messages(
