@@ -74,14 +74,21 @@ fn is_check(args: impl Iterator<Item = String>) -> bool {
 /// glibc gives threads that allocate at once arenas of their own (up to eight per core), and memory freed in
 /// one arena stays resident while the others are busy: with a pool of workers parsing carrier answers, that
 /// kept tens of megabytes resident that the heap no longer used (a Twilio cycle of 300,000 messages peaked at
-/// 205 MB, and at 156 MB with two arenas, at the same speed; BENCHMARKS.md). Two arenas are plenty: the
-/// workers' allocations are short-lived, and the database's page cache is the large one.
+/// 205 MB, and at 161 MB with two arenas; BENCHMARKS.md). Two arenas are plenty: the workers' allocations are
+/// short-lived, and the database's page cache is the large one. `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` in the
+/// environment is left to decide.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     /// `M_ARENA_MAX` in glibc's `malloc.h`.
     const M_ARENA_MAX: std::ffi::c_int = -8;
     unsafe extern "C" {
         fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    // An operator's own setting stands.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var_os("GLIBC_TUNABLES").is_some()
+    {
+        return;
     }
     // SAFETY: mallopt only sets a tunable of glibc's allocator, and no other thread exists yet.
     unsafe {

@@ -17,11 +17,13 @@
 //! (Twilio may queue a message before sending it); a job walks its messages' minutes in order, however long its
 //! send took. A message its minutes lack (still queued, sent later) is asked for one by one, as is a job of a
 //! few messages strewn over more minutes than it has messages (a minute each would cost more than a lookup
-//! each). A minute whose listing fails is asked its attempts once per cycle: the jobs that need it take what
-//! their other minutes hold, and the messages only it could list are handled as a failed bulk question's.
+//! each). A minute whose listing fails is not asked again for a minute ([`FAILED_FOR`]): the jobs that need it
+//! meanwhile take what their other minutes hold, and the messages only it could list are handled as a failed
+//! bulk question's.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
@@ -52,10 +54,17 @@ enum Listed {
     #[default]
     Not,
     Done(Minute),
-    /// Its listing failed (after its retries): the jobs that come later do not ask again; they take what their
-    /// other minutes hold, and the messages those lack are handled as a failed bulk question's.
-    Failed(FetchError),
+    /// Its listing failed (after its retries) at `at`: the jobs that come in the next [`FAILED_FOR`] do not ask
+    /// again; they take what their other minutes hold, and the messages those lack are handled as a failed bulk
+    /// question's. After that, a job asks again (a carrier that was unwell for a moment has recovered).
+    Failed {
+        error: FetchError,
+        at: Instant,
+    },
 }
+
+/// How long a minute whose listing failed is passed over before a job lists it again.
+const FAILED_FOR: Duration = Duration::from_secs(60);
 
 /// One listed minute, compactly: a send's minute may hold a hundred thousand messages, most of them alike.
 #[derive(Default)]
@@ -267,8 +276,7 @@ impl Twilio {
     }
 
     /// Moves the reports about the `wanted` messages that were sent in `minute` into `found`. The minute is
-    /// listed once per cycle while kept, and its unreadable entries go to the job that listed it; a failed
-    /// listing is not kept: the next job asks again.
+    /// listed once per cycle while kept, and its unreadable entries go to the job that listed it.
     ///
     /// A minute is listed only where that is cheaper than a lookup for each wanted message: a busy minute of
     /// the account's other traffic (or of a send whose messages are nearly all final) may take sixty pages for
@@ -290,8 +298,10 @@ impl Twilio {
         // Workers needing the same minute wait for the one listing it.
         let mut listed = cell.lock().unwrap_or_else(|e| e.into_inner());
         match &mut *listed {
-            Listed::Failed(e) => return Ok(Some(e.clone())),
-            Listed::Not => {
+            Listed::Failed { error, at } if at.elapsed() < FAILED_FOR => {
+                return Ok(Some(error.clone()));
+            }
+            Listed::Not | Listed::Failed { .. } => {
                 if self
                     .pages_of(minute)
                     .is_some_and(|pages| pages > wanted.len())
@@ -302,7 +312,10 @@ impl Twilio {
                     match self.list_minute(http, minute, wanted) {
                         Ok(listing) => listing,
                         Err(e) if matches!(e, FetchError::Failed { .. }) || e.is_permanent() => {
-                            *listed = Listed::Failed(e.clone());
+                            *listed = Listed::Failed {
+                                error: e.clone(),
+                                at: Instant::now(),
+                            };
                             let answered = !self
                                 .pages
                                 .lock()
@@ -559,8 +572,12 @@ impl Profile for Twilio {
             at += 1;
         }
         match passed_over {
+            _ if listing.reports.len() == messages.len() => Ok(Bulk::Listed(listing)),
+            // A minute that cannot be listed however often it is asked (past the page cap, a redirect): the
+            // job's messages are asked one by one, as for any refused bulk question.
+            Some((_, e)) if e.is_permanent() => listing.cut_short(e),
             // The messages the failed minute may have held are those its failure concerns.
-            Some((at, e)) if listing.reports.len() < messages.len() => {
+            Some((at, e)) => {
                 let from = DateTime::from_timestamp(at * 60, 0).unwrap_or_default();
                 listing.cut_short(FetchError::Failed {
                     attempts: 1,

@@ -11,6 +11,7 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use crate::domain::{DueMessage, LoneJobs};
 
 /// Characters of ids per request (about a hundred message ids): a URL well inside what proxies accept. The
 /// description sets no limit on the list; an older guide said 20 ids. A list Vonage refuses (400, 414) is asked
-/// again in halves, and the length of a half it answers becomes the cycle's limit, down to [`MIN_LIST_CHARS`].
+/// again in halves (see `Vonage::ask_in_halves`), and the length of halves it answers becomes the cycle's limit,
+/// down to [`MIN_LIST_CHARS`].
 const ID_CHARS: usize = 4_000;
 /// Twenty message ids and their commas: the limit an older Vonage guide gave.
 const MIN_LIST_CHARS: usize = 20 * 37;
@@ -62,7 +64,52 @@ impl Vonage {
         }
     }
 
-    /// Lowers the cycle's list length to `chars`, that of a half of a refused list that Vonage answered.
+    /// Asks for the records of `ids` into `listing`; where Vonage refuses the list (400, 414), asks for its
+    /// halves, down to lists of [`MIN_LIST_CHARS`]: the ids of a shorter list refused are left to their own
+    /// questions (one id Vonage cannot take, or a refusal that is not about the list). Returns whether every id
+    /// was answered; a refused list whose halves both were answered was too long, and the cycle keeps to the
+    /// halves' length from then on.
+    fn ask_in_halves(
+        &self,
+        http: &Http,
+        ids: &str,
+        wanted: &HashSet<&str>,
+        listing: &mut Listing,
+    ) -> Result<bool, FetchError> {
+        let records = match self.ask(http, ids) {
+            Ok(records) => records,
+            Err(FetchError::Refused {
+                code: Some(code), ..
+            }) if code == "HTTP 400" || code == "HTTP 414" => {
+                let Some((a, b)) = halves(ids).filter(|_| ids.len() > MIN_LIST_CHARS) else {
+                    return Ok(false);
+                };
+                let first = self.ask_in_halves(http, &a, wanted, listing)?;
+                let second = self.ask_in_halves(http, &b, wanted, listing)?;
+                if first && second {
+                    self.fits(a.len().max(b.len()));
+                }
+                return Ok(first && second);
+            }
+            Err(e) => return Err(e),
+        };
+        listing.malformed.extend(records.malformed);
+        listing.reports.extend(
+            records
+                .reports
+                .into_iter()
+                .filter(|r| wanted.contains(r.tracking_id.as_str())),
+        );
+        listing.not_found.extend(
+            records
+                .not_found
+                .into_iter()
+                .filter(|id| wanted.contains(id.as_str())),
+        );
+        Ok(true)
+    }
+
+    /// Lowers the cycle's list length to `chars`, that of the halves of a refused list that Vonage answered.
     fn fits(&self, chars: usize) {
         let chars = chars.max(MIN_LIST_CHARS);
         let was = self.list_chars.fetch_min(chars, Ordering::Relaxed);
@@ -111,50 +158,14 @@ impl Profile for Vonage {
         if messages.len() < 2 {
             return Ok(Bulk::NotOffered);
         }
-        let wanted: std::collections::HashSet<&str> =
-            messages.iter().map(|m| m.tracking_id.as_str()).collect();
+        let wanted: HashSet<&str> = messages.iter().map(|m| m.tracking_id.as_str()).collect();
         let mut listing = Listing::default();
         let limit = self.list_chars.load(Ordering::Relaxed);
-        // A stack of lists to ask, each marked when it is half of a list Vonage refused.
-        let mut lists: Vec<(String, bool)> =
-            wire::id_lists(messages.iter().map(|m| m.tracking_id.as_str()), limit)
-                .into_iter()
-                .rev()
-                .map(|ids| (ids, false))
-                .collect();
-        while let Some((ids, half)) = lists.pop() {
+        for ids in wire::id_lists(messages.iter().map(|m| m.tracking_id.as_str()), limit) {
             // Each list's records are billed: those obtained are kept whatever becomes of the next list.
-            let records = match self.ask(http, &ids) {
-                Ok(records) => records,
-                // Too long a list, or one id Vonage cannot take: its halves are asked; a single id refused is
-                // left to its own question, whose refusal is its result.
-                Err(FetchError::Refused {
-                    code: Some(code), ..
-                }) if code == "HTTP 400" || code == "HTTP 414" => {
-                    if let Some((a, b)) = halves(&ids) {
-                        lists.push((b, true));
-                        lists.push((a, true));
-                    }
-                    continue;
-                }
-                Err(e) => return listing.cut_short(e),
-            };
-            if half {
-                self.fits(ids.len());
+            if let Err(e) = self.ask_in_halves(http, &ids, &wanted, &mut listing) {
+                return listing.cut_short(e);
             }
-            listing.malformed.extend(records.malformed);
-            listing.reports.extend(
-                records
-                    .reports
-                    .into_iter()
-                    .filter(|r| wanted.contains(r.tracking_id.as_str())),
-            );
-            listing.not_found.extend(
-                records
-                    .not_found
-                    .into_iter()
-                    .filter(|id| wanted.contains(id.as_str())),
-            );
         }
         Ok(Bulk::Listed(listing))
     }
