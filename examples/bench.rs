@@ -30,7 +30,9 @@
 //! later, polls only the P% still pending: the later cycle of a send, reported on a line of its own),
 //! --dead-batches N (the first N batches are dead: their bulk question answers 503 on every attempt while each
 //! of their messages can be asked about on its own; the summary's fallback counts are reported),
-//! --store-floor 0 (skip the store floor, reported as 0: it takes as long as the cycle at five million).
+//! --store-floor 0 (skip the store floor, reported as 0: it takes as long as the cycle at five million),
+//! --submissions-index 0 (drop the `(submitted_at, tracking_id)` index of sms_submissions after `migrate`: a
+//! dispatcher's table without it).
 //!
 //! `BENCH_WRAP` (environment) runs the poller under a profiler, `{run}` replaced by the run's number:
 //! `BENCH_WRAP="heaptrack -o /tmp/poller-{run}"`.
@@ -67,6 +69,7 @@ struct Options {
     pending: usize,
     dead_batches: usize,
     store_floor: bool,
+    submissions_index: bool,
 }
 
 fn options() -> Result<Options> {
@@ -85,6 +88,7 @@ fn options() -> Result<Options> {
         pending: 100,
         dead_batches: 0,
         store_floor: true,
+        submissions_index: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -121,6 +125,7 @@ fn options() -> Result<Options> {
             "--pending" => o.pending = n.min(100),
             "--dead-batches" => o.dead_batches = n,
             "--store-floor" => o.store_floor = n > 0,
+            "--submissions-index" => o.submissions_index = n > 0,
             other => bail!("unknown option {other}"),
         }
     }
@@ -199,6 +204,9 @@ fn main() -> Result<()> {
     };
     let setup = Instant::now();
     poller(&bin, &db, &["migrate"], None, false)?;
+    if !o.submissions_index {
+        drop_submissions_index(&db)?;
+    }
     match &db {
         Db::Sqlite(path) => world.write_submissions(&mut rusqlite::Connection::open(path)?)?,
         Db::Postgres { url, password, .. } => pg_submissions(url, password, &world)?,
@@ -574,6 +582,28 @@ fn pg_floor(url: &str, _password: &Path, rows: usize, id: impl Fn(usize) -> Stri
         tx.commit()?;
     }
     Ok(started.elapsed().as_secs_f64())
+}
+
+/// Drops the index the poller asks the dispatcher's table to have, as a table whose owners did not add it.
+fn drop_submissions_index(db: &Db) -> Result<()> {
+    match db {
+        Db::Sqlite(path) => {
+            rusqlite::Connection::open(path)?
+                .execute_batch("DROP INDEX IF EXISTS idx_sms_submissions_submitted_at")?;
+        }
+        Db::Postgres { url, .. } => {
+            let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+            for row in client.query(
+                "SELECT indexname::text FROM pg_indexes WHERE tablename = 'sms_submissions' \
+                 AND indexname <> 'sms_submissions_pkey'",
+                &[],
+            )? {
+                let name: String = row.get(0);
+                client.batch_execute(&format!("DROP INDEX \"{name}\""))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the poller under `/usr/bin/time -v` and returns its wall time, peak RSS and JSON summary.

@@ -966,3 +966,39 @@ fn a_batch_larger_than_a_read_is_read_whole_across_chunks() {
         10_050
     );
 }
+
+/// A dispatcher's table without the index the poller asks for is read one query per span, its rows fetched a
+/// chunk at a time (the cost, one pass instead of a scan of the table per chunk, is the benchmark's to show):
+/// every row is read once, across chunks, and every message is polled once. The warning stays.
+#[test]
+fn a_table_without_the_index_is_read_in_one_pass_across_chunks() {
+    let Some(db) = TestDb::postgres("no_index_one_pass") else {
+        return;
+    };
+    let (db, sandbox) = common::with_sandbox_on(db, sent_world(50, 500, SUBMITTED), NOW);
+    db.pg()
+        .client()
+        .batch_execute(
+            "DO $$ DECLARE i text; BEGIN FOR i IN SELECT indexname FROM pg_indexes \
+               WHERE tablename = 'sms_submissions' AND indexname NOT LIKE '%pkey' \
+             LOOP EXECUTE format('DROP INDEX %I', i); END LOOP; END $$;",
+        )
+        .unwrap();
+    // Half an hour before the first slot: every row is read, none is due.
+    let early = "2025-12-01T10:30:00Z";
+    let out = db.poll_json(&sandbox.url(), early, &["-v"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.assert_stderr_has("has no index on (submitted_at, tracking_id)");
+    out.assert_stderr_has(
+        "read 25000 rows of sms_submissions: 0 new due now, 25000 due at a later cycle",
+    );
+    let out = db.poll_json(&sandbox.url(), NOW, &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.counts(&["messages_due", "polled"]), [25_000, 25_000]);
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT tracking_id) FROM sms_delivery_confirmations"),
+        25_000
+    );
+    // The listing of each batch of 500, in the sandbox's pages of 100.
+    assert_eq!(sandbox.sandbox().requests(), 250);
+}

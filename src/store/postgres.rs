@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
+use postgres::{Client, Config, GenericClient, NoTls, Row, SimpleQueryMessage, Statement};
 
 use super::{
     Addressee, AuditRow, Backend, CloseSteps, Closed, Cursor, DueAfter, DueGroup, FAILING_BULK,
@@ -43,6 +43,9 @@ const UPGRADES: &[&str] = &[
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection may sit idle inside a transaction before the server ends it (and its locks).
 const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The same for the read of sms_submissions, which waits for the writer between its chunks (it holds no lock
+/// but the table's share): the cycle's budget.
+const STREAM_IDLE: Duration = Duration::from_secs(15 * 60);
 /// Connect timeout, unless the URL gives one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unacknowledged data may wait this long before the kernel drops the connection, unless the URL says.
@@ -515,9 +518,96 @@ pub struct Postgres {
     /// The round this run joined, and its token (its sessions' name).
     round: Option<i64>,
     token: Option<String>,
+    /// How long a statement waits for a lock (`--busy-timeout`), for connections opened later.
+    lock_timeout: Duration,
+    /// The read of sms_submissions under way.
+    stream: Option<Stream>,
+}
+
+/// A read of sms_submissions under way: one query in (submitted_at, tracking_id) order, on a connection of its
+/// own, fetched a chunk at a time. One pass over the table whether or not it has the index the poller asks for:
+/// a chunk read after the last row of the one before would be, without the index, a scan and a sort of the
+/// whole table each.
+struct Stream {
+    client: Client,
+    span: Span,
+    /// Where the read goes on: after the last row fetched.
+    next: Cursor,
 }
 
 impl Postgres {
+    /// Opens the read of the rows of `span` after `cursor` (its start: the whole span), in submission order, on a
+    /// connection of its own: a read-only transaction holding one cursor, `intake`, planned for all its rows.
+    fn open_stream(&mut self, span: &Span, cursor: &Cursor) -> Result<Stream> {
+        let columns = self.columns()?;
+        // Values are written into the query as text literals cast to the column's own type, whatever it is
+        // (timestamptz, text, bigint, uuid...): a cursor's query takes no parameters.
+        let literal =
+            |value: &str, ty: &str| format!("CAST('{}'::text AS {ty})", value.replace('\'', "''"));
+        let key = |k: &Key| -> Option<String> {
+            match k {
+                Key::Text(t) => Some(t.clone()),
+                Key::Integer(n) => Some(n.to_string()),
+                Key::Real(n) => Some(n.to_string()),
+                Key::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                Key::Min | Key::Null => None,
+            }
+        };
+        let start = *cursor == span.start();
+        let at = match (span, start) {
+            (Span::From(from) | Span::Between(from, _), true) => Some(from.clone()),
+            _ => key(&cursor.submitted_at),
+        }
+        .map(|v| literal(&v, &columns.submitted_at));
+        let id = key(&cursor.tracking_id).map(|v| literal(&v, &columns.tracking_id));
+        let after = match (&at, &id) {
+            (Some(at), Some(id)) => Some(format!("(s.submitted_at, s.tracking_id) > ({at}, {id})")),
+            _ => None,
+        };
+        let to = |to: &str| literal(to, &columns.submitted_at);
+        let filter = match (span, start, &at, after) {
+            (Span::From(_), true, Some(at), _) => format!("s.submitted_at >= {at}"),
+            (Span::Between(_, upper), true, Some(at), _) => {
+                format!("s.submitted_at >= {at} AND s.submitted_at < {}", to(upper))
+            }
+            (Span::Below(upper), true, _, _) => format!("s.submitted_at < {}", to(upper)),
+            (Span::Null, true, _, _) => "s.submitted_at IS NULL".to_string(),
+            (Span::From(_), false, _, Some(after)) => after,
+            (Span::Between(_, upper) | Span::Below(upper), false, _, Some(after)) => {
+                format!("{after} AND s.submitted_at < {}", to(upper))
+            }
+            (Span::Null, false, _, _) => match &id {
+                Some(id) => format!("s.submitted_at IS NULL AND s.tracking_id > {id}"),
+                None => "s.submitted_at IS NULL".to_string(),
+            },
+            _ => bail!(
+                "a read of {} cannot go on from {cursor:?}",
+                self.target.submissions_name
+            ),
+        };
+        let sql = format!(
+            "SELECT s.tracking_id::text, s.customer_id::text, s.phone_number::text, \
+             s.carrier_batch_id::text, s.submitted_at::text, (t.tracking_id IS NOT NULL)::text \
+             FROM {} s LEFT JOIN message_tracking t ON t.tracking_id = s.tracking_id::text \
+             WHERE s.tracking_id IS NOT NULL AND {filter} \
+             ORDER BY s.submitted_at, s.tracking_id",
+            self.target.submissions,
+        );
+        let mut client = self.target.connect(self.lock_timeout)?;
+        // Planned for every row, not the first few; the gaps between fetches are the writer's, not idleness
+        // to end (the cycle's own deadline bounds them).
+        client.batch_execute(&format!(
+            "BEGIN READ ONLY; SET LOCAL cursor_tuple_fraction = 1; \
+             SET LOCAL idle_in_transaction_session_timeout = {}; DECLARE intake NO SCROLL CURSOR FOR {sql}",
+            STREAM_IDLE.as_millis()
+        ))?;
+        Ok(Stream {
+            client,
+            span: span.clone(),
+            next: cursor.clone(),
+        })
+    }
+
     pub fn open(target: &PgTarget, busy_timeout: Duration) -> Result<Postgres> {
         let client = target.connect(busy_timeout)?;
         Ok(Postgres {
@@ -527,6 +617,8 @@ impl Postgres {
             statements: std::collections::HashMap::new(),
             round: None,
             token: None,
+            lock_timeout: busy_timeout,
+            stream: None,
         })
     }
 
@@ -765,77 +857,42 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    /// The rows come from one query per span ([`Stream`]).
     fn submissions(
         &mut self,
         span: &Span,
         cursor: &Cursor,
         limit: usize,
     ) -> Result<Vec<(Submission, Cursor)>> {
+        let name = self.target.submissions_name.clone();
         let run = |me: &mut Postgres| -> Result<Vec<(Submission, Cursor)>> {
-            let columns = me.columns()?;
-            // Values travel as text and are cast to the column's own type, whatever it is (timestamptz, text,
-            // bigint, uuid...). $1 and $2 are the cursor, $3 the span's upper bound, $4 the limit.
-            let at = format!("CAST($1::text AS {})", columns.submitted_at);
-            let id = format!("CAST($2::text AS {})", columns.tracking_id);
-            let to = format!("CAST($3::text AS {})", columns.submitted_at);
-            let start = *cursor == span.start();
-            let after = format!("(s.submitted_at, s.tracking_id) > ({at}, {id})");
-            let (filter, upper) = match span {
-                Span::From(_) if start => (format!("s.submitted_at >= {at}"), None),
-                Span::From(_) => (after, None),
-                Span::Between(_, to_value) if start => (
-                    format!("s.submitted_at >= {at} AND s.submitted_at < {to}"),
-                    Some(to_value),
-                ),
-                Span::Below(to_value) if start => {
-                    (format!("s.submitted_at < {to}"), Some(to_value))
-                }
-                Span::Between(_, to_value) | Span::Below(to_value) => {
-                    (format!("{after} AND s.submitted_at < {to}"), Some(to_value))
-                }
-                Span::Null if start => ("s.submitted_at IS NULL".to_string(), None),
-                Span::Null => (
-                    format!("s.submitted_at IS NULL AND s.tracking_id > {id}"),
-                    None,
-                ),
+            let going_on = me
+                .stream
+                .as_ref()
+                .is_some_and(|s| s.span == *span && s.next == *cursor);
+            if !going_on {
+                // Another span, or a read that did not go on from where the last stopped: a query of its own.
+                me.stream = None;
+                me.stream = Some(me.open_stream(span, cursor)?);
+            }
+            let Some(stream) = me.stream.as_mut() else {
+                unreachable!("a stream was just opened")
             };
-            // Whether each row is tracked is one index probe per row (a lateral subquery): as an EXISTS, the
-            // planner may hash the whole tracking table for every chunk instead.
-            let sql = format!(
-                "SELECT s.tracking_id::text, s.customer_id::text, s.phone_number::text, \
-                 s.carrier_batch_id::text, s.submitted_at::text, t.tracked IS NOT NULL \
-                 FROM {} s LEFT JOIN LATERAL (SELECT true AS tracked FROM message_tracking t \
-                   WHERE t.tracking_id = s.tracking_id::text LIMIT 1) t ON true \
-                 WHERE s.tracking_id IS NOT NULL AND {filter} \
-                 ORDER BY s.submitted_at, s.tracking_id LIMIT $4",
-                me.target.submissions,
-            );
-            let key = |k: &Key| -> Option<String> {
-                match k {
-                    Key::Text(t) => Some(t.clone()),
-                    Key::Integer(n) => Some(n.to_string()),
-                    Key::Real(n) => Some(n.to_string()),
-                    Key::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                    Key::Min | Key::Null => None,
-                }
-            };
-            let first = match (span, start) {
-                (Span::From(from) | Span::Between(from, _), true) => Some(from.clone()),
-                _ => key(&cursor.submitted_at),
-            };
-            let statement = me.prepared(&sql, &[Type::TEXT, Type::TEXT, Type::TEXT, Type::INT8])?;
-            let rows = me.client.query(
-                &statement,
-                &[&first, &key(&cursor.tracking_id), &upper, &(limit as i64)],
-            )?;
-            let mut out = Vec::with_capacity(rows.len().min(READ_RESERVE));
-            for r in rows {
-                let raw: Option<String> = r.get(4);
+            let rows = stream
+                .client
+                .simple_query(&format!("FETCH {limit} FROM intake"))?;
+            let mut out = Vec::with_capacity(limit.min(READ_RESERVE));
+            for message in rows {
+                let SimpleQueryMessage::Row(r) = message else {
+                    continue;
+                };
+                let text = |i: usize| r.get(i).map(str::to_string);
+                let raw = text(4);
                 let submitted_at = match &raw {
                     None => Err("submitted_at is NULL".to_string()),
                     Some(text) => timefmt::parse_submitted(text).map_err(|e| format!("{e:#}")),
                 };
-                let tracking_id: Option<String> = r.get(0);
+                let tracking_id = text(0);
                 // The dispatcher's value is quoted: a number typed into the wrong column is masked.
                 let place = (!Submission::trackable(tracking_id.as_deref())).then(|| match &raw {
                     Some(text) => {
@@ -847,11 +904,11 @@ impl Backend for Postgres {
                     Submission {
                         tracking_id: tracking_id.clone(),
                         place,
-                        customer_id: r.get(1),
-                        phone_number: r.get(2),
-                        batch_id: r.get(3),
+                        customer_id: text(1),
+                        phone_number: text(2),
+                        batch_id: text(3),
                         submitted_at,
-                        tracked: r.get(5),
+                        tracked: r.get(5) == Some("true"),
                     },
                     Cursor {
                         submitted_at: raw.map_or(Key::Null, Key::Text),
@@ -859,9 +916,14 @@ impl Backend for Postgres {
                     },
                 ));
             }
+            if out.len() < limit {
+                // The span is read: its connection closes, and its transaction with it.
+                me.stream = None;
+            } else if let Some((_, last)) = out.last() {
+                stream.next = last.clone();
+            }
             Ok(out)
         };
-        let name = self.target.submissions_name.clone();
         run(self).with_context(|| format!("reading {name}"))
     }
 
