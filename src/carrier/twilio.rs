@@ -284,9 +284,9 @@ impl Twilio {
     /// keeps what that page holds and leaves the rest to lookups, as does every later job that the known count
     /// shows it would not pay for.
     ///
-    /// A minute whose listing fails (after its retries) is not asked again in this cycle; it is passed over,
-    /// `Ok(Some(error))`, where the carrier has answered a listing in this cycle: else it may be failing as a
-    /// whole, and the walk ends (`Err`), as it does at the deadline, a stop or credentials rejected.
+    /// A minute whose listing fails (after its retries) is not asked again for [`FAILED_FOR`]; it is passed
+    /// over, `Ok(Some(error))`, where the carrier has answered a listing in this cycle: else it may be failing
+    /// as a whole, and the walk ends (`Err`), as it does at the deadline, a stop or credentials rejected.
     fn take<V>(
         &self,
         http: &Http,

@@ -524,6 +524,12 @@ pub struct Postgres {
     stream: Option<Stream>,
 }
 
+/// `value` as an SQL escape string literal, which reads the same whatever the server's
+/// standard_conforming_strings.
+fn text_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// A read of sms_submissions under way: one query in (submitted_at, tracking_id) order, on a connection of its
 /// own, fetched a chunk at a time. One pass over the table whether or not it has the index the poller asks for:
 /// a chunk read after the last row of the one before would be, without the index, a scan and a sort of the
@@ -541,9 +547,10 @@ impl Postgres {
     fn open_stream(&mut self, span: &Span, cursor: &Cursor) -> Result<Stream> {
         let columns = self.columns()?;
         // Values are written into the query as text literals cast to the column's own type, whatever it is
-        // (timestamptz, text, bigint, uuid...): a cursor's query takes no parameters.
+        // (timestamptz, text, bigint, uuid...): a cursor's query takes no parameters. An escape string literal
+        // reads the same whatever the server's standard_conforming_strings.
         let literal =
-            |value: &str, ty: &str| format!("CAST('{}'::text AS {ty})", value.replace('\'', "''"));
+            |value: &str, ty: &str| format!("CAST({}::text AS {ty})", text_literal(value));
         let key = |k: &Key| -> Option<String> {
             match k {
                 Key::Text(t) => Some(t.clone()),
@@ -1996,6 +2003,15 @@ mod tests {
 
     fn parse(url: &str) -> Result<PgTarget> {
         PgTarget::parse(url, None, "sms_submissions")
+    }
+
+    #[test]
+    fn a_text_literal_escapes_quotes_and_backslashes() {
+        assert_eq!(
+            text_literal("2025-12-01T09:00:00Z"),
+            "E'2025-12-01T09:00:00Z'"
+        );
+        assert_eq!(text_literal(r"it's a \ id"), r"E'it''s a \\ id'");
     }
 
     #[test]
